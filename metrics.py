@@ -1,0 +1,340 @@
+"""Metrics for the 16 Omni-Mol tasks, computed the way the authors' release computes them.
+
+Reference: the release's metrics.py (../shared/notes/formats.md sections 4 and 8). One function per
+answer kind; `score_task(task, rows)` picks the right one. Rows are the predictions.jsonl records
+{"task", "id", "prompt", "prediction", "reference"}.
+
+Where the release has a flaw, the correct value is the default and `release_compat=True`
+(eval.py --release-compat) reproduces the release, so numbers can be compared like for like:
+- MW / TPSA / LogP: the release takes the first UNSIGNED number (a LogP of -1.2 scores as 1.2,
+  on both sides); we keep the sign (and accept exponents and a Unicode minus).
+- ROUGE: the release scores the uncut prediction, so its end token ("<|eot_id|>" -> "eot id")
+  counts as two words; we score the answer without it.
+- Molecule editing: the release divides success counts by the number of VALID answers of that
+  kind; we count an invalid answer as a failure (denominator = all answers of that kind).
+- Molecule answers: the release decodes the raw string; we strip surrounding whitespace first.
+Reported both ways regardless of the switch: exact match over valid answers (the release) and over
+all items; validity as "parsable / N" (release) and "parsable with an InChI / N" (dev code).
+
+Deviations that no switch can undo, stated in every result that they touch (key "notes"):
+- METEOR: nltk's meteor needs WordNet, which is downloaded at run time; not allowed here. We call
+  nltk's own meteor_score with an empty synonym table, i.e. exact + Porter-stem matching only.
+  The release applies METEOR to byte-level BPE pieces ("Ġmolecule"), which WordNet does not know
+  anyway, so the synonym stage rarely fires there; over words it would, so the value is a lower
+  bound of WordNet METEOR.
+- DRD2 success needs the release's trained GIN classifier, whose weights are not available
+  offline: the DRD2 rates are None and say so.
+"""
+import math
+import re
+import warnings
+
+import numpy as np
+import selfies
+from rdkit import Chem, DataStructs, RDLogger
+from rdkit.Chem import MACCSkeys, QED, rdFingerprintGenerator
+
+RDLogger.DisableLog("rdApp.*")
+
+# ----------------------------------------------------------------------------- task -> answer kind
+MOLECULE_TASKS = ("forward", "reagent", "retrosynthesis", "solvent", "catalyst", "iupac", "textguidedmolgen")
+NUMBER_TASKS = ("weight", "tpsa", "logp")
+TEXT_TASKS = ("molcap", "dqa", "experiment")
+
+
+def answer_kind(task):
+    """'molecule' | 'molediting' | 'homolumo' | 'number' | 'yield' | 'text' (yield_BH, yield_SM -> yield)."""
+    if task in MOLECULE_TASKS:
+        return "molecule"
+    if task in NUMBER_TASKS:
+        return "number"
+    if task in TEXT_TASKS:
+        return "text"
+    if task in ("molediting", "homolumo"):
+        return task
+    if task == "yield" or task.startswith("yield_"):
+        return "yield"
+    raise ValueError(f"no metric for task {task!r}")
+
+
+# Where an answer ends: the release cuts at Llama-3's <|eot_id|> only; other chat templates end in these.
+END_MARKERS = ("<|eot_id|>", "<|im_end|>", "<|end_of_text|>", "<|endoftext|>", "</s>")
+RELEASE_EOS = "<|eot_id|>"
+
+
+def cut_answer(text, release_compat=False):
+    """The answer part of a decoded generation: text before the first end marker."""
+    text = text or ""
+    for marker in (RELEASE_EOS,) if release_compat else END_MARKERS:
+        text = text.split(marker)[0]
+    return text if release_compat else text.strip()
+
+
+# ----------------------------------------------------------------------------- molecule answers
+_MORGAN_COUNT = rdFingerprintGenerator.GetMorganGenerator(radius=2)  # == AllChem.GetMorganFingerprint(m, 2)
+_MORGAN_BITS = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)  # == ...AsBitVect(m, 2, 2048)
+
+
+def mol_from_selfies(s):
+    """SELFIES -> (rdkit Mol, canonical SMILES without stereo) or (None, None), as the release does:
+    decode, parse, write canonical non-isomeric SMILES, parse that again. Never raises."""
+    if not s:
+        return None, None
+    try:
+        smiles = selfies.decoder(s)
+    except Exception:
+        return None, None
+    if not smiles:  # e.g. "hello" decodes to "" (no SELFIES tokens): not a molecule
+        return None, None
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None:
+        return None, None
+    can = Chem.MolToSmiles(mol, isomericSmiles=False, canonical=True)
+    mol = Chem.MolFromSmiles(can)
+    return (mol, can) if mol is not None else (None, None)
+
+
+def _inchi(mol):
+    try:
+        return Chem.MolToInchi(mol) or None
+    except Exception:
+        return None
+
+
+def _corpus_bleu(refs, hyps, weights=(0.25, 0.25, 0.25, 0.25)):
+    """nltk corpus BLEU, no smoothing, as the release; 0.0 on an empty corpus."""
+    from nltk.translate.bleu_score import corpus_bleu
+    if not hyps:
+        return 0.0
+    with warnings.catch_warnings():  # nltk warns when a higher-order n-gram never matches (BLEU = 0)
+        warnings.simplefilter("ignore")
+        return float(corpus_bleu(refs, hyps, weights=weights))
+
+
+def _mean(xs):
+    return float(np.mean(xs)) if len(xs) else 0.0
+
+
+def molecule_metrics(preds, refs, release_compat=False):
+    """Validity, exact match (InChI of stereo-stripped molecules), SELFIES character BLEU,
+    Levenshtein on canonical SMILES, MACCS / RDK / Morgan(count, r=2) Tanimoto. Similarities,
+    distances and BLEU average over valid pairs, as the release; an unparsable reference skips the item
+    but stays in the validity denominator (release)."""
+    from Levenshtein import distance as levenshtein
+    n = len(preds)
+    n_valid = n_inchi = n_exact = n_bad_ref = 0
+    sims = {"maccs": [], "rdk": [], "morgan": []}
+    lev, bleu_refs, bleu_hyps = [], [], []
+    for pred, ref in zip(preds, refs):
+        pred = cut_answer(pred, release_compat)
+        ref_mol, ref_smi = mol_from_selfies(ref.strip())
+        if ref_mol is None:
+            n_bad_ref += 1
+            continue
+        pred_mol, pred_smi = mol_from_selfies(pred)
+        if pred_mol is None:
+            continue
+        n_valid += 1
+        sims["maccs"].append(DataStructs.TanimotoSimilarity(MACCSkeys.GenMACCSKeys(ref_mol), MACCSkeys.GenMACCSKeys(pred_mol)))
+        sims["rdk"].append(DataStructs.TanimotoSimilarity(Chem.RDKFingerprint(ref_mol), Chem.RDKFingerprint(pred_mol)))
+        sims["morgan"].append(DataStructs.TanimotoSimilarity(
+            _MORGAN_COUNT.GetSparseCountFingerprint(ref_mol), _MORGAN_COUNT.GetSparseCountFingerprint(pred_mol)))
+        lev.append(levenshtein(pred_smi, ref_smi))
+        bleu_refs.append([list(ref.strip())])
+        bleu_hyps.append(list(pred))
+        ref_inchi, pred_inchi = _inchi(ref_mol), _inchi(pred_mol)
+        n_inchi += pred_inchi is not None
+        n_exact += pred_inchi is not None and pred_inchi == ref_inchi
+    out = {
+        "Validity": n_valid / n if n else 0.0,
+        "Validity (with InChI)": n_inchi / n if n else 0.0,
+        "Exact Match (InChI)": n_exact / n_valid if n_valid else 0.0,
+        "Exact Match (InChI, all items)": n_exact / n if n else 0.0,
+        "SELFIES BLEU": _corpus_bleu(bleu_refs, bleu_hyps),
+        "Average MACCS Similarity": _mean(sims["maccs"]),
+        "Average RDK Similarity": _mean(sims["rdk"]),
+        "Average Morgan Similarity": _mean(sims["morgan"]),
+        "Average SMILES Levenshtein": _mean(lev),
+        "NumValidPredictions": n_valid,
+        "TotalEntries": n,
+    }
+    if n_bad_ref:
+        out["Invalid references (skipped)"] = n_bad_ref
+    return out
+
+
+def molediting_metrics(preds, refs, prompts, release_compat=False):
+    """Success rates of molecule editing: QED(prediction) >= 0.6, and the same with Morgan bit-vector
+    (r=2, 2048) similarity to the reference >= 0.4. The prompt says which property is asked for
+    ("QED", "DRD2" or both), as in the release."""
+    keys = ["QED>=0.6", "DRD2>=0.5", "QED>=0.6,DRD2>=0.5", "Sim>=0.4,QED>=0.6", "Sim>=0.4,DRD2>=0.5", "Sim>=0.4,QED>=0.6,DRD2>=0.5"]
+    hits, count = dict.fromkeys(keys, 0), dict.fromkeys(keys, 0)
+    n_valid = n_drd2 = 0
+    for pred, ref, prompt in zip(preds, refs, prompts):
+        qed_task, drd2_task = "QED" in prompt, "DRD2" in prompt
+        ref_mol, _ = mol_from_selfies(cut_answer(ref, release_compat))
+        pred_mol, _ = mol_from_selfies(cut_answer(pred, release_compat))
+        ok = ref_mol is not None and pred_mol is not None
+        n_valid += ok
+        if drd2_task:
+            n_drd2 += 1
+        if not qed_task or drd2_task:
+            continue  # DRD2 (alone or joint) needs the scorer we do not have
+        if not ok and (release_compat or ref_mol is None):
+            continue  # release: only valid pairs count; always: an unusable reference does not count
+        sim = DataStructs.TanimotoSimilarity(_MORGAN_BITS.GetFingerprint(ref_mol), _MORGAN_BITS.GetFingerprint(pred_mol)) if ok else 0.0
+        qed = QED.qed(pred_mol) if ok else 0.0
+        for key, success in (("QED>=0.6", qed >= 0.6), ("Sim>=0.4,QED>=0.6", sim >= 0.4 and qed >= 0.6)):
+            count[key] += 1
+            hits[key] += success
+    out = {k: (hits[k] / count[k] if count[k] else 0.0) for k in keys if "DRD2" not in k}
+    out.update({k: None for k in keys if "DRD2" in k})
+    out["Validity"] = n_valid / len(preds) if preds else 0.0
+    out["QED items"] = count["QED>=0.6"]
+    notes = ["Sim = Morgan bit-vector (r=2, 2048 bits) Tanimoto between prediction and reference, as the release."]
+    if n_drd2:
+        notes.append(f"DRD2 rates not computed for {n_drd2} DRD2 prompt(s): the release's DRD2 GIN scorer has no offline weights.")
+    notes.append("success denominators: " + ("valid answers (release)" if release_compat else "all answers of that kind (invalid = failure)"))
+    out["notes"] = notes
+    return out
+
+
+# ----------------------------------------------------------------------------- number answers
+_RELEASE_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+# the sign counts only where it is not a hyphen inside a word ("3-methyl", "C-12")
+_SIGNED_NUMBER = re.compile(r"(?:(?<![\w.])[-+\u2212])?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+
+
+def first_number(text, release_compat=False):
+    """The first number in free text ("-1.2 g/mol" -> -1.2); None if there is none."""
+    m = (_RELEASE_NUMBER if release_compat else _SIGNED_NUMBER).search(text or "")
+    return float(m.group(0).replace("\u2212", "-")) if m else None
+
+
+def strict_float(text):
+    """float(text) as the release parses HOMO/LUMO and yields; None if it is not a finite number."""
+    try:
+        x = float(text)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _mae(pairs):
+    return float(np.mean([abs(p - r) for r, p in pairs])) if pairs else None
+
+
+def number_metrics(preds, refs, release_compat=False):
+    """MW / TPSA / LogP: the first number in prediction and reference; MAE over the items where both have one."""
+    pairs, skipped = [], 0
+    for pred, ref in zip(preds, refs):
+        r, p = first_number(ref, release_compat), first_number(cut_answer(pred, release_compat), release_compat)
+        if r is None or p is None:
+            skipped += 1
+            continue
+        pairs.append((r, p))
+    return {"Average MAE": _mae(pairs), "Validity": len(pairs) / len(preds) if preds else 0.0, "Skipped items": skipped,
+            "notes": ["first UNSIGNED number (release)" if release_compat else "first signed number"]}
+
+
+def homolumo_metrics(preds, refs, prompts, release_compat=False):
+    """HOMO / LUMO / gap MAE, bucketed by the prompt text ("HOMO" only / "LUMO" only / both = gap);
+    "Average" pools the values of all three (release), "Mean of the three" averages the three MAEs."""
+    buckets, skipped = {"HOMO": [], "LUMO": [], "GAP": []}, 0
+    for pred, ref, prompt in zip(preds, refs, prompts):
+        r, p = strict_float(str(ref).strip()), strict_float(cut_answer(pred, release_compat).strip())
+        homo, lumo = "HOMO" in prompt, "LUMO" in prompt
+        if r is None or p is None or not (homo or lumo):
+            skipped += 1
+            continue
+        buckets["GAP" if homo and lumo else "HOMO" if homo else "LUMO"].append((r, p))
+    maes = {k: _mae(v) for k, v in buckets.items()}
+    present = [m for m in maes.values() if m is not None]
+    return {"HOMO MAE": maes["HOMO"], "LUMO MAE": maes["LUMO"], "GAP MAE": maes["GAP"],
+            "Average": _mae([x for v in buckets.values() for x in v]),
+            "Mean of the three": float(np.mean(present)) if present else None,
+            "Validity": (len(preds) - skipped) / len(preds) if preds else 0.0, "Skipped items": skipped}
+
+
+def yield_metrics(preds, refs, release_compat=False):
+    """R^2 of strictly parsed yields (sklearn's r2_score definition); None with fewer than 2 points."""
+    pairs = [(r, p) for r, p in ((strict_float(str(r)), strict_float(cut_answer(p, release_compat))) for p, r in zip(preds, refs))
+             if r is not None and p is not None]
+    r2 = None
+    if len(pairs) >= 2:
+        y, yhat = np.array(pairs).T
+        ss_res, ss_tot = float(((y - yhat) ** 2).sum()), float(((y - y.mean()) ** 2).sum())
+        r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else (1.0 if ss_res == 0 else 0.0)  # sklearn's force_finite
+    return {"R2 Score": r2, "Validity": len(pairs) / len(preds) if preds else 0.0, "Skipped items": len(preds) - len(pairs)}
+
+
+# ----------------------------------------------------------------------------- text answers
+METEOR_KEY = "METEOR (exact+stem, no WordNet)"
+
+
+class _NoWordNet:
+    """Stands in for nltk's WordNet reader: no synonyms, so nltk's METEOR matches exact + stem only."""
+
+    def synsets(self, word):
+        return []
+
+
+def word_tokenize(text):
+    """Model-independent tokens (nltk's regex wordpunct, needs no data): used when no LLM tokenizer is loaded."""
+    from nltk.tokenize import wordpunct_tokenize
+    return wordpunct_tokenize(text)
+
+
+def text_metrics(preds, refs, tokenize=None, tokenizer_name="nltk wordpunct", release_compat=False, eos_text=RELEASE_EOS):
+    """BLEU-2/4 (corpus, no smoothing) and METEOR (mean per item) on tokens, the first 512 of each text,
+    as the release (it uses the LLM's own tokenizer); ROUGE-1/2/L F-measure (rouge-score, no stemmer)
+    on the raw strings."""
+    from nltk.stem.porter import PorterStemmer
+    from nltk.translate.meteor_score import meteor_score
+    from rouge_score.rouge_scorer import RougeScorer
+    tokenize = tokenize or word_tokenize
+    rouge, stemmer, no_wordnet = RougeScorer(["rouge1", "rouge2", "rougeL"]), PorterStemmer(), _NoWordNet()
+    drop = set(END_MARKERS) | {eos_text}
+    hyps, bleu_refs, meteors, rouges = [], [], [], []
+    for pred, ref in zip(preds, refs):
+        pred, ref = cut_answer(pred, release_compat), cut_answer(ref, release_compat)
+        p_tok = [t for t in tokenize(pred)[:512] if t not in drop]
+        r_tok = [t for t in tokenize(ref)[:512] if t not in drop]
+        hyps.append(p_tok)
+        bleu_refs.append([r_tok])
+        meteors.append(meteor_score([r_tok], p_tok, stemmer=stemmer, wordnet=no_wordnet) if p_tok and r_tok else 0.0)
+        if release_compat and eos_text not in pred:
+            pred = pred + eos_text  # the release decodes with special tokens kept and never cuts before ROUGE
+        rouges.append(rouge.score(ref, pred))
+    return {"BLEU-2": _corpus_bleu(bleu_refs, hyps, (0.5, 0.5)), "BLEU-4": _corpus_bleu(bleu_refs, hyps),
+            METEOR_KEY: _mean(meteors),
+            "ROUGE-1": _mean([s["rouge1"].fmeasure for s in rouges]),
+            "ROUGE-2": _mean([s["rouge2"].fmeasure for s in rouges]),
+            "ROUGE-L": _mean([s["rougeL"].fmeasure for s in rouges]),
+            "notes": [f"BLEU/METEOR tokens: {tokenizer_name}",
+                      "METEOR: nltk meteor_score with exact + Porter-stem matching; WordNet synonyms unavailable offline",
+                      "ROUGE on the prediction " + ("with the end token appended (release)" if release_compat else "cut at its end token")]}
+
+
+# ----------------------------------------------------------------------------- dispatch
+def score_task(task, rows, release_compat=False, tokenize=None, tokenizer_name="nltk wordpunct", eos_text=RELEASE_EOS):
+    """Metrics of one task from its rows ({"prompt", "prediction", "reference"}); a dict {metric: value}
+    plus "notes" (a list of strings) where a value needs a word of explanation."""
+    preds = [str(r.get("prediction") or "") for r in rows]
+    refs = [str(r.get("reference") if r.get("reference") is not None else "") for r in rows]
+    prompts = [str(r.get("prompt") or "") for r in rows]
+    kind = answer_kind(task)
+    if kind == "molecule":
+        out = molecule_metrics(preds, refs, release_compat)
+    elif kind == "molediting":
+        out = molediting_metrics(preds, refs, prompts, release_compat)
+    elif kind == "homolumo":
+        out = homolumo_metrics(preds, refs, prompts, release_compat)
+    elif kind == "number":
+        out = number_metrics(preds, refs, release_compat)
+    elif kind == "yield":
+        out = yield_metrics(preds, refs, release_compat)
+    else:
+        out = text_metrics(preds, refs, tokenize, tokenizer_name, release_compat, eos_text)
+    out["N"] = len(rows)
+    return out

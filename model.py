@@ -55,11 +55,18 @@ class ModelConfig:
             raise ValueError(f"unsupported model_type {mt!r} in config.json (supported: llama, qwen2)")
         if cfg.get("hidden_act", "silu") != "silu":
             raise ValueError(f"unsupported hidden_act {cfg['hidden_act']!r} (only silu)")
+        if cfg.get("mlp_bias"):
+            raise ValueError("unsupported mlp_bias=true in config.json")
         names = {f.name for f in fields(cls)} - {"extra"}
         kw = {k: v for k, v in cfg.items() if k in names and v is not None}
         kw.setdefault("num_key_value_heads", cfg["num_attention_heads"])
+        rp = cfg.get("rope_parameters")  # transformers >= 5 writes rope_theta + scaling in one dict
+        if rp:
+            kw["rope_theta"] = rp.get("rope_theta", kw.get("rope_theta", 10000.0))
+            kind = rp.get("rope_type", rp.get("type", "default"))
+            kw["rope_scaling"] = None if kind == "default" else {k: v for k, v in rp.items() if k != "rope_theta"}
         if mt == "qwen2":
-            kw["attention_bias"] = True  # Qwen2 always has q/k/v biases (no config flag)
+            kw["attention_bias"] = True  # Qwen2 always has q/k/v biases (no config flag), none on o_proj
         return cls(**kw, extra={k: v for k, v in cfg.items() if k not in names})
 
     def to_hf(self) -> dict:
@@ -137,7 +144,8 @@ class Attention(nn.Module):
         self.q_proj = nn.Linear(cfg.hidden_size, self.n_head * self.hd, bias=b)
         self.k_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.hd, bias=b)
         self.v_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.hd, bias=b)
-        self.o_proj = nn.Linear(self.n_head * self.hd, cfg.hidden_size, bias=False)
+        # Llama's attention_bias also covers o_proj; Qwen2 biases only q/k/v
+        self.o_proj = nn.Linear(self.n_head * self.hd, cfg.hidden_size, bias=b and cfg.model_type == "llama")
 
     def forward(self, x, cos, sin, mask, cache=None, layer_idx=0):
         B, T, _ = x.shape

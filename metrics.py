@@ -32,7 +32,7 @@ import warnings
 import numpy as np
 import selfies
 from rdkit import Chem, DataStructs, RDLogger
-from rdkit.Chem import MACCSkeys, QED, rdFingerprintGenerator
+from rdkit.Chem import Crippen, Descriptors, MACCSkeys, QED, rdFingerprintGenerator, rdMolDescriptors
 
 RDLogger.DisableLog("rdApp.*")
 
@@ -268,6 +268,44 @@ def yield_metrics(preds, refs, release_compat=False):
     return {"R2 Score": r2, "Validity": len(pairs) / len(preds) if preds else 0.0, "Skipped items": len(preds) - len(pairs)}
 
 
+# ----------------------------------------------------------------------------- verifiers (beyond the release)
+_SELFIES_RUN = re.compile(r"(?:\[[^\[\]\s]+\])+")
+RDKIT_PROPERTY = {"weight": Descriptors.MolWt, "tpsa": rdMolDescriptors.CalcTPSA, "logp": Crippen.MolLogP}
+
+
+def prompt_molecule(prompt):
+    """The input molecule's SELFIES: the last run of [..] tokens in the prompt (every task puts its input
+    molecule at the end: "... The molecule SELFIES sequence is: [C][C][O]"); None if there is none."""
+    runs = _SELFIES_RUN.findall(prompt or "")
+    return runs[-1] if runs else None
+
+
+def same_molecule(a, b):
+    """Two SELFIES name the same molecule: InChI equality after the release's stereo stripping."""
+    (ma, _), (mb, _) = mol_from_selfies(a), mol_from_selfies(b)
+    ia = _inchi(ma) if ma is not None else None
+    return ia is not None and mb is not None and ia == _inchi(mb)
+
+
+def property_check(task, preds, refs, prompts, release_compat=False):
+    """MW / TPSA / LogP recomputed by rdkit for the prompt's molecule: how far the reference labels and the
+    answers are from it. (3D-MoIT's labels come from PubChem, e.g. XLogP3 rather than rdkit's Crippen LogP,
+    so a non-zero reference gap there is a property of the labels, not an error.)"""
+    fn, ref_err, pred_err = RDKIT_PROPERTY[task], [], []
+    for pred, ref, prompt in zip(preds, refs, prompts):
+        mol, _ = mol_from_selfies(prompt_molecule(prompt))
+        if mol is None:
+            continue
+        truth = fn(mol)
+        r, p = first_number(ref, release_compat), first_number(cut_answer(pred, release_compat), release_compat)
+        if r is not None:
+            ref_err.append(abs(r - truth))
+        if p is not None:
+            pred_err.append(abs(p - truth))
+    return {"rdkit: checked items": len(ref_err), "rdkit: reference MAE": _mean(ref_err) if ref_err else None,
+            "rdkit: prediction MAE": _mean(pred_err) if pred_err else None}
+
+
 # ----------------------------------------------------------------------------- text answers
 METEOR_KEY = "METEOR (exact+stem, no WordNet)"
 
@@ -332,6 +370,7 @@ def score_task(task, rows, release_compat=False, tokenize=None, tokenizer_name="
         out = homolumo_metrics(preds, refs, prompts, release_compat)
     elif kind == "number":
         out = number_metrics(preds, refs, release_compat)
+        out.update(property_check(task, preds, refs, prompts, release_compat))
     elif kind == "yield":
         out = yield_metrics(preds, refs, release_compat)
     else:

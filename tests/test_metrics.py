@@ -169,3 +169,13 @@ def test_score_task_dispatch_and_unknown_task():
     with pytest.raises(ValueError, match="no metric"):
         M.score_task("nonsense", rows)
     assert math.isclose(M.score_task("forward", [{"prediction": ETHANOL, "reference": ETHANOL}])["Validity"], 1.0)
+
+
+def test_rdkit_recomputation_of_number_answers():
+    prompt = "What is the molecular weight of this molecule? The molecule SELFIES sequence is: " + ETHANOL
+    r = M.score_task("weight", [{"prompt": prompt, "prediction": "47.07 g/mol", "reference": "46.07"}])
+    assert r["rdkit: checked items"] == 1
+    assert r["rdkit: reference MAE"] == pytest.approx(0.001, abs=1e-3)   # rdkit MolWt(ethanol) = 46.069
+    assert r["rdkit: prediction MAE"] == pytest.approx(1.001, abs=1e-3)
+    assert M.prompt_molecule("The [bracketed] hint, then " + ETHANOL) == ETHANOL
+    assert M.score_task("logp", [{"prompt": "no molecule", "prediction": "1", "reference": "1"}])["rdkit: checked items"] == 0

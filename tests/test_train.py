@@ -1,0 +1,207 @@
+"""train.py on CPU with the tiny model and a tiny data folder in the release's format: DDP equals one
+process with the doubled batch, resume is exact, a crash mid-save leaves the previous checkpoint
+loadable, saved adapters reproduce the trained model's logits, non-finite steps are skipped then stop
+the run, and --tasks mistakes are clear errors."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import data  # noqa: E402
+import model as M  # noqa: E402
+import molecule  # noqa: E402
+import moge  # noqa: E402
+import train  # noqa: E402
+
+SMILES = ["CCO", "c1ccccc1", "CC(=O)O", "CCN", "OCCO", "CCCC", "C1CC1", "CC(C)O", "CC#N", "C=CC=C",
+          "CS", "NCC(=O)O"]
+TASKS = "forward,molcap,iupac"  # a reaction task, a caption task, a text-only task (no graph)
+# the log fields that must agree between runs (timings and token rates may not)
+KEYS = ("loss", "ce", "aux", "lr", "grad_norm", "skipped", "tokens")
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """16 records per task in the published layout (PATH/train/<stem>.json), SELFIES inputs."""
+    import selfies
+    root = tmp_path_factory.mktemp("tinydata")
+    os.makedirs(root / "train")
+    sf = selfies.encoder
+    recs = {"forward_prediction": [], "molcap": [], "IUPAC2SELFIES": []}
+    for i, s in enumerate(SMILES + SMILES[:4]):
+        split = {"split": "train"}
+        recs["forward_prediction"].append({"instruction": "Predict the product.", "input": f"{sf(s)}.{sf('O')}",
+                                           "output": sf(s), "metadata": split})
+        recs["molcap"].append({"instruction": "", "input": sf(s), "output": f"Molecule {i}, {len(s)} chars.",
+                               "metadata": split})
+        recs["IUPAC2SELFIES"].append({"instruction": "Give the SELFIES.", "input": f"name-{i}", "output": sf(s),
+                                      "metadata": split})
+    for stem, r in recs.items():
+        (root / "train" / f"{stem}.json").write_text(json.dumps(r))
+    return str(root)
+
+
+def args_for(data_dir, out, *extra):
+    return ["--model", "tiny", "--data", data_dir, "--tasks", TASKS, "--out", str(out), "--lora-r", "4",
+            "--max-len", "512", "--threads", "1", *map(str, extra)]
+
+
+def run(argv, nproc=1, check=True):
+    """train.py in a fresh process (torchrun for nproc > 1); -> CompletedProcess."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    if nproc > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               os.path.join(REPO, "train.py"), *argv]
+    else:
+        cmd = [sys.executable, os.path.join(REPO, "train.py"), *argv]
+    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    return p
+
+
+def read_log(out):
+    with open(os.path.join(out, "log.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_ddp_two_ranks_equal_one_rank_with_double_batch(tiny_data, tmp_path):
+    # no dropout (per-rank masks would differ) and no balance loss (a per-rank statistic, not a token sum)
+    common = ("--max-steps", 3, "--lora-dropout", 0, "--aux-coef", 0, "--grad-accum", 2)
+    run(args_for(tiny_data, tmp_path / "ddp", "--batch-size", 2, *common), nproc=2)
+    run(args_for(tiny_data, tmp_path / "one", "--batch-size", 4, *common))
+    a, b = read_log(tmp_path / "ddp"), read_log(tmp_path / "one")
+    assert len(a) == len(b) == 3
+    for ra, rb in zip(a, b):
+        assert ra["tokens"] == rb["tokens"] and ra["task_loss"].keys() == rb["task_loss"].keys()
+        for k in ("loss", "ce", "grad_norm", "lr"):
+            assert ra[k] == pytest.approx(rb[k], rel=1e-5, abs=1e-7), (ra["step"], k, ra[k], rb[k])
+        for t in ra["task_loss"]:
+            assert ra["task_loss"][t] == pytest.approx(rb["task_loss"][t], rel=1e-5), (ra["step"], t)
+    assert a[-1]["ce"] != a[0]["ce"]  # it did train
+
+
+def test_resume_is_exact(tiny_data, tmp_path):
+    # dropout on (default 0.05): the RNG state must come back too
+    run(args_for(tiny_data, tmp_path / "full", "--batch-size", 2, "--max-steps", 4))
+    run(args_for(tiny_data, tmp_path / "cut", "--batch-size", 2, "--max-steps", 4, "--stop-after", 2))
+    assert os.path.basename(train.checkpoint_dirs(tmp_path / "cut")[-1]) == "step_000002"
+    run(args_for(tiny_data, tmp_path / "cut", "--batch-size", 2, "--max-steps", 4, "--resume"))
+    full, cut = read_log(tmp_path / "full"), read_log(tmp_path / "cut")
+    assert [r["step"] for r in cut] == [1, 2, 3, 4]
+    for ra, rb in zip(full, cut):
+        assert {k: ra[k] for k in KEYS} == {k: rb[k] for k in KEYS}
+        assert ra["task_loss"] == rb["task_loss"]
+    from safetensors.torch import load_file
+    fa = load_file(os.path.join(train.checkpoint_dirs(tmp_path / "full")[-1], "adapters.safetensors"))
+    fb = load_file(os.path.join(train.checkpoint_dirs(tmp_path / "cut")[-1], "adapters.safetensors"))
+    assert fa.keys() == fb.keys() and all(torch.equal(fa[k], fb[k]) for k in fa)
+
+
+def test_crash_mid_save_keeps_previous_checkpoint(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    p = run(args_for(tiny_data, out, "--batch-size", 2, "--max-steps", 4, "--save-every", 2,
+                     "--debug-crash-in-save", 4), check=False)
+    assert p.returncode == 17, p.stderr[-2000:]  # killed after writing adapters, before the rest
+    names = sorted(os.listdir(out / "checkpoints"))
+    assert "step_000002" in names and "step_000004" not in names
+    assert any(n.startswith(".tmp_step_000004") for n in names)  # the half-written one is a temp folder
+    last = train.checkpoint_dirs(out)[-1]
+    assert os.path.basename(last) == "step_000002"
+    # still loadable: optimizer state with weights_only=True, adapters strictly into a fresh model
+    state = torch.load(os.path.join(last, "optimizer.pt"), weights_only=True)
+    assert state["scheduler"]["last_epoch"] == 2
+    fresh = rebuild(last)
+    assert fresh is not None
+    # and --resume continues from it
+    run(args_for(tiny_data, out, "--batch-size", 2, "--max-steps", 4, "--save-every", 2, "--resume"))
+    assert os.path.basename(train.checkpoint_dirs(out)[-1]) == "step_000004"
+    assert not any(n.startswith(".tmp") for n in os.listdir(out / "checkpoints"))
+
+
+def rebuild(ckpt):
+    """A fresh model from a checkpoint's meta.json + adapters.safetensors, as eval.py does."""
+    with open(os.path.join(ckpt, "meta.json")) as f:
+        meta = json.load(f)
+    m, _ = M.load_model(meta["args"]["model"])
+    molecule.attach_molecule(m, meta["args"]["gin"])
+    moge.attach_adapters(m, moge.MoGEConfig(**meta["moge"]))
+    moge.load_adapters(m, os.path.join(ckpt, "adapters.safetensors"))
+    return m.eval()
+
+
+def logits(m, tok, graph_smiles="CC(=O)O"):
+    ids, _ = tok.encode_chat("<mol> Describe this molecule.", "An acid.")
+    with torch.no_grad():
+        emb, mask, _ = molecule.embed_inputs(m, [ids], [molecule.smiles_to_graph(graph_smiles)])
+        return m(inputs_embeds=emb, attention_mask=mask)
+
+
+def test_saved_adapters_reproduce_the_trained_model(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    trained = train.main(args_for(tiny_data, out, "--batch-size", 2, "--max-steps", 3, "--lr", 1e-2)).eval()
+    _, tok = M.load_model("tiny")
+    fresh = rebuild(train.checkpoint_dirs(out)[-1])
+    base, _ = M.load_model("tiny")
+    molecule.attach_molecule(base)
+    torch.testing.assert_close(logits(fresh, tok), logits(trained, tok), rtol=0, atol=0)
+    assert not torch.allclose(logits(base, tok), logits(trained, tok))  # training changed something
+    meta = json.load(open(os.path.join(train.checkpoint_dirs(out)[-1], "meta.json")))
+    assert meta["step"] == 3 and meta["base_model"] == "tiny" and meta["moge"]["recipe"] == "moge"
+    assert len(meta["rng"]) == 1 and meta["data_position"]["step"] == 3
+
+
+def test_nonfinite_steps_are_skipped_then_stop(tiny_data, tmp_path):
+    out = tmp_path / "one_bad"
+    run(args_for(tiny_data, out, "--batch-size", 2, "--max-steps", 4, "--debug-nan-steps", 2))
+    log = read_log(out)
+    assert [r["skipped"] for r in log] == [False, True, False, False]
+    assert os.path.basename(train.checkpoint_dirs(out)[-1]) == "step_000004"
+
+    out = tmp_path / "many_bad"
+    p = run(args_for(tiny_data, out, "--batch-size", 2, "--max-steps", 8, "--save-every", 2,
+                     "--debug-nan-steps", "3,4,5", "--max-bad-steps", 3), check=False)
+    assert p.returncode == 1
+    assert "3 non-finite steps in a row" in p.stdout and "step_000002" in p.stdout
+    log = read_log(out)
+    assert [r["skipped"] for r in log] == [False, False, True, True, True]
+    assert os.path.basename(train.checkpoint_dirs(out)[-1]) == "step_000002"  # no save during the streak
+    rebuild(train.checkpoint_dirs(out)[-1])  # the last good checkpoint loads
+
+
+@pytest.mark.parametrize("tasks, message", [
+    ("bogus", "unknown task 'bogus'; valid tasks: forward"),
+    ("forward,molcap:x", "ratio 'x' is not a number"),
+    (",", "no tasks in"),
+])
+def test_tasks_errors_are_clear(tasks, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        train.parse_args(["--tasks", tasks])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_stage1_is_molcap_only(capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--stage", "1", "--tasks", "forward"])
+    assert "--stage 1 trains the projector on molcap" in capsys.readouterr().err
+    args = train.parse_args(["--stage", "1"])
+    assert args.task_ratios == {"molcap": 1.0} and args.lr == 2e-3
+
+
+def test_stage1_trains_the_projector_only(tiny_data, tmp_path):
+    from safetensors.torch import load_file
+    out = tmp_path / "s1"
+    m = train.main(["--model", "tiny", "--data", tiny_data, "--stage", "1", "--out", str(out), "--batch-size", "2",
+                    "--max-steps", "2", "--threads", "1"])
+    saved = load_file(os.path.join(train.checkpoint_dirs(out)[-1], "adapters.safetensors"))
+    assert sorted(saved) == ["mm_projector.bias", "mm_projector.weight"]
+    assert {n for n, p in m.named_parameters() if p.requires_grad} == set(saved)
+    assert set(read_log(out)[-1]["task_loss"]) == {"molcap"}

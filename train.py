@@ -1,0 +1,514 @@
+"""Train Omni-Mol: one LLM on the molecular tasks, with GAL adapters and MoGE (SPEC sections 2, 4, 9).
+
+    torchrun --nproc_per_node=2 train.py --tasks all      # the embedded demo: SmolLM2-135M + demo data
+    python train.py --tasks forward,molcap:0.5 --model /path/Llama-3.2-1B-Instruct --data /path/omnimol-data
+    python train.py --stage 1 --model ... --data ...        # projector-only pretraining on molcap pairs
+    python train.py ... --resume                            # continue from the newest OUT/checkpoints/step_*
+
+Reads top to bottom: arguments -> compute_init -> model + molecule + adapters -> data -> optimizer and
+schedule -> checkpoint helpers -> the loop. Defaults are the release's recipe (AdamW lr 8e-5, cosine,
+warmup ratio 0.0075, weight decay 0, clip 1.0, seed 42, max length 2048, bf16 autocast on GPU) except
+with `--data demo`, where the run is sized to finish on 2 CPU cores (see --max-steps and friends).
+
+The loss of an optimizer step is the sum of answer-token cross-entropies over all its micro-batches and
+ranks divided by the global number of answer tokens (all-reduced before the first backward), plus
+aux_coef x the MoGE balance loss; so 2 ranks x batch B gives the same step as 1 rank x batch 2B.
+
+Writes OUT/log.jsonl (one JSON object per step), OUT/loss.png (per-task curves, if matplotlib is
+installed) and OUT/checkpoints/step_XXXXXX/ = adapters.safetensors (every trainable tensor),
+optimizer.pt (optimizer + scheduler state; torch.load(weights_only=True)) and meta.json (args, model
+config, base checkpoint, MoGE config, step, data position, RNG states). A checkpoint is written to a
+temporary folder and renamed, so a crash mid-save leaves the previous one whole.
+"""
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+import data
+import model as M
+import molecule
+import moge
+
+# The demo's size: 2 processes x 1 CPU core must finish train + eval within 15 minutes (README,
+# BENCHMARKS.md). Measured on this project's 2-core machine; see BENCHMARKS.md for the timing.
+DEMO = dict(max_steps=60, batch_size=4, max_len=256, lora_r=16)
+RELEASE = dict(max_steps=None, batch_size=12, max_len=2048, lora_r=64)
+
+
+# ----------------------------------------------------------------------------- arguments
+
+def get_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("what to train")
+    g.add_argument("--tasks", default="all", help="'all' or a comma list of task keys, each optionally "
+                   "key:ratio to subsample (0.5) or repeat (2.0) that task's data, e.g. forward,molcap:0.5")
+    g.add_argument("--model", default="default", help="'default' (embedded SmolLM2-135M-Instruct), 'tiny' "
+                   "(random 2-layer model for tests) or an HF Llama/Qwen2 folder")
+    g.add_argument("--data", default="demo", help="'demo' (built from installed packages on first use) or a "
+                   "folder with the release's task files")
+    g.add_argument("--out", default="out", help="run folder: log.jsonl, loss.png, checkpoints/")
+    g.add_argument("--stage", type=int, default=2, choices=(1, 2), help="1: projector only, on molcap "
+                   "molecule-description pairs; 2: adapters + routers + projector on --tasks")
+    g.add_argument("--recipe", default="moge", choices=moge.RECIPES, help="moge: GAL everywhere + MoGE in "
+                   "the last quarter of layers (the paper); gal: GAL, no MoE; lora: plain alpha/r LoRA")
+    g.add_argument("--gin", default=None, help="MoleculeSTM GIN weights (.safetensors, see molecule.py "
+                   "convert); default: a seeded random frozen GIN (no pretrained weights ship offline)")
+    g.add_argument("--init-from", default=None, help="a checkpoint folder whose trainable tensors start "
+                   "this run, e.g. the stage-1 projector for stage 2 (tensors absent there keep their init)")
+
+    g = p.add_argument_group("schedule and batch (release recipe; --data demo shrinks the run)")
+    g.add_argument("--max-steps", type=int, default=None, help="optimizer steps in the whole run (sets the "
+                   f"cosine schedule); default: --epochs worth of data, or {DEMO['max_steps']} with --data demo")
+    g.add_argument("--epochs", type=float, default=15, help="used when --max-steps is not given (the release "
+                   "trains 15 epochs and reports epoch 14)")
+    g.add_argument("--batch-size", type=int, default=None, help="sequences per device per micro-step; "
+                   f"default {RELEASE['batch_size']} ({DEMO['batch_size']} with --data demo); lower it if "
+                   "memory runs out and raise --grad-accum to keep the global batch")
+    g.add_argument("--grad-accum", type=int, default=1, help="micro-steps per optimizer step; global batch = "
+                   "batch-size x grad-accum x world size")
+    g.add_argument("--max-len", type=int, default=None, help="longest sample in tokens (atoms included); "
+                   f"longer samples are dropped and counted, never cut. Default {RELEASE['max_len']} "
+                   f"({DEMO['max_len']} with --data demo)")
+    g.add_argument("--lr", type=float, default=None, help="peak learning rate; default 8e-5 (stage 2, the "
+                   "release) or 2e-3 (stage 1, the projector alone, as MolMoE)")
+    g.add_argument("--warmup-ratio", type=float, default=0.0075, help="linear warmup over this fraction of "
+                   "the steps, then cosine to 0")
+    g.add_argument("--weight-decay", type=float, default=0.0)
+    g.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip")
+    g.add_argument("--seed", type=int, default=42)
+
+    g = p.add_argument_group("adapters")
+    g.add_argument("--lora-r", type=int, default=None, help=f"adapter rank; default {RELEASE['lora_r']} (the "
+                   f"release), {DEMO['lora_r']} with --data demo")
+    g.add_argument("--lora-alpha", type=float, default=16.0, help="alpha0: GAL's alpha init and clamp centre")
+    g.add_argument("--lora-dropout", type=float, default=0.05)
+    g.add_argument("--aux-coef", type=float, default=0.01, help="weight of the MoGE load-balancing loss")
+
+    g = p.add_argument_group("checkpoints and logging")
+    g.add_argument("--save-every", type=int, default=None, help="steps between checkpoints; default: about "
+                   "10 per run; the last step is always saved")
+    g.add_argument("--keep-last", type=int, default=3, help="checkpoints kept; older ones are deleted")
+    g.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in "
+                   "OUT/checkpoints (adapters, optimizer, schedule, data position, RNG): on CPU with the same "
+                   "world size the loss curve continues exactly as if never interrupted")
+    g.add_argument("--stop-after", type=int, default=None, help="stop (with a checkpoint) after this many "
+                   "steps of this invocation, e.g. to fit a job's time limit; --resume continues")
+    g.add_argument("--max-bad-steps", type=int, default=5, help="a step with a non-finite loss or gradient "
+                   "norm is skipped and counted; this many in a row stop the run")
+
+    g = p.add_argument_group("hardware")
+    g.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    g.add_argument("--grad-ckpt", action="store_true", help="activation checkpointing per decoder layer "
+                   "(the release uses it): less memory, about 30%% more compute")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads per process; default: the "
+                   "available cores divided by the processes on this machine")
+    # test hooks, not for users: make steps non-finite / kill the process in the middle of a save
+    p.add_argument("--debug-nan-steps", default="", help=argparse.SUPPRESS)
+    p.add_argument("--debug-crash-in-save", type=int, default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def parse_args(argv=None):
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    profile = DEMO if args.data == "demo" else RELEASE
+    for k in ("batch_size", "max_len", "lora_r"):
+        if getattr(args, k) is None:
+            setattr(args, k, profile[k])
+    if args.max_steps is None and args.data == "demo":
+        args.max_steps = DEMO["max_steps"]
+    if args.lr is None:
+        args.lr = 2e-3 if args.stage == 1 else 8e-5
+    if args.stage == 1:
+        if args.tasks not in ("all", "molcap"):
+            parser.error(f"--stage 1 trains the projector on molcap pairs only; got --tasks {args.tasks!r} "
+                         "(use --tasks molcap or all)")
+        args.tasks = "molcap"
+    try:
+        args.task_ratios = data.parse_tasks(args.tasks)  # {key: ratio}; names the valid keys on error
+    except ValueError as e:
+        parser.error(str(e))
+    for k in ("batch_size", "grad_accum", "max_len", "lora_r", "keep_last", "max_bad_steps"):
+        if getattr(args, k) < 1:
+            parser.error(f"--{k.replace('_', '-')} must be >= 1, got {getattr(args, k)}")
+    args.debug_nan_steps = {int(s) for s in args.debug_nan_steps.split(",") if s}
+    return args
+
+
+# ----------------------------------------------------------------------------- distributed setup
+
+def compute_init(args):
+    """-> (ddp, rank, local_rank, world_size, device). torchrun sets RANK/LOCAL_RANK/WORLD_SIZE; a plain
+    `python train.py` is rank 0 of 1. One process per device: NCCL on CUDA, gloo on CPU."""
+    rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    cuda = torch.cuda.is_available() if args.device is None else args.device.startswith("cuda")
+    device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    else:  # processes on one machine share its cores; oversubscription makes every rank slower
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        torch.set_num_threads(args.threads or max(1, cores // local_world))
+    ddp = world_size > 1
+    if ddp:
+        if cuda:
+            dist.init_process_group("nccl", device_id=device)
+        else:
+            dist.init_process_group("gloo")
+    return ddp, rank, local_rank, world_size, device
+
+
+def print0(*a, **kw):
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(*a, **kw, flush=True)
+
+
+def all_sum(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+# ----------------------------------------------------------------------------- RNG state as JSON
+
+def rng_state(device) -> dict:
+    """Every RNG a step draws from (LoRA dropout: torch; data helpers: python, numpy), as JSON lists."""
+    st = {"torch": torch.get_rng_state().tolist(), "python": json.loads(json.dumps(random.getstate())),
+          "numpy": [v.tolist() if isinstance(v, np.ndarray) else v for v in np.random.get_state()]}
+    if device.type == "cuda":
+        st["cuda"] = torch.cuda.get_rng_state(device).tolist()
+    return st
+
+
+def set_rng_state(st: dict, device) -> None:
+    torch.set_rng_state(torch.tensor(st["torch"], dtype=torch.uint8))
+    v, state, gauss = st["python"]
+    random.setstate((v, tuple(state), gauss))
+    kind, keys, pos, has_gauss, cached = st["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    if "cuda" in st and device.type == "cuda":
+        torch.cuda.set_rng_state(torch.tensor(st["cuda"], dtype=torch.uint8), device)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def checkpoint_dirs(out: str) -> list:
+    """Complete checkpoints (a finished rename; temp folders start with '.'), oldest first."""
+    root = os.path.join(out, "checkpoints")
+    if not os.path.isdir(root):
+        return []
+    names = sorted(n for n in os.listdir(root) if n.startswith("step_") and n[5:].isdigit()
+                   and os.path.exists(os.path.join(root, n, "meta.json")))
+    return [os.path.join(root, n) for n in names]
+
+
+def save_checkpoint(out, step, raw_model, optimizer, scheduler, meta, keep_last, crash_after_adapters=False):
+    """Rank 0 only. Written into a temporary folder, then renamed: a crash mid-save leaves the previous
+    checkpoints whole, and a half-written folder is never mistaken for a checkpoint."""
+    root = os.path.join(out, "checkpoints")
+    os.makedirs(root, exist_ok=True)
+    final = os.path.join(root, f"step_{step:06d}")
+    tmp = os.path.join(root, f".tmp_step_{step:06d}_{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    moge.save_adapters(raw_model, os.path.join(tmp, "adapters.safetensors"))
+    if crash_after_adapters:  # test hook: die the way a killed job dies, with no cleanup
+        os._exit(17)
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+               os.path.join(tmp, "optimizer.pt"))
+    with open(os.path.join(tmp, "meta.json"), "w") as f:
+        json.dump(meta, f)
+    if os.path.exists(final):  # the same step saved again (a resumed run): replace it
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    for old in checkpoint_dirs(out)[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+    for n in os.listdir(root):  # leftovers of crashed saves
+        if n.startswith(".tmp_step_") and not n.endswith(f"_{os.getpid()}"):
+            shutil.rmtree(os.path.join(root, n), ignore_errors=True)
+    return final
+
+
+def load_checkpoint(path, raw_model, optimizer, scheduler):
+    moge.load_adapters(raw_model, os.path.join(path, "adapters.safetensors"))
+    state = torch.load(os.path.join(path, "optimizer.pt"), map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    with open(os.path.join(path, "meta.json")) as f:
+        return json.load(f)
+
+
+# ----------------------------------------------------------------------------- the loss of a micro-batch
+
+class TrainStep(nn.Module):
+    """Wraps the model so DDP sees the whole trainable computation (projector included) in forward.
+    Returns the SUM of answer-token cross-entropies per sample (not a mean: the caller divides by the
+    global token count) and the MoGE balance loss of this forward."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, labels, graphs):
+        m = self.model
+        emb, mask, labels = molecule.embed_inputs(m, input_ids, graphs, labels=labels)  # right padded
+        # right padding + causal attention: real tokens never see padding, so no mask is needed
+        logits = m(inputs_embeds=emb)                                                 # (B, T, V)
+        tgt = labels[:, 1:]
+        ce = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), tgt, ignore_index=M.IGNORE_INDEX,
+                             reduction="none").sum(1)                                 # (B,) per-sample sums
+        aux = moge.aux_loss(m).to(ce.device)
+        # a batch without molecules leaves the projector out of the graph; touch it so every trainable
+        # tensor gets a gradient each step (DDP runs with find_unused_parameters=False, see moge.py)
+        touch = sum(p.sum() for p in m.mm_projector.parameters()) * 0.0
+        return ce, aux + touch, int(mask.sum())
+
+
+# ----------------------------------------------------------------------------- main
+
+def main(argv=None):
+    args = parse_args(argv)
+    ddp, rank, local_rank, world_size, device = compute_init(args)
+    master = rank == 0
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+
+    # ---------------------------------------------------------------- model, molecule tower, adapters
+    torch.manual_seed(args.seed)  # same initial adapters and projector on every rank
+    model, tok = M.load_model(args.model, device=device, dtype=torch.float32)
+    molecule.attach_molecule(model, args.gin)
+    moge_cfg = None
+    if args.stage == 2:
+        moge_cfg = moge.MoGEConfig(recipe=args.recipe, r=args.lora_r, alpha=args.lora_alpha,
+                                   dropout=args.lora_dropout, aux_coef=args.aux_coef)
+        moge.attach_adapters(model, moge_cfg)  # freezes the base, marks adapters/routers/projector
+    else:  # stage 1: the projector alone
+        model.requires_grad_(False)
+        model.mm_projector.requires_grad_(True)
+    model.to(device)
+    if args.init_from:
+        src = os.path.join(args.init_from, "adapters.safetensors")
+        from safetensors.torch import load_file
+        sd, own = load_file(src), moge.trainable_parameters(model)
+        hit = {k: v for k, v in sd.items() if k in own}
+        moge.load_adapters(model, {**moge.adapter_state_dict(model), **hit})
+        print0(f"init from {src}: {len(hit)} of {len(own)} trainable tensors")
+    if args.grad_ckpt:
+        from torch.utils.checkpoint import checkpoint
+        for layer in model.model.layers:  # non-reentrant keeps the MoGE aux loss graph (moge.py)
+            layer.forward = (lambda f: lambda *a: checkpoint(f, *a, use_reentrant=False))(layer.forward)
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    raw_model = model
+    step_fn = TrainStep(model).train()  # GAL dropout on; the GIN stays in eval mode (molecule.py)
+    if ddp:
+        step_fn = nn.parallel.DistributedDataParallel(step_fn, device_ids=[device.index] if device.type == "cuda"
+                                                      else None)
+    torch.manual_seed(args.seed + rank)  # different dropout masks per rank from here on
+    n_train = sum(p.numel() for p in params.values())
+    print0(f"model {args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
+           f"{n_train / 1e6:.2f}M trainable ({args.recipe if args.stage == 2 else 'projector only'}), "
+           f"world size {world_size}, device {device}, {torch.get_num_threads()} threads per process")
+
+    # ---------------------------------------------------------------- data
+    # rank 0 first: `--data demo` is built on first use, once
+    if ddp and not master:
+        dist.barrier()
+    train_set = data.load_tasks(args.task_ratios, split="train", data=args.data, seed=args.seed, tokenizer=tok,
+                                max_len=args.max_len, verbose=master)
+    if ddp and master:
+        dist.barrier()
+    loader = data.Loader(train_set, tok, args.batch_size, rank=rank, world_size=world_size, seed=args.seed)
+    tasks = sorted({s.task for s in train_set})
+    steps_per_epoch = max(1, len(loader) // args.grad_accum)
+    total_steps = args.max_steps or max(1, math.ceil(args.epochs * steps_per_epoch))
+    save_every = args.save_every or max(1, total_steps // 10)
+    print0(f"data {args.data}: {len(train_set)} training samples in {len(tasks)} tasks; {total_steps} steps "
+           f"of {args.batch_size} x {args.grad_accum} x {world_size} sequences ({total_steps / steps_per_epoch:.2f} "
+           f"epochs)")
+
+    # ---------------------------------------------------------------- optimizer and schedule
+    optimizer = torch.optim.AdamW(params.values(), lr=args.lr, betas=(0.9, 0.999), eps=1e-8,
+                                  weight_decay=args.weight_decay)
+    warmup = math.ceil(args.warmup_ratio * total_steps)
+
+    def lr_lambda(s):  # HF get_cosine_schedule_with_warmup
+        if s < warmup:
+            return s / max(1, warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * (s - warmup) / max(1, total_steps - warmup)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+
+    # ---------------------------------------------------------------- resume
+    step = 0
+    os.makedirs(args.out, exist_ok=True)
+    log_path = os.path.join(args.out, "log.jsonl")
+    if args.resume:
+        ckpts = checkpoint_dirs(args.out)
+        if not ckpts:
+            raise SystemExit(f"--resume: no checkpoint in {os.path.join(args.out, 'checkpoints')}")
+        meta = load_checkpoint(ckpts[-1], raw_model, optimizer, scheduler)
+        for k in ("model", "data", "tasks", "stage", "recipe", "lora_r", "lora_alpha", "seed", "batch_size",
+                  "grad_accum"):
+            if meta["args"][k] != getattr(args, k):
+                raise SystemExit(f"--resume: {ckpts[-1]} was trained with --{k.replace('_', '-')} "
+                                 f"{meta['args'][k]!r}, this run has {getattr(args, k)!r}")
+        if meta["world_size"] != world_size:
+            print0(f"warning: resuming a world-size-{meta['world_size']} run on {world_size} processes: "
+                   "the data order continues, but not bit-exactly")
+        step = meta["step"]
+        loader.load_state_dict(meta["data_position"])
+        set_rng_state(meta["rng"][rank % len(meta["rng"])], device)
+        if master and os.path.exists(log_path):  # forget steps logged after the checkpoint
+            with open(log_path) as f:
+                keep = [ln for ln in f if json.loads(ln).get("step", 0) <= step]
+            with open(log_path, "w") as f:
+                f.writelines(keep)
+        print0(f"resumed from {ckpts[-1]} at step {step}")
+    elif master and os.path.exists(log_path):
+        os.remove(log_path)
+
+    def checkpoint_meta():
+        rngs = [None] * world_size
+        if ddp:
+            dist.all_gather_object(rngs, rng_state(device))
+        else:
+            rngs = [rng_state(device)]
+        return {"step": step, "total_steps": total_steps, "world_size": world_size, "args": {
+                    k: v for k, v in vars(args).items() if k not in ("task_ratios", "debug_nan_steps")},
+                "tasks": args.task_ratios, "base_model": getattr(raw_model, "name_or_path", args.model),
+                "model_config": raw_model.config.to_hf(), "gin": raw_model.gin_source, "stage": args.stage,
+                "moge": None if moge_cfg is None else {k: v for k, v in dataclasses.asdict(moge_cfg).items()
+                                                       if k != "adapter_dtype"},
+                "data_position": loader.state_dict(), "rng": rngs}
+
+    def save():
+        meta = checkpoint_meta()  # collective (all ranks gather RNG states)
+        if master:
+            path = save_checkpoint(args.out, step, raw_model, optimizer, scheduler, meta, args.keep_last,
+                                   crash_after_adapters=args.debug_crash_in_save == step)
+            print0(f"saved {path}")
+
+    # ---------------------------------------------------------------- the loop
+    from tqdm import tqdm
+    bar = tqdm(total=total_steps, initial=step, disable=not master, dynamic_ncols=True)
+    batches = iter(loader)
+    task_index = {t: i for i, t in enumerate(tasks)}
+    bad_in_row, skipped, tokens_seen, t_start, first_step = 0, 0, 0, time.time(), step
+    stop_at = total_steps if args.stop_after is None else min(total_steps, step + args.stop_after)
+    while step < stop_at:
+        t0 = time.time()
+        micro = [next(batches) for _ in range(args.grad_accum)]
+        answers = [[sum(y != M.IGNORE_INDEX for y in lab) for lab in mb["labels"]] for mb in micro]
+        # the global count of supervised tokens (micro-steps x ranks), known before the first backward
+        n_global = all_sum(torch.tensor(float(sum(map(sum, answers))))).item()
+        # [ce sum, answer tokens] per task, then [ce sum, aux, tokens] of the step: one all-reduce at the end
+        stats = torch.zeros(2 * len(tasks) + 3, dtype=torch.float64)
+        for i, mb in enumerate(micro):
+            last = i == len(micro) - 1
+            with (step_fn.no_sync() if ddp and not last else contextlib.nullcontext()):  # forward AND backward
+                with autocast:
+                    ce, aux, n_tok = step_fn(mb["input_ids"], mb["labels"], mb["graphs"])
+                # DDP averages gradients over ranks: x world_size makes it a mean over the global tokens
+                loss = ce.sum() * (world_size / max(n_global, 1.0))
+                if moge_cfg is not None:
+                    loss = loss + args.aux_coef * aux / len(micro)
+                if step + 1 in args.debug_nan_steps and master:
+                    loss = loss * float("nan")
+                loss.backward()
+            for task, c, n in zip(mb["tasks"], ce.detach().double().cpu().tolist(), answers[i]):
+                stats[2 * task_index[task]] += c
+                stats[2 * task_index[task] + 1] += n
+            stats[-3] += float(ce.detach().sum())
+            stats[-2] += float(aux.detach()) / (len(micro) * world_size)
+            stats[-1] += n_tok
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params.values(), args.clip))  # after DDP's all-reduce
+        stats = all_sum(stats)
+        ce_mean, aux_mean = stats[-3].item() / max(n_global, 1.0), stats[-2].item()
+        total = ce_mean + (args.aux_coef * aux_mean if moge_cfg is not None else 0.0)
+        lr = scheduler.get_last_lr()[0]
+        finite = math.isfinite(total) and math.isfinite(grad_norm)  # the same verdict on every rank
+        if finite:
+            optimizer.step()
+            bad_in_row = 0
+        else:
+            skipped, bad_in_row = skipped + 1, bad_in_row + 1
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        step += 1
+        tokens_seen += int(stats[-1])
+        tok_s = tokens_seen / max(time.time() - t_start, 1e-9)
+        rec = {"step": step, "loss": total, "ce": ce_mean, "aux": aux_mean, "lr": lr, "grad_norm": grad_norm,
+               "skipped": not finite, "tokens": int(stats[-1]), "tok_per_s": round(tok_s, 1),
+               "step_time": round(time.time() - t0, 3),
+               "task_loss": {t: stats[2 * j].item() / stats[2 * j + 1].item()
+                             for t, j in task_index.items() if stats[2 * j + 1] > 0}}
+        if master:
+            with open(log_path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+            bar.set_postfix(loss=f"{total:.4f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:.0f}", skipped=skipped)
+            bar.update(1)
+        if not finite:
+            print0(f"\nstep {step}: non-finite loss ({total}) or gradient norm ({grad_norm}); update skipped "
+                   f"({bad_in_row} in a row, {skipped} in this run)")
+            if bad_in_row >= args.max_bad_steps:
+                bar.close()
+                good = checkpoint_dirs(args.out)
+                print0(f"stopping: {bad_in_row} non-finite steps in a row (--max-bad-steps {args.max_bad_steps}). "
+                       f"Last good checkpoint: {good[-1] if good else 'none written yet'}. Lower --lr or look at "
+                       "the data, then continue with --resume.")
+                if ddp:
+                    dist.destroy_process_group()
+                sys.exit(1)
+        if (step % save_every == 0 and finite) or step == stop_at:
+            save()
+    bar.close()
+    if master:
+        plot_losses(log_path, os.path.join(args.out, "loss.png"))
+        print0(f"done: steps {first_step} -> {step} of {total_steps} in {time.time() - t_start:.0f}s, {skipped} "
+               f"skipped; {args.out}/log.jsonl, checkpoints in {args.out}/checkpoints")
+    if ddp:
+        dist.destroy_process_group()
+    return raw_model
+
+
+def plot_losses(log_path, png_path):
+    """Loss per task (and the total) against steps, if matplotlib is installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    with open(log_path) as f:
+        recs = [json.loads(ln) for ln in f if ln.strip()]
+    if not recs:
+        return
+    fig, ax = plt.subplots(figsize=(9, 5))
+    ax.plot([r["step"] for r in recs], [r["ce"] for r in recs], color="black", lw=2, label="all tasks")
+    for t in sorted({t for r in recs for t in r["task_loss"]}):
+        pts = [(r["step"], r["task_loss"][t]) for r in recs if t in r["task_loss"]]
+        ax.plot(*zip(*pts), lw=1, alpha=0.8, label=t)
+    ax.set_xlabel("step")
+    ax.set_ylabel("answer-token cross-entropy")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

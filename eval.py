@@ -1,0 +1,344 @@
+"""Evaluate an Omni-Mol checkpoint on the 16 tasks, or score any model's answers.
+
+    python eval.py [--ckpt out/] [--tasks all] [--data demo|PATH] [--limit N] [--greedy]
+    torchrun --nproc_per_node=N eval.py ...   # prompts sharded over ranks, answers gathered on rank 0
+    python eval.py --score predictions.jsonl   # no model: score a file of answers
+
+A checkpoint is exactly the folder it names (or the newest OUT/checkpoints/step_* under an OUT
+folder): its meta.json says which base model, recipe and adapter config to rebuild, and its
+adapters.safetensors must load strictly. A missing file is an error; eval never falls back to the
+bare base model. Decoding follows the release (sampling, temperature 0.2, top-p 1.0, 512 new tokens)
+unless --greedy, but batched with a KV cache instead of one sample at a time.
+
+Writes OUT/eval/results.json ({task: {metric: value}}), predictions.jsonl (one {"task", "id",
+"prompt", "prediction", "reference"} per line, the schema --score reads) and results.md (a table per
+task, the paper's reported numbers beside ours where known). Metric definitions: metrics.py.
+Beyond the release: a retrosynthesis round trip (the model's own forward prediction from its proposed
+reactants must give back the product) and an rdkit re-computation of MW / TPSA / LogP.
+"""
+import argparse
+import contextlib
+import json
+import os
+import re
+import sys
+import time
+
+import metrics
+
+# Paper Table 3 as summarised publicly (SPEC section 3); keys are metrics.py's.
+PAPER = {
+    "forward": {"Exact Match (InChI)": 0.73, "Average Morgan Similarity": 0.87, "Average SMILES Levenshtein": 5.55},
+    "retrosynthesis": {"Exact Match (InChI)": 0.57, "Average Morgan Similarity": 0.83, "Average SMILES Levenshtein": 8.97},
+    "reagent": {"Exact Match (InChI)": 0.23, "Average Morgan Similarity": 0.52, "Average SMILES Levenshtein": 14.59},
+    "solvent": {"Exact Match (InChI)": 0.52, "Average Morgan Similarity": 0.64, "Average SMILES Levenshtein": 2.71},
+    "homolumo": {"Average": 0.0044},
+    "weight": {"Average MAE": 11.07}, "logp": {"Average MAE": 0.49}, "tpsa": {"Average MAE": 5.89},
+    "molcap": {"BLEU-4": 0.440}, "dqa": {"BLEU-4": 0.44},
+}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", default="out/", help="a checkpoint folder (OUT/checkpoints/step_XXXXXX) or an OUT folder, "
+                   "whose newest checkpoint is used")
+    p.add_argument("--tasks", default="all", help="'all' or a comma list of task keys")
+    p.add_argument("--data", default=None, help="demo or a data folder; default: the data the checkpoint was trained on")
+    p.add_argument("--limit", type=int, default=None, help="at most N test items per task (the first N)")
+    p.add_argument("--greedy", action="store_true", help="greedy decoding instead of the release's sampling at T=0.2")
+    p.add_argument("--temperature", type=float, default=0.2)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=16, help="prompts per generate call; lower it if memory runs out")
+    p.add_argument("--seed", type=int, default=42, help="sampling seed (rank r uses seed + r)")
+    p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    p.add_argument("--out", default=None, help="where results go; default: OUT/eval for the checkpoint's OUT, "
+                   "or the predictions file's folder with --score")
+    p.add_argument("--no-roundtrip", action="store_true", help="skip the retrosynthesis round-trip check (one more "
+                   "generation pass over the valid retrosynthesis answers)")
+    p.add_argument("--score", metavar="PREDICTIONS_JSONL", default=None, help="score this file; no model is loaded")
+    p.add_argument("--tokenizer", default=None, help="with --score: tokenizer.json (or its folder) for the text metrics' "
+                   "BLEU/METEOR tokens, as the release uses the LLM's own tokenizer; without it, nltk wordpunct words")
+    p.add_argument("--release-compat", action="store_true", help="reproduce the release's scoring flaws (unsigned "
+                   "numbers, ROUGE with the end token, edit success over valid answers only): see metrics.py")
+    return p.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------- scoring and reporting
+
+def read_predictions(path):
+    rows = []
+    with open(path) as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{i}: not a JSON line ({e})") from None
+            missing = [k for k in ("task", "prediction", "reference") if k not in row]
+            if missing:
+                raise ValueError(f"{path}:{i}: missing key(s) {missing}; expected task, id, prompt, prediction, reference")
+            rows.append(row)
+    return rows
+
+
+def llm_tokens(hf_tokenizer):
+    """The release's text tokens: the LLM's byte-level BPE pieces (e.g. 'Ġmolecule')."""
+    return lambda text: hf_tokenizer.encode(text, add_special_tokens=False).tokens
+
+
+def score_rows(rows, release_compat=False, tokenize=None, tokenizer_name="nltk wordpunct", eos_text=metrics.RELEASE_EOS):
+    by_task = {}
+    for r in rows:
+        by_task.setdefault(r["task"], []).append(r)
+    return {task: metrics.score_task(task, rs, release_compat, tokenize, tokenizer_name, eos_text)
+            for task, rs in by_task.items()}
+
+
+def _fmt(v):
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 1000 else f"{v:.1f}"
+    return str(v)
+
+
+def markdown(results, header=""):
+    lines = [header] if header else []
+    for task, res in results.items():
+        if task.startswith("_"):
+            continue
+        paper = PAPER.get(task.split("_")[0] if task.startswith("yield") else task, {})
+        lines += [f"### {task}", "", "| metric | ours | paper (Omni-Mol) |", "|---|---|---|"]
+        lines += [f"| {k} | {_fmt(v)} | {_fmt(paper[k]) if k in paper else ''} |" for k, v in res.items() if k != "notes"]
+        lines += [""] + [f"- {n}" for n in res.get("notes", [])] + [""]
+    return "\n".join(lines)
+
+
+def write_results(results, out_dir, meta, rows=None):
+    os.makedirs(out_dir, exist_ok=True)
+    results = {"_meta": meta, **results}
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    if rows is not None:
+        with open(os.path.join(out_dir, "predictions.jsonl"), "w") as f:
+            for r in rows:
+                f.write(json.dumps({k: r.get(k) for k in ("task", "id", "prompt", "prediction", "reference")}) + "\n")
+    head = "\n".join(f"- {k}: {v}" for k, v in meta.items()) + "\n"
+    md = markdown(results, "# Omni-Mol eval\n\n" + head)
+    with open(os.path.join(out_dir, "results.md"), "w") as f:
+        f.write(md)
+    return md
+
+
+def score_main(args):
+    rows = read_predictions(args.score)
+    tokenize, tok_name = None, "nltk wordpunct (no LLM tokenizer given)"
+    if args.tokenizer:
+        from tokenizers import Tokenizer
+        path = os.path.join(args.tokenizer, "tokenizer.json") if os.path.isdir(args.tokenizer) else args.tokenizer
+        tokenize, tok_name = llm_tokens(Tokenizer.from_file(path)), f"LLM tokenizer {path}"
+    results = score_rows(rows, args.release_compat, tokenize, tok_name)
+    out_dir = args.out or os.path.dirname(os.path.abspath(args.score))
+    meta = {"scored": os.path.abspath(args.score), "items": len(rows), "release_compat": args.release_compat,
+            "text tokens": tok_name}
+    print(write_results(results, out_dir, meta))
+    print(f"wrote {out_dir}/results.json and results.md")
+    return results
+
+
+# ----------------------------------------------------------------------------- checkpoint
+
+def resolve_checkpoint(path):
+    """A step folder as given, or the newest OUT/checkpoints/step_XXXXXX under an OUT folder."""
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"checkpoint path {path!r} does not exist (train.py writes OUT/checkpoints/step_XXXXXX/)")
+    if os.path.exists(os.path.join(path, "meta.json")) or re.fullmatch(r"step_\d+", os.path.basename(os.path.normpath(path))):
+        return path
+    ck = os.path.join(path, "checkpoints")
+    steps = sorted((d for d in (os.listdir(ck) if os.path.isdir(ck) else []) if re.fullmatch(r"step_\d+", d)),
+                   key=lambda d: int(d[5:]))
+    if not steps:
+        raise FileNotFoundError(f"no checkpoint in {path!r}: expected {ck}/step_XXXXXX/ (written by train.py) "
+                                "or a step folder; eval never falls back to the bare base model")
+    return os.path.join(ck, steps[-1])
+
+
+def load_checkpoint(step_dir, device, dtype, log=print):
+    """Rebuild the trained model exactly: base model named in meta.json, molecule encoder, adapters of the
+    recorded config, then every trained tensor from adapters.safetensors, strictly."""
+    import torch
+    import model as M
+    import moge
+    import molecule
+    files = {name: os.path.join(step_dir, name) for name in ("meta.json", "adapters.safetensors")}
+    missing = [p for p in files.values() if not os.path.isfile(p)]
+    if missing:
+        raise FileNotFoundError(f"checkpoint {step_dir} is incomplete, missing: {', '.join(missing)}")
+    with open(files["meta.json"]) as f:
+        meta = json.load(f)
+    margs = meta.get("args", {})
+    if "model" not in margs or "moge" not in meta:
+        raise ValueError(f"{files['meta.json']} lacks args.model or moge (the adapter config): cannot rebuild the model")
+    model, tok = M.load_model(margs["model"], device=device, dtype=dtype)
+    if "model_config" in meta and json.loads(json.dumps(model.config.to_hf())) != meta["model_config"]:
+        raise ValueError(f"the base model {margs['model']!r} is not the one this checkpoint was trained on "
+                         f"(its config differs from meta.json's model_config)")
+    molecule.attach_molecule(model, gin_path=margs.get("gin"))  # frozen: the same seeded init train.py used
+    if meta["moge"] is not None:  # stage 2; a stage-1 checkpoint holds the projector only
+        moge.attach_adapters(model, moge.MoGEConfig(**meta["moge"]))
+    moge.load_adapters(model, files["adapters.safetensors"])  # strict: missing / extra / mis-shaped is an error
+    model.to(device).eval()
+    log(f"loaded base model {getattr(model, 'name_or_path', margs['model'])}")
+    if margs.get("gin"):
+        log(f"loaded graph encoder {margs['gin']}")
+    for name in ("meta.json", "adapters.safetensors"):
+        log(f"loaded {files[name]}")
+    log(f"recipe {margs.get('recipe', '?')}, step {meta.get('step', '?')}")
+    return model, tok, meta
+
+
+# ----------------------------------------------------------------------------- generation
+
+def generate_answers(model, tok, items, args, device, rank=0, bar=None):
+    """items: [(user_text, graph or None)] -> decoded answers. Batched left-padded generation with the KV
+    cache, longest prompts first so a batch holds prompts of similar length."""
+    import torch
+    import molecule
+    ids = [tok.encode_chat(user)[0] for user, _ in items]
+    order = sorted(range(len(items)), key=lambda i: -len(ids[i]))
+    gen = torch.Generator(device=device).manual_seed(args.seed + rank)
+    answers = [None] * len(items)
+    for b in range(0, len(order), args.batch_size):
+        idx = order[b:b + args.batch_size]
+        embeds, mask, _ = molecule.embed_inputs(model, [ids[i] for i in idx], [items[i][1] for i in idx], padding_side="left")
+        out = model.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=args.max_new_tokens,
+                             temperature=0.0 if args.greedy else args.temperature, top_p=args.top_p,
+                             eos_token_ids=tok.eos_token_ids, generator=gen, pad_token_id=tok.pad_token_id)
+        for i, seq in zip(idx, out):
+            answers[i] = tok.decode(seq)
+        if bar is not None:
+            bar.update(len(idx))
+    return answers
+
+
+# ----------------------------------------------------------------------------- the model path
+
+ROUNDTRIP_INSTRUCTION = "Based on the given reactants and reagents, suggest a possible product."  # Mol-Instructions
+
+
+def _sharded_generate(model, tok, samples, args, device, rank, world, desc):
+    """Generate for this rank's share of samples (every world-th), gather (index, answer) on rank 0."""
+    import torch.distributed as dist
+    import data
+    from tqdm import tqdm
+    mine = list(range(len(samples)))[rank::world]
+    bar = tqdm(total=len(mine), desc=desc, unit="answer", disable=rank != 0, dynamic_ncols=True)
+    items = [(samples[i].prompt, data.featurize(samples[i])) for i in mine]
+    local = list(zip(mine, generate_answers(model, tok, items, args, device, rank, bar)))
+    bar.close()
+    if world > 1:
+        parts = [None] * world
+        dist.all_gather_object(parts, local)
+        local = [x for part in parts for x in part]
+    answers = [None] * len(samples)
+    for i, a in local:
+        answers[i] = a
+    return answers
+
+
+def roundtrip(model, tok, rows, args, device, rank, world):
+    """Retrosynthesis verified by the model itself: ask it the forward question on its own proposed reactants;
+    a hit is a predicted product with the InChI of the original product. Over all items (invalid = miss)."""
+    import data
+    fwd, jobs = data.TASKS["forward"], []
+    for j, r in enumerate(rows):
+        rec = {"instruction": ROUNDTRIP_INSTRUCTION, "input": metrics.cut_answer(r["prediction"]), "output": "-"}
+        try:
+            sample = data.make_sample(fwd, rec, "roundtrip", f"roundtrip:{r['id']}")
+        except (ValueError, KeyError):
+            continue  # not a usable molecule: a miss
+        if data.featurize(sample) is not None:
+            jobs.append((j, sample))
+    answers = _sharded_generate(model, tok, [s for _, s in jobs], args, device, rank, world, "round trip")
+    hits = sum(metrics.same_molecule(metrics.cut_answer(a), metrics.prompt_molecule(rows[j]["prompt"]))
+               for (j, _), a in zip(jobs, answers))
+    return {"Round trip (forward reproduces product)": hits / len(rows) if rows else 0.0, "Round trip: asked": len(jobs)}
+
+
+def scored_as(sample):
+    """The name a test item is scored under: its task key, except yield -> yield_BH / yield_SM."""
+    return sample.eval_set if sample.task == "yield" else sample.task
+
+
+def run(args):
+    import torch
+    import torch.distributed as dist
+    import data
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if world > 1:
+        if device == "cuda":
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    log = print if rank == 0 else (lambda *a, **k: None)
+    step_dir = resolve_checkpoint(args.ckpt)
+    log(f"checkpoint {step_dir}")
+    model, tok, meta = load_checkpoint(step_dir, device, torch.float32, log)
+    data_src = args.data or meta.get("args", {}).get("data", "demo")
+    samples = data.load_tasks(args.tasks, split="test", data=data_src, seed=meta.get("args", {}).get("seed", 42),
+                              tokenizer=tok, verbose=rank == 0)
+    if args.limit is not None:  # the first N of each scored set
+        kept, seen = [], {}
+        for s in samples:
+            seen[scored_as(s)] = seen.get(scored_as(s), 0) + 1
+            if seen[scored_as(s)] <= args.limit:
+                kept.append(s)
+        samples = kept
+    if not samples:
+        raise ValueError(f"no test samples for --tasks {args.tasks} in {data_src}")
+    decoding = "greedy" if args.greedy else f"sampling T={args.temperature} top_p={args.top_p}"
+    log(f"{len(samples)} test items, {decoding}, {args.max_new_tokens} new tokens max, batch {args.batch_size}, "
+        f"{world} rank(s) on {device}")
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else contextlib.nullcontext()
+    t0 = time.time()
+    with torch.no_grad(), autocast:
+        answers = _sharded_generate(model, tok, samples, args, device, rank, world, "eval")
+        gen_s = time.time() - t0
+        rows = [{"task": scored_as(s), "id": s.id, "prompt": s.prompt, "prediction": a, "reference": s.answer}
+                for s, a in zip(samples, answers)]
+        retro = [r for r in rows if r["task"] == "retrosynthesis"]
+        extra = roundtrip(model, tok, retro, args, device, rank, world) if retro and not args.no_roundtrip else {}
+    if world > 1:
+        dist.destroy_process_group()
+    if rank != 0:
+        return None
+    tok_name = f"LLM tokenizer of {meta.get('base_model', meta['args']['model'])}"
+    results = score_rows(rows, args.release_compat, llm_tokens(tok.tok), tok_name,
+                         eos_text=tok.tok.id_to_token(tok.eot_id))
+    if extra:
+        results["retrosynthesis"].update(extra)
+    out_dir = args.out or os.path.join(
+        os.path.dirname(os.path.dirname(step_dir)) if os.path.basename(os.path.dirname(step_dir)) == "checkpoints"
+        else step_dir, "eval")
+    run_meta = {"checkpoint": os.path.abspath(step_dir), "step": meta.get("step"), "base model": meta.get("base_model"),
+                "graph encoder": meta.get("gin"), "data": data_src, "items": len(rows), "decoding": decoding,
+                "max_new_tokens": args.max_new_tokens, "ranks": world, "device": device,
+                "generation seconds": round(gen_s, 2), "answers/s": round(len(rows) / gen_s, 3),
+                "release_compat": args.release_compat, "text tokens": tok_name}
+    print(write_results(results, out_dir, run_meta, rows))
+    print(f"wrote {out_dir}/results.json, predictions.jsonl and results.md")
+    return results
+
+
+# ----------------------------------------------------------------------------- main
+
+def main(argv=None):
+    args = parse_args(argv)
+    return score_main(args) if args.score else run(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""eval.py: `--score` on a small fixed file reproduces hand-computed values (both scoring modes);
+malformed input is a named error."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import selfies
+
+import eval as E
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ETHANOL = selfies.encoder("CCO")
+CAPTION = "a primary alcohol"
+FIXED = [  # (task, prompt, prediction, reference)
+    ("forward", "reactants", ETHANOL, ETHANOL),
+    ("forward", "reactants", "[C][invalid]", ETHANOL),
+    ("logp", "LogP?", "0.5", "-0.5"),
+    ("logp", "LogP?", "about 2 units", "2.5"),
+    ("homolumo", "What is the HOMO energy?", "-0.24", "-0.25"),
+    ("yield_BH", "yield?", "1", "1"), ("yield_BH", "yield?", "2", "2"), ("yield_BH", "yield?", "3", "3"),
+    ("yield_BH", "yield?", "5", "4"),
+    ("molcap", "describe", CAPTION, CAPTION),
+]
+
+
+def _write(path, rows):
+    with open(path, "w") as f:
+        for i, (task, prompt, pred, ref) in enumerate(rows):
+            f.write(json.dumps({"task": task, "id": i, "prompt": prompt, "prediction": pred, "reference": ref}) + "\n")
+
+
+def test_score_fixed_file_reproduces_known_values(tmp_path):
+    pred_file = tmp_path / "predictions.jsonl"
+    _write(pred_file, FIXED)
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "eval.py"), "--score", str(pred_file)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["forward"]["Validity"] == 0.5 and res["forward"]["Exact Match (InChI)"] == 1.0
+    assert res["forward"]["Exact Match (InChI, all items)"] == 0.5
+    assert res["logp"]["Average MAE"] == pytest.approx((1.0 + 0.5) / 2)    # signed: |0.5 - (-0.5)|, |2 - 2.5|
+    assert res["homolumo"]["HOMO MAE"] == pytest.approx(0.01)
+    assert res["yield_BH"]["R2 Score"] == pytest.approx(0.8)
+    assert res["molcap"]["BLEU-4"] == pytest.approx(0.0, abs=1e-12)  # no 4-gram in 3 tokens: unsmoothed BLEU-4 ~ 0
+    assert res["molcap"]["BLEU-2"] == pytest.approx(1.0) and res["molcap"]["ROUGE-L"] == pytest.approx(1.0)
+    assert res["_meta"]["release_compat"] is False and "wordpunct" in res["_meta"]["text tokens"]
+    md = (tmp_path / "results.md").read_text()
+    assert "### logp" in md and "| Average MAE | 0.7500 | 0.4900 |" in md  # the paper's number beside ours
+
+    # the release's scoring, like for like
+    rel = E.main(["--score", str(pred_file), "--release-compat", "--out", str(tmp_path / "rel")])
+    assert rel["logp"]["Average MAE"] == pytest.approx((0.0 + 0.5) / 2)     # sign lost on both sides
+    assert rel["molcap"]["ROUGE-1"] == pytest.approx(0.75)                  # "eot id" counted as words
+    assert rel["forward"] == res["forward"]
+
+
+def test_score_with_an_llm_tokenizer(tmp_path):
+    from tokenizer import byte_level_tokenizer
+    tok = tmp_path / "tokenizer.json"
+    byte_level_tokenizer(["<|im_end|>"]).save(str(tok))
+    _write(tmp_path / "p.jsonl", [("molcap", "describe", "ab", "ab")])
+    res = E.main(["--score", str(tmp_path / "p.jsonl"), "--tokenizer", str(tmp_path)])
+    assert res["molcap"]["BLEU-2"] == pytest.approx(1.0)   # two byte tokens, both bigram orders match
+    assert "LLM tokenizer" in res["molcap"]["notes"][0]
+
+
+def test_malformed_predictions_are_named_errors(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"task": "forward", "prediction": "[C]", "reference": "[C]"}\n{not json\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:2"):
+        E.main(["--score", str(bad)])
+    bad.write_text('{"task": "forward", "prediction": "[C]"}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: missing key\(s\) \['reference'\]"):
+        E.main(["--score", str(bad)])
+
+
+# ----------------------------------------------------------------------------- a checkpoint of the tiny model, end to end
+
+def _data_folder(root):
+    """A few test records per task in the published dataset's layout (test/<stem>.json)."""
+    mols = ["CCO", "CC(=O)Nc1ccc(O)cc1", "c1ccccc1O"]
+    recs = {
+        "Molecular_Weight": [("What is the molecular weight of this molecule?", sf, "46.07") for sf in map(selfies.encoder, mols)],
+        "retrosynthesis": [("Please suggest potential reactants for the given product.", selfies.encoder(m),
+                            selfies.encoder("CC(=O)O.Nc1ccc(O)cc1")) for m in mols[1:]],
+        "molcap": [("", selfies.encoder(m), "The molecule is an alcohol.") for m in mols],
+    }
+    os.makedirs(root / "test")
+    for stem, rs in recs.items():
+        (root / "test" / f"{stem}.json").write_text(json.dumps(
+            [{"instruction": i, "input": x, "output": y, "metadata": {"split": "test"}} for i, x, y in rs]))
+    return root
+
+
+def _tiny_checkpoint(out, data_dir, r=4, step=3):
+    import dataclasses
+    import torch
+    import model as M
+    import moge
+    import molecule
+    model, _ = M.load_model("tiny")
+    molecule.attach_molecule(model)
+    cfg = moge.MoGEConfig(r=r)
+    moge.attach_adapters(model, cfg)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # trained-looking adapters (B != 0), so a checkpoint that failed to load would show
+        for p in moge.trainable_parameters(model).values():
+            p.normal_(0.0, 0.02, generator=g)
+    step_dir = out / "checkpoints" / f"step_{step:06d}"
+    os.makedirs(step_dir)
+    moge.save_adapters(model, str(step_dir / "adapters.safetensors"))
+    meta = {"step": step, "args": {"model": "tiny", "data": str(data_dir), "seed": 42, "recipe": "moge", "gin": None},
+            "base_model": "tiny", "gin": "random init (seed 0)", "model_config": model.config.to_hf(),
+            "moge": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "adapter_dtype"}}
+    (step_dir / "meta.json").write_text(json.dumps(meta))
+    (step_dir / "optimizer.pt").write_bytes(b"")  # eval does not read it
+    return step_dir, moge.adapter_state_dict(model)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    data_dir = _data_folder(root / "data")
+    _tiny_checkpoint(root / "out", data_dir, step=1)               # older
+    step_dir, saved = _tiny_checkpoint(root / "out", data_dir, step=3)   # newest: the one eval must pick
+    return root, step_dir, saved
+
+
+def test_eval_tiny_checkpoint_end_to_end(tiny_run, capsys):
+    root, step_dir, _ = tiny_run
+    res = E.main(["--ckpt", str(root / "out"), "--limit", "2", "--max-new-tokens", "6", "--greedy",
+                  "--batch-size", "2", "--tasks", "weight,retrosynthesis,molcap"])
+    printed = capsys.readouterr().out
+    assert f"loaded {step_dir / 'adapters.safetensors'}" in printed and f"loaded {step_dir / 'meta.json'}" in printed
+    ev = root / "out" / "eval"
+    rows = [json.loads(l) for l in (ev / "predictions.jsonl").read_text().splitlines()]
+    assert sorted(r["task"] for r in rows) == ["molcap", "molcap", "retrosynthesis", "retrosynthesis", "weight", "weight"]
+    assert all(set(r) == {"task", "id", "prompt", "prediction", "reference"} for r in rows)
+    saved = json.loads((ev / "results.json").read_text())
+    assert saved["_meta"]["checkpoint"].endswith("step_000003") and saved["_meta"]["items"] == 6
+    assert {"weight", "retrosynthesis", "molcap"} <= set(res)
+    assert "Round trip (forward reproduces product)" in res["retrosynthesis"]
+    assert "rdkit: reference MAE" in res["weight"] and "LLM tokenizer" in res["molcap"]["notes"][0]
+    assert "### retrosynthesis" in (ev / "results.md").read_text()
+    # the written predictions score to the same numbers with --score and the same tokenizer choice
+    rescored = E.score_rows(rows)
+    assert rescored["weight"]["Average MAE"] == res["weight"]["Average MAE"]
+
+
+def test_eval_loads_exactly_the_saved_adapters(tiny_run):
+    import torch
+    import moge
+    _, step_dir, saved = tiny_run
+    model, _, meta = E.load_checkpoint(str(step_dir), "cpu", torch.float32, log=lambda *a: None)
+    got = moge.adapter_state_dict(model)
+    assert set(got) == set(saved) and all(torch.equal(got[k], saved[k]) for k in saved)
+    assert meta["step"] == 3
+
+
+def test_batched_generation_equals_one_by_one(tiny_run):
+    import torch
+    import data
+    _, step_dir, _ = tiny_run
+    model, tok, meta = E.load_checkpoint(str(step_dir), "cpu", torch.float32, log=lambda *a: None)
+    samples = data.load_tasks("weight,molcap", split="test", data=meta["args"]["data"], verbose=False)
+    items = [(s.prompt, data.featurize(s)) for s in samples]
+    args = E.parse_args(["--greedy", "--max-new-tokens", "8"])
+    args.batch_size = len(items)
+    batched = E.generate_answers(model, tok, items, args, "cpu")
+    args.batch_size = 1
+    assert batched == E.generate_answers(model, tok, items, args, "cpu")
+
+
+def test_missing_or_mismatched_checkpoint_fails_clearly(tmp_path, tiny_run):
+    import shutil
+    import torch
+    root, step_dir, _ = tiny_run
+    with pytest.raises(FileNotFoundError, match="never falls back"):
+        E.resolve_checkpoint(str(tmp_path))                       # an OUT folder without checkpoints
+    broken = tmp_path / "step_000007"
+    shutil.copytree(step_dir, broken)
+    os.remove(broken / "adapters.safetensors")
+    with pytest.raises(FileNotFoundError, match="missing: .*adapters.safetensors"):
+        E.main(["--ckpt", str(broken), "--tasks", "weight", "--limit", "1"])
+    shutil.copytree(step_dir, tmp_path / "other", dirs_exist_ok=True)
+    meta = json.loads((tmp_path / "other" / "meta.json").read_text())
+    meta["moge"]["r"] = 8                                          # adapters saved with r=4
+    (tmp_path / "other" / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="mis-shaped"):
+        E.load_checkpoint(str(tmp_path / "other"), "cpu", torch.float32)
+    meta["moge"]["r"] = 4
+    meta["model_config"]["hidden_size"] = 128                     # trained on another base model
+    (tmp_path / "other" / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="not the one this checkpoint was trained on"):
+        E.load_checkpoint(str(tmp_path / "other"), "cpu", torch.float32)
+
+
+def test_torchrun_two_ranks_gather_the_same_answers(tiny_run, tmp_path):
+    root, _, _ = tiny_run
+    args = ["--ckpt", str(root / "out"), "--limit", "2", "--max-new-tokens", "6", "--greedy", "--batch-size", "2",
+            "--tasks", "weight,retrosynthesis,molcap", "--no-roundtrip"]
+    E.main(args + ["--out", str(tmp_path / "one")])
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([torchrun, "--nproc_per_node=2", os.path.join(ROOT, "eval.py")] + args +
+                         ["--out", str(tmp_path / "two")], capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    one, two = ((tmp_path / d / "predictions.jsonl").read_text() for d in ("one", "two"))
+    assert one == two and len(one.splitlines()) == 6
+    assert json.loads((tmp_path / "two" / "results.json").read_text())["_meta"]["ranks"] == 2

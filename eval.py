@@ -111,7 +111,7 @@ def markdown(results, header=""):
             continue
         paper = PAPER.get(task.split("_")[0] if task.startswith("yield") else task, {})
         lines += [f"### {task}", "", "| metric | ours | paper (Omni-Mol) |", "|---|---|---|"]
-        lines += [f"| {k} | {_fmt(v)} | {_fmt(paper[k]) if k in paper else ''} |" for k, v in res.items() if k != "notes"]
+        lines += [f"| {k} | {_fmt(v)} | {paper.get(k, '')} |" for k, v in res.items() if k != "notes"]
         lines += [""] + [f"- {n}" for n in res.get("notes", [])] + [""]
     return "\n".join(lines)
 

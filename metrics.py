@@ -12,7 +12,9 @@ Where the release has a flaw, the correct value is the default and `release_comp
   counts as two words; we score the answer without it.
 - Molecule editing: the release divides success counts by the number of VALID answers of that
   kind; we count an invalid answer as a failure (denominator = all answers of that kind).
-- Molecule answers: the release decodes the raw string; we strip surrounding whitespace first.
+- Molecule answers: the release decodes the raw string; we strip surrounding whitespace first. With no
+  valid answer the release reports similarities and Levenshtein distance 0.0 (a perfect-looking
+  distance); we report None.
 Reported both ways regardless of the switch: exact match over valid answers (the release) and over
 all items; validity as "parsable / N" (release) and "parsable with an InChI / N" (dev code).
 
@@ -151,10 +153,11 @@ def molecule_metrics(preds, refs, release_compat=False):
         "Exact Match (InChI)": n_exact / n_valid if n_valid else 0.0,
         "Exact Match (InChI, all items)": n_exact / n if n else 0.0,
         "SELFIES BLEU": _corpus_bleu(bleu_refs, bleu_hyps),
-        "Average MACCS Similarity": _mean(sims["maccs"]),
-        "Average RDK Similarity": _mean(sims["rdk"]),
-        "Average Morgan Similarity": _mean(sims["morgan"]),
-        "Average SMILES Levenshtein": _mean(lev),
+        # no valid pair: the release reports 0.0, which for a distance reads as perfect; we report None
+        "Average MACCS Similarity": _mean(sims["maccs"]) if n_valid or release_compat else None,
+        "Average RDK Similarity": _mean(sims["rdk"]) if n_valid or release_compat else None,
+        "Average Morgan Similarity": _mean(sims["morgan"]) if n_valid or release_compat else None,
+        "Average SMILES Levenshtein": _mean(lev) if n_valid or release_compat else None,
         "NumValidPredictions": n_valid,
         "TotalEntries": n,
     }

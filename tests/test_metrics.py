@@ -34,6 +34,8 @@ def test_invalid_answers_score_invalid_without_crashing(garbage):
         assert r["Validity"] == 1.0 and r["Exact Match (InChI)"] == 0.0
         return
     assert r["Validity"] == 0.0 and r["Exact Match (InChI)"] == 0.0 and r["NumValidPredictions"] == 0
+    assert r["Average SMILES Levenshtein"] is None  # the release's 0.0 would read as a perfect distance
+    assert M.molecule_metrics([garbage or ""], [ETHANOL], release_compat=True)["Average SMILES Levenshtein"] == 0.0
 
 
 def test_exact_match_over_valid_answers_and_over_all_items():

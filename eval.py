@@ -52,6 +52,8 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=16, help="prompts per generate call; lower it if memory runs out")
     p.add_argument("--seed", type=int, default=42, help="sampling seed (rank r uses seed + r)")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process; default: the available "
+                   "cores divided by the processes on this machine")
     p.add_argument("--out", default=None, help="where results go; default: OUT/eval for the checkpoint's OUT, "
                    "or the predictions file's folder with --score")
     p.add_argument("--no-roundtrip", action="store_true", help="skip the retrosynthesis round-trip check (one more "
@@ -276,13 +278,8 @@ def run(args):
     import torch
     import torch.distributed as dist
     import data
-    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if world > 1:
-        if device == "cuda":
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    from train import compute_init  # the same process setup as training: ranks, device, CPU threads per rank
+    ddp, rank, _, world, device = compute_init(args)
     log = print if rank == 0 else (lambda *a, **k: None)
     step_dir = resolve_checkpoint(args.ckpt)
     log(f"checkpoint {step_dir}")
@@ -302,7 +299,7 @@ def run(args):
     decoding = "greedy" if args.greedy else f"sampling T={args.temperature} top_p={args.top_p}"
     log(f"{len(samples)} test items, {decoding}, {args.max_new_tokens} new tokens max, batch {args.batch_size}, "
         f"{world} rank(s) on {device}")
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else contextlib.nullcontext()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     t0 = time.time()
     with torch.no_grad(), autocast:
         answers = _sharded_generate(model, tok, samples, args, device, rank, world, "eval")
@@ -311,7 +308,7 @@ def run(args):
                 for s, a in zip(samples, answers)]
         retro = [r for r in rows if r["task"] == "retrosynthesis"]
         extra = roundtrip(model, tok, retro, args, device, rank, world) if retro and not args.no_roundtrip else {}
-    if world > 1:
+    if ddp:
         dist.destroy_process_group()
     if rank != 0:
         return None
@@ -325,7 +322,8 @@ def run(args):
         else step_dir, "eval")
     run_meta = {"checkpoint": os.path.abspath(step_dir), "step": meta.get("step"), "base model": meta.get("base_model"),
                 "graph encoder": meta.get("gin"), "data": data_src, "items": len(rows), "decoding": decoding,
-                "max_new_tokens": args.max_new_tokens, "ranks": world, "device": device,
+                "max_new_tokens": args.max_new_tokens, "batch size": args.batch_size, "ranks": world,
+                "device": str(device), "threads per rank": torch.get_num_threads(),
                 "generation seconds": round(gen_s, 2), "answers/s": round(len(rows) / gen_s, 3),
                 "release_compat": args.release_compat, "text tokens": tok_name}
     print(write_results(results, out_dir, run_meta, rows))

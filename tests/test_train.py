@@ -13,7 +13,6 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-import data  # noqa: E402
 import model as M  # noqa: E402
 import molecule  # noqa: E402
 import moge  # noqa: E402
@@ -75,7 +74,7 @@ def test_ddp_two_ranks_equal_one_rank_with_double_batch(tiny_data, tmp_path):
     # no dropout (per-rank masks would differ) and no balance loss (a per-rank statistic, not a token sum)
     common = ("--max-steps", 3, "--lora-dropout", 0, "--aux-coef", 0, "--grad-accum", 2)
     run(args_for(tiny_data, tmp_path / "ddp", "--batch-size", 2, *common), nproc=2)
-    run(args_for(tiny_data, tmp_path / "one", "--batch-size", 4, *common))
+    train.main(args_for(tiny_data, tmp_path / "one", "--batch-size", 4, *common))
     a, b = read_log(tmp_path / "ddp"), read_log(tmp_path / "one")
     assert len(a) == len(b) == 3
     for ra, rb in zip(a, b):
@@ -88,11 +87,12 @@ def test_ddp_two_ranks_equal_one_rank_with_double_batch(tiny_data, tmp_path):
 
 
 def test_resume_is_exact(tiny_data, tmp_path):
-    # dropout on (default 0.05): the RNG state must come back too
-    run(args_for(tiny_data, tmp_path / "full", "--batch-size", 2, "--max-steps", 4))
-    run(args_for(tiny_data, tmp_path / "cut", "--batch-size", 2, "--max-steps", 4, "--stop-after", 2))
+    # dropout on (default 0.05), so the RNG state must come back too; every run rebuilds everything
+    train.main(args_for(tiny_data, tmp_path / "full", "--batch-size", 2, "--max-steps", 4))
+    train.main(args_for(tiny_data, tmp_path / "cut", "--batch-size", 2, "--max-steps", 4, "--stop-after", 2))
     assert os.path.basename(train.checkpoint_dirs(tmp_path / "cut")[-1]) == "step_000002"
-    run(args_for(tiny_data, tmp_path / "cut", "--batch-size", 2, "--max-steps", 4, "--resume"))
+    torch.manual_seed(1234)  # whatever the RNG holds now must not matter
+    train.main(args_for(tiny_data, tmp_path / "cut", "--batch-size", 2, "--max-steps", 4, "--resume"))
     full, cut = read_log(tmp_path / "full"), read_log(tmp_path / "cut")
     assert [r["step"] for r in cut] == [1, 2, 3, 4]
     for ra, rb in zip(full, cut):
@@ -120,20 +120,16 @@ def test_crash_mid_save_keeps_previous_checkpoint(tiny_data, tmp_path):
     fresh = rebuild(last)
     assert fresh is not None
     # and --resume continues from it
-    run(args_for(tiny_data, out, "--batch-size", 2, "--max-steps", 4, "--save-every", 2, "--resume"))
+    train.main(args_for(tiny_data, out, "--batch-size", 2, "--max-steps", 4, "--save-every", 2, "--resume"))
     assert os.path.basename(train.checkpoint_dirs(out)[-1]) == "step_000004"
     assert not any(n.startswith(".tmp") for n in os.listdir(out / "checkpoints"))
 
 
 def rebuild(ckpt):
-    """A fresh model from a checkpoint's meta.json + adapters.safetensors, as eval.py does."""
-    with open(os.path.join(ckpt, "meta.json")) as f:
-        meta = json.load(f)
-    m, _ = M.load_model(meta["args"]["model"])
-    molecule.attach_molecule(m, meta["args"]["gin"])
-    moge.attach_adapters(m, moge.MoGEConfig(**meta["moge"]))
-    moge.load_adapters(m, os.path.join(ckpt, "adapters.safetensors"))
-    return m.eval()
+    """The model eval.py rebuilds from a checkpoint folder (meta.json + adapters.safetensors, strictly)."""
+    import eval as evaluate
+    m, _, _ = evaluate.load_checkpoint(str(ckpt), "cpu", torch.float32, log=lambda *a: None)
+    return m
 
 
 def logits(m, tok, graph_smiles="CC(=O)O"):
@@ -157,18 +153,21 @@ def test_saved_adapters_reproduce_the_trained_model(tiny_data, tmp_path):
     assert len(meta["rng"]) == 1 and meta["data_position"]["step"] == 3
 
 
-def test_nonfinite_steps_are_skipped_then_stop(tiny_data, tmp_path):
+def test_nonfinite_steps_are_skipped_then_stop(tiny_data, tmp_path, capsys):
     out = tmp_path / "one_bad"
-    run(args_for(tiny_data, out, "--batch-size", 2, "--max-steps", 4, "--debug-nan-steps", 2))
+    train.main(args_for(tiny_data, out, "--batch-size", 2, "--max-steps", 4, "--debug-nan-steps", 2))
     log = read_log(out)
     assert [r["skipped"] for r in log] == [False, True, False, False]
     assert os.path.basename(train.checkpoint_dirs(out)[-1]) == "step_000004"
 
     out = tmp_path / "many_bad"
-    p = run(args_for(tiny_data, out, "--batch-size", 2, "--max-steps", 8, "--save-every", 2,
-                     "--debug-nan-steps", "3,4,5", "--max-bad-steps", 3), check=False)
-    assert p.returncode == 1
-    assert "3 non-finite steps in a row" in p.stdout and "step_000002" in p.stdout
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        train.main(args_for(tiny_data, out, "--batch-size", 2, "--max-steps", 8, "--save-every", 2,
+                            "--debug-nan-steps", "3,4,5", "--max-bad-steps", 3))
+    assert e.value.code == 1
+    printed = capsys.readouterr().out
+    assert "3 non-finite steps in a row" in printed and "step_000002" in printed
     log = read_log(out)
     assert [r["skipped"] for r in log] == [False, False, True, True, True]
     assert os.path.basename(train.checkpoint_dirs(out)[-1]) == "step_000002"  # no save during the streak

@@ -28,6 +28,9 @@ so an expert with no tokens gets a zero slice of a gradient that exists; the rou
 scalars are used by every token. (The per-expert modules of `ReferenceMoGE` would leave unused
 experts without gradients: that is one reason it is only a reference.)
 
+Router: logits and softmax in fp32 (autocast is switched off around them), greedy top-k, the k
+weights NOT renormalised (release: norm_topk_prob False).
+
 Aux loss: each MoGE layer stores the last forward's balance loss `sum_i P_i f_i` (all tokens, as
 the release) on itself; under activation checkpointing use the non-reentrant variant so it keeps its
 graph. `router_stats` gives tokens per expert of the last forward.
@@ -55,10 +58,11 @@ class MoGEConfig:
     r: int = 64
     alpha: float = 16.0           # alpha0: GAL's alpha init and clamp centre; lora's scale is alpha / r
     dropout: float = 0.05
-    n_experts: int = 5          # routed experts; +1 always-on shared expert
+    n_experts: int = 5            # routed experts; +1 always-on shared expert
     top_k: int = 2
     aux_coef: float = 0.01        # used by the trainer: loss = ce + aux_coef * aux_loss(model)
-    moe_layers: tuple | None = None  # None: the last quarter, range(L - L//4, L) (at least one layer)
+    moe_layers: tuple | None = None  # None: the release's last quarter range(L - L//4, L), but at least
+                                     # one layer (the release would give a model with L < 4 none)
     adapter_dtype: torch.dtype = torch.float32  # master dtype of A/B; the GAL scalars are always fp32
 
     def __post_init__(self):

@@ -154,7 +154,14 @@ def _balance(probs, topi, E):
     return (probs.mean(0) * counts * (E / (k * N))).sum(), counts.detach()
 
 
-class MoGEFFN(nn.Module):
+class _Routed(nn.Module):
+    aux_loss = counts = None  # the last forward's balance loss (scalar tensor) and tokens per expert (E,)
+
+    def __getstate__(self):  # copy.deepcopy / pickle: leave out the last forward's graph
+        return {**self.__dict__, "aux_loss": None, "counts": None}
+
+
+class MoGEFFN(_Routed):
     """The MoGE FFN: one frozen base FFN shared by E routed + 1 shared expert, each with its own GAL
     adapters on gate/up/down, routed top-k (T=tokens, E=experts, K=k+1 slots with the shared one)."""
 
@@ -172,8 +179,6 @@ class MoGEFFN(nn.Module):
             ex.register_parameter(f"{name}_A", nn.Parameter(_kaiming(torch.empty(n, r, d_in, device=dev, dtype=dt))))
             ex.register_parameter(f"{name}_B", nn.Parameter(torch.zeros(n, d_out, r, device=dev, dtype=dt)))
             ex.register_parameter(f"{name}_gal", nn.Parameter(_gal_init(cfg.alpha, n).to(dev)))
-        self.aux_loss = None  # last forward's balance loss (scalar tensor)
-        self.counts = None    # last forward's tokens per expert (E,)
 
     def gammas(self, name):  # (E+1,) fp32
         return gal_gamma(getattr(self.experts, f"{name}_gal"), self.alpha0, self.r)
@@ -207,7 +212,7 @@ class _ExpertFFN(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
-class ReferenceMoGE(nn.Module):
+class ReferenceMoGE(_Routed):
     """What the release does (DeepseekV2MoE + peft): `experts` = E deep copies of the FFN and
     `shared_experts` one more, each linear with its own GAL adapter; a Python loop over experts.
     Built from a MoGEFFN, copying its router and adapters, so the two compute the same function."""
@@ -232,7 +237,6 @@ class ReferenceMoGE(nn.Module):
 
         self.experts = nn.ModuleList(expert(e) for e in range(self.E))
         self.shared_experts = expert(self.E)
-        self.aux_loss = self.counts = None
         self.train(fast.training)
 
     def forward(self, x):

@@ -336,3 +336,19 @@ def test_moge_through_triton_kernel_matches_reference(monkeypatch):
                 gf = getattr(fast.experts, f"{name}_{part}").grad[e]
                 assert_close(gf, gr, torch.float32) if gr is not None else None
                 assert gr is not None or not gf.any()
+
+
+def test_activation_checkpointing_keeps_aux_loss_gradient():
+    from torch.utils.checkpoint import checkpoint
+    layer = make_layer(dropout=0.1)
+    randomize(layer)
+    x = torch.randn(2, 10, 24)
+    grads = []
+    for ckpt in (False, True):
+        torch.manual_seed(5)  # same dropout masks (checkpoint replays the RNG state on recompute)
+        y = checkpoint(layer, x, use_reentrant=False) if ckpt else layer(x)
+        (y.square().sum() + 10 * layer.aux_loss).backward()
+        grads.append({n: p.grad.clone() for n, p in layer.named_parameters() if p.requires_grad})
+        layer.zero_grad()
+    for n in grads[0]:
+        assert torch.equal(grads[0][n], grads[1][n]), n

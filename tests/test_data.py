@@ -190,17 +190,38 @@ def test_bad_records_skipped_and_counted(tmp_path, capsys):
             rec("bad", "[C][Xx9]", ETOH),           # undecodable SELFIES
             rec("bad", "[C][=C][=C][=C][C]", ""),   # empty answer
             rec("bad", ETOH, None),                 # empty answer
-            {"instruction": "bad", "input": ETOH, "metadata": {"split": "train"}}]  # no output
+            {"instruction": "bad", "input": ETOH, "metadata": {"split": "train"}},  # no output
+            rec("bad", ["not", "a", "string"], ETOH)]
     write(str(tmp_path / "train" / "retrosynthesis.json"), recs)
     write(str(tmp_path / "train" / "yield_regression.json"), [rec("y", ETOH, 1.0), rec("y", f"{ETOH}>>{ETOH}", 3.0)])
     rep = data.Report()
     out = data.load_tasks("retrosynthesis,yield", "train", str(tmp_path), report=rep)
     assert len(out) == 3
-    assert rep.skipped == {"retrosynthesis": 4, "yield": 1}
+    assert rep.skipped == {"retrosynthesis": 5, "yield": 1}
     assert rep.counts["retrosynthesis"]["empty answer"] == 2
     assert rep.counts["yield"]["reaction input without '>>'"] == 1
     printed = capsys.readouterr().out
-    assert "retrosynthesis" in printed and "4 skipped" in printed and "retrosynthesis.json:3" in printed
+    assert "retrosynthesis" in printed and "5 skipped" in printed and "retrosynthesis.json:3" in printed
+
+
+def test_graph_cache(tmp_path, monkeypatch):
+    """Big files keep the costly part (SELFIES decode, rdkit parse) in a cache; a changed file is re-read."""
+    monkeypatch.setattr(data, "CACHE_MIN_RECORDS", 2)
+    monkeypatch.setenv("OMNIMOL_CACHE", str(tmp_path / "cache"))
+    path = str(tmp_path / "train" / "retrosynthesis.json")
+    write(path, [rec("r", ETOH, BRET), rec("r", "[C][Xx9]", ETOH), rec("r", PHOH, ETOH)])
+    first = data.load_tasks("retrosynthesis", "train", str(tmp_path), verbose=False)
+    assert len(os.listdir(tmp_path / "cache")) == 1
+    real = data.graph_info
+    monkeypatch.setattr(data, "graph_info", lambda *a: pytest.fail("cache not used"))
+    rep = data.Report()
+    again = data.load_tasks("retrosynthesis", "train", str(tmp_path), verbose=False, report=rep)
+    assert [(s.id, s.smiles, s.n_atoms, s.prompt) for s in again] == [(s.id, s.smiles, s.n_atoms, s.prompt) for s in first]
+    assert rep.skipped == {"retrosynthesis": 1}
+    monkeypatch.setattr(data, "graph_info", real)
+    write(path, [rec("r", PHOH, ETOH)] * 3)
+    os.utime(path, ns=(1, 1))  # a different file (size and mtime): recomputed
+    assert [s.smiles for s in data.load_tasks("retrosynthesis", "train", str(tmp_path), verbose=False)] == ["OC1=CC=CC=C1"] * 3
 
 
 def test_overlong_dropped_never_cut(tmp_path, tok):

@@ -154,6 +154,14 @@ def _balance(probs, topi, E):
     return (probs.mean(0) * counts * (E / (k * N))).sum(), counts.detach()
 
 
+def _gated_sum(a, gates):
+    """(T, K, f), (T, K) -> (T, f) = sum_j gates[:, j] a[:, j]."""
+    g = gates.to(a.dtype)
+    if a.is_cuda:  # cuBLAS runs this batched 1xK GEMM far below bandwidth (26% of the MoGE step on an
+        return (a * g[..., None]).sum(1)  # H100, kernels/bench.py --profile); mul + sum stays elementwise
+    return torch.bmm(g[:, None], a)[:, 0]  # on CPU the batched GEMM is ~2.5x faster than mul + sum
+
+
 class _Routed(nn.Module):
     aux_loss = counts = None  # the last forward's balance loss (scalar tensor) and tokens per expert (E,)
 
@@ -196,7 +204,7 @@ class MoGEFFN(_Routed):
         u = self.up_proj(h)[:, None] + grouped_lora(F.dropout(h, p, self.training), ex.up_A, ex.up_B,
                                                     self.gammas("up"), ids)            # (T, K, f)
         a = F.silu(g) * u                                                 # (T, K, f) expert activations
-        y = self.down_proj(torch.bmm(gates.to(a.dtype)[:, None], a)[:, 0])  # W_down sum_j c_j a_j: (T, d)
+        y = self.down_proj(_gated_sum(a, gates))                          # W_down sum_j c_j a_j: (T, d)
         y = y + grouped_lora(F.dropout(a, p, self.training), ex.down_A, ex.down_B, self.gammas("down"), ids, gates)
         return y.view(shape)
 

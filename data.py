@@ -26,9 +26,8 @@ import json
 import os
 import random
 import re
-import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 

@@ -73,7 +73,8 @@ def read_log(out):
 def test_ddp_two_ranks_equal_one_rank_with_double_batch(tiny_data, tmp_path):
     # no dropout (per-rank masks would differ) and no balance loss (a per-rank statistic, not a token sum)
     common = ("--max-steps", 3, "--lora-dropout", 0, "--aux-coef", 0, "--grad-accum", 2)
-    run(args_for(tiny_data, tmp_path / "ddp", "--batch-size", 2, *common), nproc=2)
+    # the 2-rank side also checkpoints activations: the same numbers, and it must work under DDP
+    run(args_for(tiny_data, tmp_path / "ddp", "--batch-size", 2, "--grad-ckpt", *common), nproc=2)
     train.main(args_for(tiny_data, tmp_path / "one", "--batch-size", 4, *common))
     a, b = read_log(tmp_path / "ddp"), read_log(tmp_path / "one")
     assert len(a) == len(b) == 3

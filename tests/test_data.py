@@ -7,6 +7,7 @@ import random
 import pytest
 
 import data
+import demo_data
 from data import MOL, TASKS
 
 SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
@@ -29,7 +30,7 @@ def tok():
 def demo(tmp_path_factory):
     """The demo recipe at ~1/5 size (the full one takes 1-2 minutes), read back like any data folder."""
     root = str(tmp_path_factory.mktemp("demo") / "demo")
-    data.build_demo(root, small=True, verbose=False)
+    demo_data.build_demo(root, small=True, verbose=False)
     return data.resolve_data(root)
 
 

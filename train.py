@@ -46,7 +46,7 @@ import moge
 # that `torchrun --nproc_per_node=2 train.py --tasks all` and then `python eval.py` finish within 15
 # minutes on 2 CPU cores (timing in BENCHMARKS.md): the demo's longest sample is ~800 tokens, so max_len
 # 1024 drops none; few steps need a larger learning rate than the release's 15 epochs do.
-DEMO = dict(max_steps=40, batch_size=2, max_len=1024, lora_r=16, lr=5e-4)
+DEMO = dict(max_steps=16, batch_size=2, max_len=1024, lora_r=16, lr=5e-4)
 RELEASE = dict(max_steps=None, batch_size=12, max_len=2048, lora_r=64, lr=8e-5)
 
 
@@ -272,11 +272,10 @@ class TrainStep(nn.Module):
         b, t = (tgt != M.IGNORE_INDEX).nonzero(as_tuple=True)                        # (N,) answer positions
         tok_ce = F.cross_entropy(logits[b, t].float(), tgt[b, t], reduction="none")  # (N,)
         ce = torch.zeros(len(tgt), device=tok_ce.device, dtype=tok_ce.dtype).index_add(0, b, tok_ce)  # (B,) sums
-        aux = moge.aux_loss(m).to(ce.device)
         # a batch without molecules leaves the projector out of the graph; touch it so every trainable
         # tensor gets a gradient each step (DDP runs with find_unused_parameters=False, see moge.py)
-        touch = sum(p.sum() for p in m.mm_projector.parameters()) * 0.0
-        return ce, aux + touch, int(mask.sum())
+        ce = ce + 0.0 * sum(p.sum() for p in m.mm_projector.parameters())
+        return ce, moge.aux_loss(m).to(ce.device), int(mask.sum())
 
 
 # ----------------------------------------------------------------------------- main
@@ -365,12 +364,12 @@ def main(argv=None):
             if meta["args"][k] != getattr(args, k):
                 raise SystemExit(f"--resume: {ckpts[-1]} was trained with --{k.replace('_', '-')} "
                                  f"{meta['args'][k]!r}, this run has {getattr(args, k)!r}")
-        if meta["world_size"] != world_size:
-            print0(f"warning: resuming a world-size-{meta['world_size']} run on {world_size} processes: "
-                   "the data order continues, but not bit-exactly")
+        try:  # the data position belongs to one batch size and world size; data.py names a mismatch
+            loader.load_state_dict(meta["data_position"])
+        except ValueError as e:
+            raise SystemExit(f"--resume: {e}") from None
         step = meta["step"]
-        loader.load_state_dict(meta["data_position"])
-        set_rng_state(meta["rng"][rank % len(meta["rng"])], device)
+        set_rng_state(meta["rng"][rank], device)
         if master and os.path.exists(log_path):  # forget steps logged after the checkpoint
             with open(log_path) as f:
                 keep = [ln for ln in f if json.loads(ln).get("step", 0) <= step]
@@ -422,9 +421,7 @@ def main(argv=None):
                 with autocast:
                     ce, aux, n_tok = step_fn(mb["input_ids"], mb["labels"], mb["graphs"])
                 # DDP averages gradients over ranks: x world_size makes it a mean over the global tokens
-                loss = ce.sum() * (world_size / max(n_global, 1.0))
-                if moge_cfg is not None:
-                    loss = loss + args.aux_coef * aux / len(micro)
+                loss = ce.sum() * (world_size / max(n_global, 1.0)) + args.aux_coef * aux / len(micro)
                 if step + 1 in args.debug_nan_steps and master:
                     loss = loss * float("nan")
                 loss.backward()
@@ -437,7 +434,7 @@ def main(argv=None):
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params.values(), args.clip))  # after DDP's all-reduce
         stats = all_sum(stats)
         ce_mean, aux_mean = stats[-3].item() / max(n_global, 1.0), stats[-2].item()
-        total = ce_mean + (args.aux_coef * aux_mean if moge_cfg is not None else 0.0)
+        total = ce_mean + args.aux_coef * aux_mean  # aux is 0 without MoGE layers
         lr = scheduler.get_last_lr()[0]
         finite = math.isfinite(total) and math.isfinite(grad_norm)  # the same verdict on every rank
         if finite:
@@ -498,9 +495,9 @@ def plot_losses(log_path, png_path):
         return
     fig, ax = plt.subplots(figsize=(9, 5))
     ax.plot([r["step"] for r in recs], [r["ce"] for r in recs], color="black", lw=2, label="all tasks")
-    for t in sorted({t for r in recs for t in r["task_loss"]}):
+    for i, t in enumerate(sorted({t for r in recs for t in r["task_loss"]})):
         pts = [(r["step"], r["task_loss"][t]) for r in recs if t in r["task_loss"]]
-        ax.plot(*zip(*pts), lw=1, alpha=0.8, label=t)
+        ax.plot(*zip(*pts), lw=1, alpha=0.8, label=t, color=plt.cm.tab20(i % 20))
     ax.set_xlabel("step")
     ax.set_ylabel("answer-token cross-entropy")
     ax.set_yscale("log")

@@ -107,7 +107,9 @@ def convert(gguf_file: str, out_dir: str) -> str:
     }
     tok = bpe_tokenizer_from_gguf(tokens, _field(r, "tokenizer.ggml.merges"),
                                   _field(r, "tokenizer.ggml.token_type"), _field(r, "tokenizer.ggml.pre", "gpt2"))
-    tmp = tempfile.mkdtemp(prefix=".convert-", dir=os.path.dirname(os.path.abspath(out_dir)) or ".")
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".convert-", dir=parent)  # same filesystem as out_dir: rename is atomic
     try:
         save_file(sd, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
         with open(os.path.join(tmp, "config.json"), "w") as f:

@@ -205,3 +205,9 @@ def test_stage1_trains_the_projector_only(tiny_data, tmp_path):
     assert sorted(saved) == ["mm_projector.bias", "mm_projector.weight"]
     assert {n for n, p in m.named_parameters() if p.requires_grad} == set(saved)
     assert set(read_log(out)[-1]["task_loss"]) == {"molcap"}
+    # stage 2 starts from that projector (--init-from); one step at warm-up lr 0 leaves it as it was
+    out2 = tmp_path / "s2"
+    train.main(args_for(tiny_data, out2, "--batch-size", 2, "--max-steps", 1, "--init-from",
+                        train.checkpoint_dirs(out)[-1]))
+    s2 = load_file(os.path.join(train.checkpoint_dirs(out2)[-1], "adapters.safetensors"))
+    assert len(s2) > len(saved) and all(torch.equal(s2[k], saved[k]) for k in saved)

@@ -203,9 +203,10 @@ def load_checkpoint(step_dir, device, dtype, log=print):
 
 # ----------------------------------------------------------------------------- generation
 
-def generate_answers(model, tok, items, args, device, rank=0, bar=None):
+def generate_answers(model, tok, items, args, device, rank=0, bar=None, stats=None):
     """items: [(user_text, graph or None)] -> decoded answers. Batched left-padded generation with the KV
-    cache, longest prompts first so a batch holds prompts of similar length."""
+    cache, longest prompts first so a batch holds prompts of similar length. stats["tokens"] counts the
+    generated tokens (end token excluded)."""
     import torch
     import molecule
     ids = [tok.encode_chat(user)[0] for user, _ in items]
@@ -220,6 +221,8 @@ def generate_answers(model, tok, items, args, device, rank=0, bar=None):
                              eos_token_ids=tok.eos_token_ids, generator=gen, pad_token_id=tok.pad_token_id)
         for i, seq in zip(idx, out):
             answers[i] = tok.decode(seq)
+        if stats is not None:
+            stats["tokens"] = stats.get("tokens", 0) + sum(len(seq) for seq in out)
         if bar is not None:
             bar.update(len(idx))
     return answers
@@ -230,7 +233,7 @@ def generate_answers(model, tok, items, args, device, rank=0, bar=None):
 ROUNDTRIP_INSTRUCTION = "Based on the given reactants and reagents, suggest a possible product."  # Mol-Instructions
 
 
-def _sharded_generate(model, tok, samples, args, device, rank, world, desc):
+def _sharded_generate(model, tok, samples, args, device, rank, world, desc, stats=None):
     """Generate for this rank's share of samples (every world-th), gather (index, answer) on rank 0."""
     import torch.distributed as dist
     import data
@@ -238,7 +241,7 @@ def _sharded_generate(model, tok, samples, args, device, rank, world, desc):
     mine = list(range(len(samples)))[rank::world]
     bar = tqdm(total=len(mine), desc=desc, unit="answer", disable=rank != 0, dynamic_ncols=True)
     items = [(samples[i].prompt, data.featurize(samples[i])) for i in mine]
-    local = list(zip(mine, generate_answers(model, tok, items, args, device, rank, bar)))
+    local = list(zip(mine, generate_answers(model, tok, items, args, device, rank, bar, stats)))
     bar.close()
     if world > 1:
         parts = [None] * world
@@ -300,9 +303,9 @@ def run(args):
     log(f"{len(samples)} test items, {decoding}, {args.max_new_tokens} new tokens max, batch {args.batch_size}, "
         f"{world} rank(s) on {device}")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-    t0 = time.time()
+    t0, stats = time.time(), {}
     with torch.no_grad(), autocast:
-        answers = _sharded_generate(model, tok, samples, args, device, rank, world, "eval")
+        answers = _sharded_generate(model, tok, samples, args, device, rank, world, "eval", stats)
         gen_s = time.time() - t0
         rows = [{"task": scored_as(s), "id": s.id, "prompt": s.prompt, "prediction": a, "reference": s.answer}
                 for s, a in zip(samples, answers)]
@@ -325,6 +328,7 @@ def run(args):
                 "max_new_tokens": args.max_new_tokens, "batch size": args.batch_size, "ranks": world,
                 "device": str(device), "threads per rank": torch.get_num_threads(),
                 "generation seconds": round(gen_s, 2), "answers/s": round(len(rows) / gen_s, 3),
+                "new tokens/s (rank 0)": round(stats.get("tokens", 0) / gen_s, 1),
                 "release_compat": args.release_compat, "text tokens": tok_name}
     print(write_results(results, out_dir, run_meta, rows))
     print(f"wrote {out_dir}/results.json, predictions.jsonl and results.md")

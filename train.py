@@ -104,8 +104,8 @@ def get_parser():
     g.add_argument("--aux-coef", type=float, default=0.01, help="weight of the MoGE load-balancing loss")
 
     g = p.add_argument_group("checkpoints and logging")
-    g.add_argument("--save-every", type=int, default=None, help="steps between checkpoints; default: about "
-                   "10 per run; the last step is always saved")
+    g.add_argument("--save-every", type=int, default=None, help="steps between checkpoints; default: a tenth "
+                   "of the run, at least 10; the last step is always saved")
     g.add_argument("--keep-last", type=int, default=3, help="checkpoints kept; older ones are deleted")
     g.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in "
                    "OUT/checkpoints (adapters, optimizer, schedule, data position, RNG): on CPU with the same "
@@ -345,7 +345,7 @@ def main(argv=None):
     tasks = sorted({s.task for s in train_set})
     steps_per_epoch = max(1, len(loader) // args.grad_accum)
     total_steps = args.max_steps or max(1, math.ceil(args.epochs * steps_per_epoch))
-    save_every = args.save_every or max(1, total_steps // 10)
+    save_every = args.save_every or max(10, total_steps // 10)
     print0(f"data {args.data}: {len(train_set)} training samples in {len(tasks)} tasks; {total_steps} steps "
            f"of {args.batch_size} x {args.grad_accum} x {world_size} sequences ({total_steps / steps_per_epoch:.2f} "
            f"epochs)")

@@ -10,9 +10,12 @@ adapters.safetensors must load strictly. A missing file is an error; eval never 
 bare base model. Decoding follows the release (sampling, temperature 0.2, top-p 1.0, 512 new tokens)
 unless --greedy, but batched with a KV cache instead of one sample at a time.
 
-Writes OUT/eval/results.json ({task: {metric: value}}), predictions.jsonl (one {"task", "id",
-"prompt", "prediction", "reference"} per line, the schema --score reads) and results.md (a table per
-task, the paper's reported numbers beside ours where known). Metric definitions: metrics.py.
+Writes OUT/eval/results.json ({task: {metric: value}}, plus "_meta": checkpoint, decoding, speed),
+predictions.jsonl (one {"task", "id", "prompt", "prediction", "reference"} per line, the schema --score
+reads) and results.md (a table per task, the paper's reported numbers beside ours where known).
+Metric definitions: metrics.py; --release-compat reproduces the release's scoring flaws.
+Text metrics: BLEU/METEOR count the LLM's own tokens, as the release does. --score has no model, so it
+uses --tokenizer (a tokenizer.json) when given, else nltk's wordpunct words; the output names which.
 Beyond the release: a retrosynthesis round trip (the model's own forward prediction from its proposed
 reactants must give back the product) and an rdkit re-computation of MW / TPSA / LogP.
 """
@@ -21,7 +24,6 @@ import contextlib
 import json
 import os
 import re
-import sys
 import time
 
 import metrics
@@ -170,7 +172,6 @@ def resolve_checkpoint(path):
 def load_checkpoint(step_dir, device, dtype, log=print):
     """Rebuild the trained model exactly: base model named in meta.json, molecule encoder, adapters of the
     recorded config, then every trained tensor from adapters.safetensors, strictly."""
-    import torch
     import model as M
     import moge
     import molecule
@@ -303,10 +304,10 @@ def run(args):
     log(f"{len(samples)} test items, {decoding}, {args.max_new_tokens} new tokens max, batch {args.batch_size}, "
         f"{world} rank(s) on {device}")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-    t0, stats = time.time(), {}
+    t0, cpu0, stats = time.time(), time.process_time(), {}
     with torch.no_grad(), autocast:
         answers = _sharded_generate(model, tok, samples, args, device, rank, world, "eval", stats)
-        gen_s = time.time() - t0
+        gen_s, gen_cpu = time.time() - t0, time.process_time() - cpu0  # CPU time: stable on a shared machine
         rows = [{"task": scored_as(s), "id": s.id, "prompt": s.prompt, "prediction": a, "reference": s.answer}
                 for s, a in zip(samples, answers)]
         retro = [r for r in rows if r["task"] == "retrosynthesis"]
@@ -329,6 +330,7 @@ def run(args):
                 "device": str(device), "threads per rank": torch.get_num_threads(),
                 "generation seconds": round(gen_s, 2), "answers/s": round(len(rows) / gen_s, 3),
                 "new tokens/s (rank 0)": round(stats.get("tokens", 0) / gen_s, 1),
+                "generation CPU seconds (rank 0)": round(gen_cpu, 2),
                 "release_compat": args.release_compat, "text tokens": tok_name}
     print(write_results(results, out_dir, run_meta, rows))
     print(f"wrote {out_dir}/results.json, predictions.jsonl and results.md")

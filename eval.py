@@ -71,6 +71,7 @@ def parse_args(argv=None):
 # ----------------------------------------------------------------------------- scoring and reporting
 
 def read_predictions(path):
+    """predictions.jsonl -> rows; a malformed line is an error naming file and line."""
     rows = []
     with open(path) as f:
         for i, line in enumerate(f, 1):
@@ -113,7 +114,7 @@ def markdown(results, header=""):
     for task, res in results.items():
         if task.startswith("_"):
             continue
-        paper = PAPER.get(task.split("_")[0] if task.startswith("yield") else task, {})
+        paper = PAPER.get(task, {})
         lines += [f"### {task}", "", "| metric | ours | paper (Omni-Mol) |", "|---|---|---|"]
         lines += [f"| {k} | {_fmt(v)} | {paper.get(k, '')} |" for k, v in res.items() if k != "notes"]
         lines += [""] + [f"- {n}" for n in res.get("notes", [])] + [""]

@@ -15,7 +15,6 @@ sys.path.insert(0, REPO)
 
 import model as M  # noqa: E402
 import molecule  # noqa: E402
-import moge  # noqa: E402
 import train  # noqa: E402
 
 SMILES = ["CCO", "c1ccccc1", "CC(=O)O", "CCN", "OCCO", "CCCC", "C1CC1", "CC(C)O", "CC#N", "C=CC=C",

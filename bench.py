@@ -37,9 +37,12 @@ def bench_generate(args):
         assert all(len(o) == n for o in out)
         return out
 
+    # no stop token on either side: both do exactly n decode steps (min_new_tokens would instead mask
+    # the EOS logit in transformers and change the tokens, not only the length)
+    hf.generation_config.eos_token_id = None
+
     def run_hf():
-        out = hf.generate(ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                          pad_token_id=tok.pad_token_id)
+        out = hf.generate(ids, attention_mask=mask, max_new_tokens=n, do_sample=False, pad_token_id=tok.pad_token_id)
         return [o[L:].tolist() for o in out]
 
     res = {}

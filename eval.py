@@ -40,17 +40,24 @@ PAPER = {
 }
 
 
+# The demo's eval profile: a handful of items per task and a shorter answer budget, so train + eval of the
+# embedded default fit in 15 minutes on 2 CPU cores; any explicit --limit / --max-new-tokens wins.
+DEMO_EVAL = {"limit": 6, "max_new_tokens": 160}
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", default="out/", help="a checkpoint folder (OUT/checkpoints/step_XXXXXX) or an OUT folder, "
                    "whose newest checkpoint is used")
     p.add_argument("--tasks", default="all", help="'all' or a comma list of task keys")
     p.add_argument("--data", default=None, help="demo or a data folder; default: the data the checkpoint was trained on")
-    p.add_argument("--limit", type=int, default=None, help="at most N test items per task (the first N)")
+    p.add_argument("--limit", type=int, default=None, help="at most N test items per task (the first N); default: all, "
+                   f"or {DEMO_EVAL['limit']} with the demo data (sized so `make demo` fits 15 minutes on 2 CPU cores)")
     p.add_argument("--greedy", action="store_true", help="greedy decoding instead of the release's sampling at T=0.2")
     p.add_argument("--temperature", type=float, default=0.2)
     p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--max-new-tokens", type=int, default=None, help="default: 512 (the release), or "
+                   f"{DEMO_EVAL['max_new_tokens']} with the demo data (its longest answers are ~200 tokens)")
     p.add_argument("--batch-size", type=int, default=16, help="prompts per generate call; lower it if memory runs out")
     p.add_argument("--seed", type=int, default=42, help="sampling seed (rank r uses seed + r)")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
@@ -290,6 +297,11 @@ def run(args):
     log(f"checkpoint {step_dir}")
     model, tok, meta = load_checkpoint(step_dir, device, torch.float32, log)
     data_src = args.data or meta.get("args", {}).get("data", "demo")
+    if data_src == "demo":
+        args.limit = DEMO_EVAL["limit"] if args.limit is None else args.limit
+        args.max_new_tokens = args.max_new_tokens or DEMO_EVAL["max_new_tokens"]
+        log(f"demo data: --limit {args.limit} per task, --max-new-tokens {args.max_new_tokens} (pass them to change)")
+    args.max_new_tokens = args.max_new_tokens or 512
     samples = data.load_tasks(args.tasks, split="test", data=data_src, seed=meta.get("args", {}).get("seed", 42),
                               tokenizer=tok, verbose=rank == 0)
     if args.limit is not None:  # the first N of each scored set

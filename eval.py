@@ -47,7 +47,7 @@ DEMO_EVAL = {"limit": 6, "max_new_tokens": 160}
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", default="out/", help="a checkpoint folder (OUT/checkpoints/step_XXXXXX) or an OUT folder, "
+    p.add_argument("--ckpt", default="out/", help="a checkpoint folder (OUT/checkpoints/step_NNNNNN) or an OUT folder, "
                    "whose newest checkpoint is used")
     p.add_argument("--tasks", default="all", help="'all' or a comma list of task keys")
     p.add_argument("--data", default=None, help="demo or a data folder; default: the data the checkpoint was trained on")
@@ -163,16 +163,16 @@ def score_main(args):
 # ----------------------------------------------------------------------------- checkpoint
 
 def resolve_checkpoint(path):
-    """A step folder as given, or the newest OUT/checkpoints/step_XXXXXX under an OUT folder."""
+    """A step folder as given, or the newest OUT/checkpoints/step_NNNNNN under an OUT folder."""
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"checkpoint path {path!r} does not exist (train.py writes OUT/checkpoints/step_XXXXXX/)")
+        raise FileNotFoundError(f"checkpoint path {path!r} does not exist (train.py writes OUT/checkpoints/step_NNNNNN/)")
     if os.path.exists(os.path.join(path, "meta.json")) or re.fullmatch(r"step_\d+", os.path.basename(os.path.normpath(path))):
         return path
     ck = os.path.join(path, "checkpoints")
     steps = sorted((d for d in (os.listdir(ck) if os.path.isdir(ck) else []) if re.fullmatch(r"step_\d+", d)),
                    key=lambda d: int(d[5:]))
     if not steps:
-        raise FileNotFoundError(f"no checkpoint in {path!r}: expected {ck}/step_XXXXXX/ (written by train.py) "
+        raise FileNotFoundError(f"no checkpoint in {path!r}: expected {ck}/step_NNNNNN/ (written by train.py) "
                                 "or a step folder; eval never falls back to the bare base model")
     return os.path.join(ck, steps[-1])
 

@@ -488,6 +488,10 @@ def main(argv=None):
         print0(f"done: steps {first_step} -> {step} of {total_steps} in {time.time() - t_start:.0f}s, {skipped} "
                f"skipped; {args.out}/log.jsonl, checkpoints in {args.out}/checkpoints")
     if ddp:
+        # every rank reaches here before teardown, and DDP's reducer goes before the process group: a rank
+        # that destroyed gloo while its peer or its own reducer still held it died with SIGABRT at exit
+        dist.barrier()
+        del step_fn
         dist.destroy_process_group()
     return raw_model
 

@@ -358,4 +358,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (FileNotFoundError, ValueError) as e:  # bad paths, checkpoints, data: the message, not a traceback
+        raise SystemExit(f"eval.py: error: {e}") from None

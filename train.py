@@ -600,4 +600,7 @@ def bench_train(args, batch=4, seq_len=256, r=64):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (FileNotFoundError, ValueError) as e:  # bad paths, checkpoints, data: the message, not a traceback
+        raise SystemExit(f"train.py: error: {e}") from None

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MOL = "<mol>"            # tokenizer.MOL_PLACEHOLDER; replaces the release's "<image>\n"
+from tokenizer import MOL_PLACEHOLDER as MOL  # "<mol>": replaces the release's "<image>\n"
+
 MAX_LEN = 2048           # the release's model_max_length (which it never applied; we do)
 REPO = os.path.dirname(os.path.abspath(__file__))
 SHOW_OFFENDERS = 3       # first few bad records printed per task

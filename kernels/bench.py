@@ -176,18 +176,14 @@ def profile(T=8192):
         for _ in range(3):
             step()
         torch.cuda.synchronize()
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-            for _ in range(10):
-                step()
-            torch.cuda.synchronize()
-        print(f"\nprofile {mode} T={T} fwd+bwd (10 steps)")
-        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14))
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-            for _ in range(10):
-                step()
-            torch.cuda.synchronize()
-        print(f"host side, eager {mode} T={T} fwd+bwd (10 steps)")
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14))
+        for activity, sort, title in ((torch.profiler.ProfilerActivity.CUDA, "cuda_time_total", "\nprofile"),
+                                      (torch.profiler.ProfilerActivity.CPU, "self_cpu_time_total", "host side, eager")):
+            with torch.profiler.profile(activities=[activity]) as prof:
+                for _ in range(10):
+                    step()
+                torch.cuda.synchronize()
+            print(f"{title} {mode} T={T} fwd+bwd (10 steps)")
+            print(prof.key_averages().table(sort_by=sort, row_limit=14))
 
 
 def bench_moge(T=8192, profile=False):

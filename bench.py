@@ -2,9 +2,11 @@
 
     python bench.py --generate     # batched KV-cache generation vs transformers generate (CPU, SmolLM2)
     python bench.py --train        # training tokens/s vs transformers + peft LoRA (see train section)
-    python kernels/bench.py        # grouped-LoRA kernel and MoGE layer (GPU)
+    python bench.py --moge         # MoGE FFN layer vs dense FFN + GAL vs the release's deep-copy loop (GPU)
+    python kernels/bench.py        # grouped-LoRA kernel vs the torch paths (GPU)
 """
 import argparse
+import copy
 import os
 import platform
 import time
@@ -144,17 +146,65 @@ def bench_train(args, batch=4, seq_len=256, r=64):
               + "; ".join(f"{k}: {', '.join(f'{t:.2f}' for t in v)}" for k, v in times.items()))
 
 
+def bench_moge(args, T=8192):
+    """MoGE FFN layer (moge.py) fwd+bwd vs a dense frozen FFN with one GAL adapter per linear vs the
+    release's deep-copy loop (SPEC section 6): bf16 base weights, fp32 adapters, training mode."""
+    import moge
+    from kernels.bench import D, FFN, R
+    from triton.testing import do_bench
+    torch.manual_seed(0)
+    mlp = torch.nn.Module()
+    mlp.gate_proj, mlp.up_proj = torch.nn.Linear(D, FFN, bias=False), torch.nn.Linear(D, FFN, bias=False)
+    mlp.down_proj = torch.nn.Linear(FFN, D, bias=False)
+    mlp = mlp.cuda().to(torch.bfloat16).requires_grad_(False)
+    cfg = moge.MoGEConfig()
+    fast = moge.MoGEFFN(copy.deepcopy(mlp), cfg).cuda()
+    with torch.no_grad():  # B is zero at init: give it values so nothing is timed on zeros
+        for name in ("gate", "up", "down"):
+            getattr(fast.experts, f"{name}_B").normal_(0, 0.01)
+    ref = moge.ReferenceMoGE(fast).cuda()
+    dense = copy.deepcopy(mlp)
+    gcfg = moge.MoGEConfig(recipe="gal")
+    for name in ("gate_proj", "up_proj", "down_proj"):
+        moge.to_gal(getattr(dense, name), gcfg)
+    dense_fwd = lambda h: dense.down_proj(torch.nn.functional.silu(dense.gate_proj(h)) * dense.up_proj(h))  # noqa
+    h = torch.randn(T, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    dy = torch.randn(T, D, device="cuda", dtype=torch.bfloat16)
+    res = {}
+    for name, f in (("MoGE (shared bases, grouped_lora)", fast), ("dense FFN + GAL", dense_fwd),
+                    ("release deep-copy loop", ref)):
+        res[name] = do_bench(lambda: f(h).backward(dy), warmup=25, rep=100, return_mode="median")
+    if args.profile:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for _ in range(5):
+                fast(h).backward(dy)
+            torch.cuda.synchronize()
+        print(f"\nprofile MoGE layer fwd+bwd T={T} (5 steps)")
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=16))
+    base = res["dense FFN + GAL"]
+    print(f"\nMoGE FFN layer fwd+bwd, T={T}, d={D}, FFN={FFN}, r={R}, 5 experts top-2 + shared, bf16")
+    print("| layer | ms | vs dense FFN + GAL |\n|---|---|---|")
+    for name, ms in res.items():
+        print(f"| {name} | {ms:.3f} | {ms / base:.2f}x |")
+    print(f"MoGE vs deep-copy loop: {res['release deep-copy loop'] / res['MoGE (shared bases, grouped_lora)']:.2f}x faster")
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--generate", action="store_true", help="batched generation vs transformers (CPU)")
     ap.add_argument("--train", action="store_true", help="training tokens/s vs transformers + peft (CPU)")
+    ap.add_argument("--moge", action="store_true", help="MoGE FFN layer fwd+bwd vs dense FFN + GAL (GPU)")
+    ap.add_argument("--profile", action="store_true", help="with --moge: CUDA profile of the MoGE layer")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    if not (args.generate or args.train):
-        ap.error("choose --generate and/or --train")
+    if not (args.generate or args.train or args.moge):
+        ap.error("choose --generate, --train and/or --moge")
     if args.generate:
         bench_generate(args)
     if args.train:
         bench_train(args)
+    if args.moge:
+        assert torch.cuda.is_available(), "the MoGE layer benchmark needs a CUDA GPU"
+        bench_moge(args)

@@ -18,7 +18,8 @@ import time
 
 import numpy as np
 
-from data import TASKS, _hash, canonical, selfies_to_smiles, smiles_to_selfies
+from chem import _hash, canonical, selfies_to_smiles, smiles_to_selfies
+from tasks import TASKS
 
 DEMO_TRAIN, DEMO_TEST = 300, 40   # records per task (caps)
 POOL = 8000                        # SMILES drawn from NCI + WEHI for the molecule tasks

@@ -290,7 +290,7 @@ def run(args):
     import torch
     import torch.distributed as dist
     import data
-    from train import compute_init  # the same process setup as training: ranks, device, CPU threads per rank
+    from ddp import compute_init  # the same process setup as training: ranks, device, CPU threads per rank
     ddp, rank, _, world, device = compute_init(args)
     log = print if rank == 0 else (lambda *a, **k: None)
     step_dir = resolve_checkpoint(args.ckpt)

@@ -1,6 +1,8 @@
 """Grouped-LoRA benchmark (GPU): the Triton op vs the torch paths, with byte and FLOP floors.
 
-    python kernels/bench.py [--T 2048 8192 16384] [--sweep] [--profile] [--no-moge]
+    python kernels/bench.py [--T 2048 8192 16384] [--sweep] [--profile]
+
+(The MoGE-layer benchmark, which needs moge.py, is `python bench.py --moge`: kernels/ imports nothing of ours.)
 
 Shapes are MoGE's on Llama-3.2-1B: hidden 2048, FFN 8192, r 64, 5 routed experts (top-2) + 1 shared
 expert as an always-on sixth expert, so E = 6 and k = 3 slots per token; bf16. Two modes:
@@ -9,12 +11,10 @@ expert as an always-on sixth expert, so E = 6 and k = 3 slots per token; bf16. T
 floor max(min bytes / measured copy bandwidth, FLOPs / measured bf16 matmul rate) and % of it.
 """
 import argparse
-import copy
 import os
 import sys
 
 import torch
-import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # `python kernels/bench.py`
 from kernels import grouped_lora_dense, grouped_lora_ref, grouped_lora_triton
@@ -186,55 +186,12 @@ def profile(T=8192):
             print(prof.key_averages().table(sort_by=sort, row_limit=14))
 
 
-def bench_moge(T=8192, profile=False):
-    """MoGE FFN layer (moge.py) fwd+bwd vs a dense frozen FFN with one GAL adapter per linear vs the
-    release's deep-copy loop (SPEC section 6): bf16 base weights, fp32 adapters, training mode."""
-    import moge
-    torch.manual_seed(0)
-    mlp = nn.Module()
-    mlp.gate_proj, mlp.up_proj = nn.Linear(D, FFN, bias=False), nn.Linear(D, FFN, bias=False)
-    mlp.down_proj = nn.Linear(FFN, D, bias=False)
-    mlp = mlp.cuda().to(torch.bfloat16).requires_grad_(False)
-    cfg = moge.MoGEConfig()
-    fast = moge.MoGEFFN(copy.deepcopy(mlp), cfg).cuda()
-    with torch.no_grad():  # B is zero at init: give it values so nothing is timed on zeros
-        for name in ("gate", "up", "down"):
-            getattr(fast.experts, f"{name}_B").normal_(0, 0.01)
-    ref = moge.ReferenceMoGE(fast).cuda()
-    dense = copy.deepcopy(mlp)
-    gcfg = moge.MoGEConfig(recipe="gal")
-    for name in ("gate_proj", "up_proj", "down_proj"):
-        moge.to_gal(getattr(dense, name), gcfg)
-    dense_fwd = lambda h: dense.down_proj(torch.nn.functional.silu(dense.gate_proj(h)) * dense.up_proj(h))  # noqa
-    h = torch.randn(T, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-    dy = torch.randn(T, D, device="cuda", dtype=torch.bfloat16)
-    from triton.testing import do_bench
-    res = {}
-    for name, f in (("MoGE (shared bases, grouped_lora)", fast), ("dense FFN + GAL", dense_fwd),
-                    ("release deep-copy loop", ref)):
-        res[name] = do_bench(lambda: f(h).backward(dy), warmup=25, rep=100, return_mode="median")
-    if profile:
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-            for _ in range(5):
-                fast(h).backward(dy)
-            torch.cuda.synchronize()
-        print(f"\nprofile MoGE layer fwd+bwd T={T} (5 steps)")
-        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=16))
-    base = res["dense FFN + GAL"]
-    print(f"\nMoGE FFN layer fwd+bwd, T={T}, d={D}, FFN={FFN}, r={R}, 5 experts top-2 + shared, bf16")
-    print("| layer | ms | vs dense FFN + GAL |\n|---|---|---|")
-    for name, ms in res.items():
-        print(f"| {name} | {ms:.3f} | {ms / base:.2f}x |")
-    print(f"MoGE vs deep-copy loop: {res['release deep-copy loop'] / res['MoGE (shared bases, grouped_lora)']:.2f}x faster")
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--T", type=int, nargs="+", default=[2048, 8192, 16384])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--sweep", action="store_true", help="time a few Triton block configs first")
     ap.add_argument("--profile", action="store_true", help="per-kernel CUDA time of the Triton path")
-    ap.add_argument("--no-moge", action="store_true", help="skip the MoGE layer timing (moge.py)")
     args = ap.parse_args()
     assert torch.cuda.is_available(), "the kernel benchmark needs a CUDA GPU"
     print(torch.cuda.get_device_name(), "torch", torch.__version__, "triton", __import__("triton").__version__)
@@ -245,8 +202,6 @@ def main():
     if args.profile:
         profile()
     bench(args.T, args.variants, bw, peak)
-    if not args.no_moge:
-        bench_moge(profile=args.profile)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,40 @@
+"""Teacher-forced answer log-probabilities: one forward per batch, no generation.
+
+    lps = answer_logprobs(model, tok, [(user_text, graph_or_None), ...], ["answer", ...])
+    nll = -lps[i].mean()          # nats per answer token (the end-of-turn token included)
+
+Used by eval.py (held-out answer NLL), multiple-choice option scoring and GRPO (grad=True). The sequence
+is exactly the training one (tokenizer.encode_chat with the answer: loss positions = the answer and its
+end-of-turn token; atom tokens spliced by molecule.embed_inputs), so these are the log-probs the training
+loss sums.
+"""
+import contextlib
+
+import torch
+
+import molecule
+from tokenizer import IGNORE_INDEX
+
+
+def answer_logprobs(model, tok, items, answers, batch_size=16, grad=False):
+    """items: [(user_text, graph or None)]; answers: [str] -> per item a 1-D fp32 tensor of
+    log p(token) for every supervised answer token, in order. Right-padded batches (causal attention
+    never sees the padding). With grad=False it runs under no_grad and returns detached tensors."""
+    if len(items) != len(answers):
+        raise ValueError(f"{len(items)} items but {len(answers)} answers")
+    out = [None] * len(items)
+    ctx = contextlib.nullcontext() if grad else torch.no_grad()
+    with ctx:
+        for b in range(0, len(items), batch_size):
+            idx = list(range(b, min(b + batch_size, len(items))))
+            enc = [tok.encode_chat(items[i][0], answers[i]) for i in idx]
+            emb, _, labels = molecule.embed_inputs(model, [e[0] for e in enc], [items[i][1] for i in idx],
+                                                   labels=[e[1] for e in enc])
+            logits = model(inputs_embeds=emb)                         # (B, T, V)
+            tgt = labels[:, 1:]                                       # (B, T-1): token t+1 predicted at t
+            rows, cols = (tgt != IGNORE_INDEX).nonzero(as_tuple=True)  # (N,) supervised positions, row-major
+            lp = torch.log_softmax(logits[rows, cols].float(), dim=-1).gather(1, tgt[rows, cols, None])[:, 0]
+            counts = (tgt != IGNORE_INDEX).sum(1).tolist()
+            for i, piece in zip(idx, lp.split(counts)):
+                out[i] = piece
+    return out

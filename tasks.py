@@ -1,0 +1,113 @@
+"""The 16 Omni-Mol tasks: keys, categories, the release's prompt templates and file names, and how each
+task's graph-source molecule is picked (1789336421/Omni-Mol data_pipe/dataset_profiles.py, constants.py;
+notes/formats.md 1.2). data.py re-exports everything here (`data.TASKS` is the public name)."""
+import random
+import re
+from dataclasses import dataclass
+
+from chem import _hash, selfies_to_smiles
+from tokenizer import MOL_PLACEHOLDER as MOL  # "<mol>": replaces the release's "<image>\n"
+
+# molcap ignores the record's instruction: the release draws one of these per sample
+MOLCAP_QUESTIONS = [
+    "Could you give me a brief overview of this molecule?",
+    "Could you provide a description of this molecule?",
+    "Describe this molecule.",
+    "Please give me some details about this molecule.",
+    "Provide a brief overview of this molecule.",
+    "Provide a description of this molecule.",
+    "What can you tell me about this molecule?",
+]
+
+
+# ----------------------------------------------------------------------------- the 16 tasks
+
+@dataclass(frozen=True)
+class Task:
+    key: str
+    category: str          # Mol2Mol / Mol2Num / Mol2Text / Text2Mol
+    answer: str            # molecule / number / text
+    graph: str | None      # which molecule the graph is built from (see graph_source)
+    prompt: str            # "{instruction} ..." template; see build_prompt
+    code: str              # the release code's train-file substring (WillDreamer/OmniMol MAP2FILEMAME)
+    code_eval: dict        # eval set -> the release code's evaluate/ file
+    released: dict         # split -> {eval set: published file stem} (1789336421/Omni-Mol MAP2FILE)
+    moit: str | None = None  # metadata.task inside the shared 3D-MoIT file
+
+
+def _r(train, test=None, **sets):
+    return {"train": {"train": train}, "test": sets or {"test": test or train}}
+
+
+TASKS = {t.key: t for t in [
+    Task("forward", "Mol2Mol", "molecule", "first", "{instruction} {input}", "forward",
+         {"forward": "forward_reaction_prediction.json"}, _r("forward_prediction")),
+    Task("reagent", "Mol2Mol", "molecule", "reactants", "{instruction} The reaction is {input}", "reagent",
+         {"reagent": "reagent_prediction.json"}, _r("reagent_prediction")),
+    Task("retrosynthesis", "Mol2Mol", "molecule", "whole", "{instruction} The product is: {input}",
+         "retrosynthesis", {"retrosynthesis": "retrosynthesis.json"}, _r("retrosynthesis")),
+    Task("solvent", "Mol2Mol", "molecule", "reactants", "{instruction} The reaction is {input}.", "solvent",
+         {"solvent": "solvent_pred.json"}, _r("solvent_pred")),
+    Task("catalyst", "Mol2Mol", "molecule", "reactants", "{instruction} The reaction is {input}.", "catalyst",
+         {"catalyst": "catalyst_pred.json"}, _r("catalyst_pred")),
+    Task("molediting", "Mol2Mol", "molecule", "whole", "{instruction} The compound SELFIES sequence is: {input}",
+         "molecule_editing", {"molediting": "molecule_editing.json"}, _r("molecule_editing")),
+    Task("homolumo", "Mol2Num", "number", "whole", "{instruction} The compound SELFIES sequence is: {input}",
+         "property", {"homolumo": "property_prediction.json"}, _r("property_prediction")),
+    Task("weight", "Mol2Num", "number", "whole", "{instruction} The molecule SELFIES sequence is: {input}",
+         "3d_moit", {"weight": "3d_moit_no_homolumo_filtered_test.json"}, _r("Molecular_Weight"),
+         moit="Molecular Weight"),
+    Task("tpsa", "Mol2Num", "number", "first", "{instruction} The compound SELFIES sequence is: {input}",
+         "3d_moit", {"tpsa": "3d_moit_no_homolumo_filtered_test.json"}, _r("TPSA"),
+         moit="Topological Polar Surface Area"),
+    Task("logp", "Mol2Num", "number", "whole", "{instruction} The molecule SELFIES sequence is: {input}",
+         "3d_moit", {"logp": "3d_moit_no_homolumo_filtered_test.json"}, _r("LogP"), moit="LogP"),
+    Task("yield", "Mol2Num", "number", "reactants", "{instruction} The reaction is {input}.", "yields_regression",
+         {"yield_BH": "yields_regression_BH.json", "yield_SM": "yields_regression_SM.json"},
+         _r("yield_regression", yield_BH="yield_regression_BH", yield_SM="yield_regression_SM")),
+    Task("molcap", "Mol2Text", "text", "whole", "{question} The compound sequence is: {input}", "molcap_train",
+         {"molcap": "molcap_test.json"}, _r("molcap")),
+    Task("dqa", "Mol2Text", "text", "first", "{instruction} The compound SELFIES sequence is: {input}",
+         "3d_moit", {"dqa": "3d_moit_no_homolumo_filtered_test.json"}, _r("DescriptionQA"), moit="Description"),
+    Task("experiment", "Mol2Text", "text", "placeholders", "{instruction}{input}. The Action Sequence: ",
+         "exp_procedure_pred_0.5subset", {"experiment": "exp_procedure_pred.json"}, _r("exp_procedure_pred")),
+    Task("iupac", "Text2Mol", "molecule", None, "{instruction} The IUPAC name is: {input}", "iupac_0.2subset",
+         {"iupac": "iupac2selfies.json"}, _r("IUPAC2SELFIES")),
+    Task("textguidedmolgen", "Text2Mol", "molecule", None, "{instruction} The description is: {input}",
+         "text_guided", {"textguidedmolgen": "text_guided_mol_generation.json"},
+         _r("text_guided_mol_generation")),
+]}
+EVAL_SETS = [s for t in TASKS.values() for s in t.code_eval]  # yield scores as yield_BH and yield_SM
+
+
+def build_prompt(task: Task, rec: dict, rng: random.Random | None = None) -> str:
+    """The user turn for a record, exactly as the release builds it (with MOL for "<image>\\n")."""
+    question = ""
+    if task.key == "molcap":  # the release draws a question at random and ignores the instruction
+        rng = rng or random.Random(_hash(str(rec.get("input"))))
+        question = rng.choice(MOLCAP_QUESTIONS)
+    text = task.prompt.format(instruction=rec.get("instruction", ""), input=rec["input"], question=question)
+    return text if task.graph is None else MOL + text
+
+
+_PLACEHOLDER = re.compile(r"\$\d+\$")  # the release's regex: $-1$ (the product) is not matched
+
+
+def graph_source(task: Task, rec: dict) -> str | None:
+    """The SMILES the graph is built from (None for text-only tasks); raises ValueError on bad input."""
+    if task.graph is None:
+        return None
+    inp = rec["input"]
+    if task.graph == "placeholders":  # experiment: SMILES of every $k$ in the input, from extracted_molecules
+        inv = {ph: smi for smi, ph in (rec.get("extracted_molecules") or {}).items()}
+        smiles = ".".join(inv[ph] for ph in _PLACEHOLDER.findall(inp) if ph in inv)
+        if not smiles:
+            raise ValueError("no $k$ placeholder with a molecule in extracted_molecules")
+        return smiles
+    if task.graph == "reactants":
+        if ">>" not in inp:
+            raise ValueError("reaction input without '>>'")
+        inp = inp.split(">>")[0]
+    elif task.graph == "first":
+        inp = inp.split(".")[0]
+    return selfies_to_smiles(inp)

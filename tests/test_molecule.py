@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import convert
 import molecule as M
 from model import load_model
 
@@ -201,7 +202,7 @@ def release_state_dict(seed=0):
 def test_release_checkpoint_converts_and_loads_strictly(tmp_path, capsys):
     sd = release_state_dict()
     torch.save(sd, tmp_path / "moleculestm.pth")
-    M.main(["convert", str(tmp_path / "moleculestm.pth"), str(tmp_path / "gin.safetensors")])
+    convert.main(["moleculestm", str(tmp_path / "moleculestm.pth"), str(tmp_path / "gin.safetensors")])
     assert "1,884,905 parameters" in capsys.readouterr().out
     gin = M.load_gin(str(tmp_path / "gin.safetensors"))
     got = gin.state_dict()
@@ -210,12 +211,12 @@ def test_release_checkpoint_converts_and_loads_strictly(tmp_path, capsys):
     assert not gin.training and not any(p.requires_grad for p in gin.parameters())
     # a DDP "module." prefix is stripped too
     torch.save({"module." + k: v for k, v in sd.items()}, tmp_path / "ddp.pth")
-    M.convert_pth(str(tmp_path / "ddp.pth"), str(tmp_path / "ddp.safetensors"))
+    convert.convert_moleculestm(str(tmp_path / "ddp.pth"), str(tmp_path / "ddp.safetensors"))
     assert torch.equal(M.load_gin(str(tmp_path / "ddp.safetensors")).state_dict()[k := next(iter(got))], got[k])
     # ... and so is a state dict saved from the bare GNN (no molecule_node_model. prefix)
     p = "molecule_node_model."
     torch.save({k.removeprefix(p): v for k, v in sd.items() if k.startswith(p)}, tmp_path / "bare.pth")
-    M.convert_pth(str(tmp_path / "bare.pth"), str(tmp_path / "bare.safetensors"))
+    convert.convert_moleculestm(str(tmp_path / "bare.pth"), str(tmp_path / "bare.safetensors"))
     assert set(M.load_gin(str(tmp_path / "bare.safetensors")).state_dict()) == set(got)
 
 
@@ -227,7 +228,7 @@ def test_wrong_checkpoints_give_named_errors(tmp_path):
     bad["molecule_node_model.batch_norms.0.weight"] = torch.zeros(299)
     torch.save(bad, tmp_path / "bad.pth")
     with pytest.raises(M.GINCheckpointError) as e:
-        M.convert_pth(str(tmp_path / "bad.pth"), str(tmp_path / "bad.safetensors"))
+        convert.convert_moleculestm(str(tmp_path / "bad.pth"), str(tmp_path / "bad.safetensors"))
     msg = str(e.value)
     assert "missing (1): molecule_node_model.gnns.3.eps" in msg
     assert "unexpected (1): molecule_node_model.gnns.3.epsilon" in msg
@@ -237,24 +238,24 @@ def test_wrong_checkpoints_give_named_errors(tmp_path):
     torch.save({"x_embedding1.weight": torch.zeros(120, 300), "x_embedding2.weight": torch.zeros(3, 300)},
                tmp_path / "graphmvp.pth")
     with pytest.raises(M.GINCheckpointError, match="GraphMVP"):
-        M.convert_pth(str(tmp_path / "graphmvp.pth"), str(tmp_path / "x.safetensors"))
+        convert.convert_moleculestm(str(tmp_path / "graphmvp.pth"), str(tmp_path / "x.safetensors"))
     # CLI: a clean error, no traceback
     with pytest.raises(SystemExit, match="missing"):
-        M.main(["convert", str(tmp_path / "bad.pth"), str(tmp_path / "bad.safetensors")])
+        convert.main(["moleculestm", str(tmp_path / "bad.pth"), str(tmp_path / "bad.safetensors")])
     # load_gin is strict too, and refuses an unconverted .pth
     from safetensors.torch import save_file
     extra = {k: v for k, v in sd.items()}                        # graph_pred_linear not dropped
     save_file(extra, str(tmp_path / "extra.safetensors"))
     with pytest.raises(M.GINCheckpointError, match="graph_pred_linear"):
         M.load_gin(str(tmp_path / "extra.safetensors"))
-    with pytest.raises(M.GINCheckpointError, match="python molecule.py convert"):
+    with pytest.raises(M.GINCheckpointError, match="python convert.py moleculestm"):
         M.load_gin(str(tmp_path / "bad.pth"))
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(M.GINCheckpointError, match="cannot read"):
         M.load_gin(str(tmp_path / "junk.safetensors"))
     (tmp_path / "junk.pth").write_bytes(b"not a pickle")
     with pytest.raises(M.GINCheckpointError, match="cannot read"):
-        M.convert_pth(str(tmp_path / "junk.pth"), str(tmp_path / "j.safetensors"))
+        convert.convert_moleculestm(str(tmp_path / "junk.pth"), str(tmp_path / "j.safetensors"))
 
 
 # ----------------------------------------------------------------------------- fusion with the LLM

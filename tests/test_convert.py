@@ -25,6 +25,8 @@ import molecule  # noqa: E402
 
 R, ALPHA, E, TOP_K, MOE = 4, 16.0, 3, 2, [1]      # tiny has 2 layers: layer 0 dense, layer 1 MoE
 P, LM = "base_model.model.", "base_model.model.language_model."
+MOE_CONFIG = {"moe_mode": "second_quarter", "num_experts": E, "top_k_experts": TOP_K, "use_residual": True,
+              "router_aux_loss_coef": 0.01, "moe_class": "deepseek"}
 
 
 def _proj_shapes(cfg):
@@ -35,8 +37,9 @@ def _proj_shapes(cfg):
     return attn, mlp
 
 
-def release_checkpoint(folder, seed=0, with_base_copies=False):
-    """Write checkpoint-197148/ as the release saves it; -> (adapter tensors, non-lora tensors)."""
+def release_checkpoint(folder, seed=0, with_base_copies=False, moe=MOE, dtype=torch.float32):
+    """Write checkpoint-197148/ as the release saves it (MoE layers `moe`, tensors in `dtype`: a bf16 run
+    saves bf16); -> (adapter tensors, non-lora tensors), as saved."""
     cfg = M.ModelConfig(**M.TINY)
     g = torch.Generator().manual_seed(seed)
     attn, mlp = _proj_shapes(cfg)
@@ -52,13 +55,13 @@ def release_checkpoint(folder, seed=0, with_base_copies=False):
     for i in range(cfg.num_hidden_layers):
         for n, (a, b) in attn.items():
             add(f"{LM}model.layers.{i}.self_attn.{n}", a, b)
-        copies = [f"experts.{e}." for e in range(E)] + ["shared_experts."] if i in MOE else [""]
+        copies = [f"experts.{e}." for e in range(E)] + ["shared_experts."] if i in moe else [""]
         for c in copies:
             for n, (a, b) in mlp.items():
                 add(f"{LM}model.layers.{i}.mlp.{c}{n}", a, b)
     non_lora = {f"{P}mm_projector.weight.weight": torch.randn(cfg.hidden_size, 300, generator=g) * 0.02,
                 f"{P}mm_projector.weight.bias": torch.randn(cfg.hidden_size, generator=g) * 0.02}
-    for i in MOE:
+    for i in moe:
         non_lora[f"{LM}model.layers.{i}.mlp.moe_gate.weight"] = torch.randn(E, cfg.hidden_size, generator=g)
     if with_base_copies:  # as in a full export: each copy's frozen base weight (= the base FFN)
         base, _ = M.load_model("tiny")
@@ -67,7 +70,8 @@ def release_checkpoint(folder, seed=0, with_base_copies=False):
                 for n in mlp:
                     w = getattr(base.model.layers[i].mlp, n).weight.detach().clone()
                     non_lora[f"{LM}model.layers.{i}.mlp.{c}{n}.base_layer.weight"] = w
-    write_checkpoint(folder, lora, non_lora)
+    lora, non_lora = ({k: v.to(dtype) for k, v in sd.items()} for sd in (lora, non_lora))
+    write_checkpoint(folder, lora, non_lora, llava_cfg={"moe_config": {**MOE_CONFIG, "moe_layers_idx": moe}})
     return lora, non_lora
 
 
@@ -80,8 +84,7 @@ def write_checkpoint(folder, lora, non_lora, adapter_cfg=None, llava_cfg=None):
           "use_learnable_alpha": True, "bias": "none", "base_model_name_or_path": "tiny"}
     lc = {"projector_type": "naive_linear", "norm_topk_prob": None,
           "text_config": {k: M.TINY[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "vocab_size")},
-          "moe_config": {"moe_mode": "second_quarter", "moe_layers_idx": MOE, "num_experts": [E] * len(MOE),
-                         "top_k_experts": TOP_K, "use_residual": True, "router_aux_loss_coef": 0.01, "moe_class": "deepseek"}}
+          "moe_config": {**MOE_CONFIG, "moe_layers_idx": MOE}}
     with open(os.path.join(folder, "adapter_config.json"), "w") as f:
         json.dump({**ac, **(adapter_cfg or {})}, f)
     with open(os.path.join(folder, "config.json"), "w") as f:
@@ -157,13 +160,13 @@ class NaiveLinear(nn.Module):  # release model/modeling_projector.py
 class ReleaseLike(nn.Module):
     """Module names = the release's minus `base_model.model.`, so its tensors load by name."""
 
-    def __init__(self, base):
+    def __init__(self, base, moe):
         super().__init__()
         lm = copy.deepcopy(base)
         for i, layer in enumerate(lm.model.layers):
             for n in ("q_proj", "k_proj", "v_proj", "o_proj"):
                 setattr(layer.self_attn, n, PeftLinear(getattr(layer.self_attn, n)))
-            if i in MOE:
+            if i in moe:
                 layer.mlp = ReleaseMoE(layer.mlp, base.config.hidden_size)
             else:
                 for n in ("gate_proj", "up_proj", "down_proj"):
@@ -172,10 +175,10 @@ class ReleaseLike(nn.Module):
         self.mm_projector = NaiveLinear(300, base.config.hidden_size)
 
 
-def reference(lora, non_lora):
+def reference(lora, non_lora, moe=MOE):
     base, _ = M.load_model("tiny")
-    ref = ReleaseLike(base).eval()
-    sd = {k.removeprefix(P): v for k, v in {**lora, **non_lora}.items() if ".base_layer." not in k}
+    ref = ReleaseLike(base, moe).eval()
+    sd = {k.removeprefix(P): v.float() for k, v in {**lora, **non_lora}.items() if ".base_layer." not in k}
     missing, unexpected = ref.load_state_dict(sd, strict=False)
     assert not unexpected
     assert not [k for k in missing if any(s in k for s in ("lora_", "moe_gate", "mm_projector"))], missing
@@ -197,16 +200,20 @@ def logits_of(lm_root, proj, ids, graphs, lm):
 
 # ----------------------------------------------------------------------------- tests
 
-def test_release_checkpoint_converts_to_the_same_function(tmp_path, capsys):
+@pytest.mark.parametrize("moe,dtype", [(MOE, torch.float32), ([], torch.float32), (MOE, torch.bfloat16)])
+def test_release_checkpoint_converts_to_the_same_function(tmp_path, capsys, moe, dtype):
     ck = tmp_path / "checkpoint-197148"
-    lora, non_lora = release_checkpoint(ck)
+    lora, non_lora = release_checkpoint(ck, moe=moe, dtype=dtype)
     out = tmp_path / "ours"
     meta = convert.convert_release(str(ck), str(out), model_path="tiny")
     log = capsys.readouterr().out
-    assert "MoE layers [1], 3 experts + 1 shared, top-2" in log and "no frozen base weights" in log
-    assert meta["step"] == 197148 and meta["moge"]["moe_layers"] == MOE and meta["moge"]["top_k"] == TOP_K
+    assert ("MoE layers [1], 3 experts + 1 shared, top-2" if moe else "no MoE layers (recipe gal)") in log
+    assert "no frozen base weights" in log and meta["step"] == 197148
+    assert meta["moge"]["recipe"] == ("moge" if moe else "gal")
+    if moe:
+        assert meta["moge"]["moe_layers"] == moe and meta["moge"]["top_k"] == TOP_K
     ours, tok, _ = evaluate.load_checkpoint(str(out), "cpu", torch.float32, log=lambda *a: None)
-    base, ref = reference(lora, non_lora)
+    base, ref = reference(lora, non_lora, moe)
     ids, graphs = inputs(tok)
     got, mask = logits_of(ours.model, ours.mm_projector, ids, graphs, ours)
     want, _ = logits_of(ref.language_model.model, ref.mm_projector.weight, ids, graphs, ref.language_model)
@@ -214,12 +221,15 @@ def test_release_checkpoint_converts_to_the_same_function(tmp_path, capsys):
     m = mask.bool()
     assert (got[m] - want[m]).abs().max().item() < 1e-5
     assert (got[m] - plain[m]).abs().max().item() > 1e-2        # the adapters change the function
+    if not moe:
+        assert not moge.moge_layers(ours)
+        return
     counts = next(iter(moge.router_stats(ours).values()))
     assert sum(c > 0 for c in counts) >= 2, counts                 # routing really picks different experts
     # the stacked experts hold the release's tensors in order, the shared expert last
     ex = ours.model.layers[1].mlp.experts
-    assert torch.equal(ex.up_B[2], lora[f"{LM}model.layers.1.mlp.experts.2.up_proj.lora_B.weight"])
-    assert torch.equal(ex.down_gal[E], lora[f"{LM}model.layers.1.mlp.shared_experts.down_proj.lora_learnable_alpha.weights"])
+    assert torch.equal(ex.up_B[2], lora[f"{LM}model.layers.1.mlp.experts.2.up_proj.lora_B.weight"].float())
+    assert torch.equal(ex.down_gal[E], lora[f"{LM}model.layers.1.mlp.shared_experts.down_proj.lora_learnable_alpha.weights"].float())
 
 
 def test_base_copies_in_the_checkpoint_are_checked(tmp_path, capsys):
@@ -279,10 +289,20 @@ def test_refusals_name_what_is_wrong(tmp_path, case):
 
 
 def test_file_types_and_the_projector_options(tmp_path):
+    from safetensors.torch import load_file
     ck = tmp_path / "checkpoint-7"
     lora, non_lora = release_checkpoint(ck)
     with pytest.raises(convert.ConversionError, match="unknown file type"):
         convert.read_tensors(str(ck / "adapter_config.json"))
+    convert.convert_release(str(ck), str(tmp_path / "st"), model_path="tiny")
+    want = load_file(str(tmp_path / "st" / "adapters.safetensors"))
+    # adapter_model.bin instead of .safetensors (older peft), with peft's in-memory `.default` names
+    os.remove(ck / "adapter_model.safetensors")
+    torch.save({k.replace(".lora_A.", ".lora_A.default.").replace(".lora_B.", ".lora_B.default."): v
+                for k, v in lora.items()}, ck / "adapter_model.bin")
+    convert.convert_release(str(ck), str(tmp_path / "bin"), model_path="tiny")
+    got = load_file(str(tmp_path / "bin" / "adapters.safetensors"))
+    assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
     # a stage-2 checkpoint without its projector: --projector fills it; with one, --projector is ambiguous
     proj = {"mm_projector.weight.weight": non_lora.pop(f"{P}mm_projector.weight.weight"),
             "mm_projector.weight.bias": non_lora.pop(f"{P}mm_projector.weight.bias")}

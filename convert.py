@@ -295,8 +295,11 @@ def _write(model, out_dir, meta):
     os.replace(tmp, os.path.join(out_dir, "meta.json"))
 
 
-def _our_model(model_path, gin, cfg):
+def _our_model(model_path, gin, cfg, llava_cfg=None):
     model, _ = M.load_model(model_path, dtype=torch.float32)
+    _check_text_config(model, llava_cfg)
+    if cfg is not None and cfg.recipe == "moge" and max(cfg.moe_layers) >= model.config.num_hidden_layers:
+        raise ConversionError(f"MoE layers {list(cfg.moe_layers)} but --model has {model.config.num_hidden_layers} layers")
     molecule.attach_molecule(model, gin_path=gin)
     if cfg is not None:
         moge.attach_adapters(model, cfg)
@@ -350,10 +353,7 @@ def convert_release(ckpt_dir, out_dir, model_path="default", gin=None, projector
     adapter_cfg = _read_json(os.path.join(ckpt_dir, "adapter_config.json"))
     llava_cfg = _read_json(os.path.join(ckpt_dir, "config.json"))
     cfg, notes = infer_config(tensors, adapter_cfg, llava_cfg, top_k, lora_alpha)
-    model = _our_model(model_path, gin, cfg)
-    _check_text_config(model, llava_cfg)
-    if cfg.recipe == "moge" and max(cfg.moe_layers) >= model.config.num_hidden_layers:
-        raise ConversionError(f"MoE layers {list(cfg.moe_layers)} but --model has {model.config.num_hidden_layers} layers")
+    model = _our_model(model_path, gin, cfg, llava_cfg)
     ours, checked = map_release(model, tensors, ckpt_dir)
     moge.load_adapters(model, ours)                      # strict again, in our names
     m = re.search(r"checkpoint-(\d+)", os.path.basename(os.path.normpath(ckpt_dir)))

@@ -250,7 +250,7 @@ class NotATensor:  # pickled by reference: torch.load(weights_only=True) must re
     pass
 
 
-@pytest.mark.parametrize("case", ["missing", "mis-shaped", "unexpected", "pickle", "alpha==r", "norm_topk"])
+@pytest.mark.parametrize("case", ["missing", "mis-shaped", "unexpected", "pickle", "alpha==r", "norm_topk", "layers"])
 def test_refusals_name_what_is_wrong(tmp_path, case):
     ck = tmp_path / "checkpoint-5"
     lora, non_lora = release_checkpoint(ck)
@@ -273,9 +273,13 @@ def test_refusals_name_what_is_wrong(tmp_path, case):
     elif case == "alpha==r":
         ac = {"lora_alpha": R}
         match = "skips GAL"
-    else:
+    elif case == "norm_topk":
         lc = {"norm_topk_prob": True}
         match = "does not renormalise"
+    else:                                                          # a MoE layer the 2-layer base does not have
+        non_lora[f"{LM}model.layers.5.mlp.moe_gate.weight"] = torch.zeros(E, 64)
+        lc = {"moe_config": {**MOE_CONFIG, "moe_layers_idx": [1, 5]}}
+        match = r"MoE layers \[1, 5\] but --model has 2 layers"
     if case == "pickle":
         write_checkpoint(ck, lora, {})
         torch.save(non_lora, ck / "non_lora_trainables.bin")

@@ -155,15 +155,17 @@ def infer_config(tensors: dict, adapter_cfg: dict | None, llava_cfg: dict | None
     if "r" in ac and ac["r"] != r:
         raise ConversionError(f"adapter_config.json says r={ac['r']} but the tensors have rank {r}")
     if not any(k.endswith("lora_learnable_alpha.weights") for k in tensors):
-        raise ConversionError("no `lora_learnable_alpha.weights` (GAL) tensor: a plain-LoRA release run is not "
-                              "convertible (ours scales every MoGE expert with GAL)")
+        raise ConversionError("no `lora_learnable_alpha.weights` (GAL) tensor: a plain-LoRA release run; the "
+                              "converter takes the published GAL recipe only")
     for flag in ("use_dora", "lora_bias"):
         if ac.get(flag):
             raise ConversionError(f"adapter_config.json has {flag}=true: not representable")
     for pat in ("rank_pattern", "alpha_pattern"):
         if ac.get(pat):
             raise ConversionError(f"adapter_config.json has a {pat} ({ac[pat]}): ours has one rank and one alpha")
-    alpha = lora_alpha if lora_alpha is not None else ac.get("lora_alpha")
+    if lora_alpha is not None and ac.get("lora_alpha") not in (None, lora_alpha):
+        raise ConversionError(f"--lora-alpha {lora_alpha} but adapter_config.json says {ac['lora_alpha']}")
+    alpha = ac.get("lora_alpha", lora_alpha)
     if alpha is None:
         raise ConversionError("lora_alpha unknown: no adapter_config.json beside the adapters; pass --lora-alpha "
                               "(the release trains with 16)")

@@ -248,10 +248,10 @@ class CausalLM(nn.Module):
 
     @torch.no_grad()
     def generate(self, input_ids=None, *, inputs_embeds=None, attention_mask=None, max_new_tokens=64,
-                 temperature=0.0, top_p=1.0, eos_token_ids=None, generator=None, pad_token_id=0):
+                 temperature=0.0, top_p=1.0, eos_token_ids=None, generator=None, pad_token_id=0, top_k=0):
         """Batched generation with a KV cache. `input_ids` is a list of token lists of any lengths (left
         padded here); or pass `inputs_embeds` (B, T, D) with a left-padding `attention_mask`.
-        temperature 0 -> greedy. Returns the new tokens per sample, cut before the first EOS."""
+        temperature 0 -> greedy; top_k > 0 keeps the k largest logits (HF's default 50). Returns the new tokens per sample, cut before the first EOS."""
         dev = self.lm_head.weight.device
         if inputs_embeds is None:
             L = max(len(p) for p in input_ids)
@@ -267,7 +267,7 @@ class CausalLM(nn.Module):
         out = torch.full((B, max_new_tokens), -1, dtype=torch.long, device=dev)
         done = torch.zeros(B, dtype=torch.bool, device=dev)
         for t in range(max_new_tokens):
-            nxt = sample_next(logits[:, -1].float(), temperature, top_p, generator)  # (B,)
+            nxt = sample_next(logits[:, -1].float(), temperature, top_p, generator, top_k)  # (B,)
             nxt = torch.where(done, torch.full_like(nxt, pad_token_id), nxt)
             out[:, t] = torch.where(done, -1, nxt)
             done = done | torch.isin(nxt, eos)
@@ -286,11 +286,17 @@ class CausalLM(nn.Module):
         return res
 
 
-def sample_next(logits, temperature, top_p, generator=None):
-    """logits (B, V) -> token ids (B,). Greedy at temperature 0; else temperature + nucleus (top-p)."""
+def sample_next(logits, temperature, top_p, generator=None, top_k=0):
+    """logits (B, V) -> token ids (B,). Greedy at temperature 0; else temperature, then top-k (0 = off),
+    then nucleus (top-p): the order of HF generate's warpers. HF keeps top_k=50 on unless told otherwise,
+    so the release sampled from at most 50 tokens."""
     if temperature <= 0:
         return logits.argmax(-1)
-    probs = torch.softmax(logits / temperature, dim=-1)
+    logits = logits / temperature
+    if 0 < top_k < logits.shape[-1]:  # as HF TopKLogitsWarper: ties with the k-th value stay in
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]           # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
     if top_p < 1.0:
         sp, si = probs.sort(dim=-1, descending=True)
         drop = sp.cumsum(-1) - sp > top_p          # keep the smallest prefix whose mass reaches top_p

@@ -110,6 +110,49 @@ def test_top_p_keeps_the_nucleus_only():
     assert draws == {0, 1}  # 0.5 + 0.3 >= 0.7: tokens 2 and 3 are never drawn
 
 
+def test_top_k_one_is_greedy():
+    logits = torch.randn(64, 300, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1)
+    for _ in range(20):  # at temperature 1 a full-vocabulary draw would almost never be the argmax 64 times
+        assert torch.equal(M.sample_next(logits, 1.0, 1.0, g, top_k=1), logits.argmax(-1))
+    m, tok = M.load_model("tiny")
+    p = tok.encode("stop here")
+    assert m.generate([p, p], max_new_tokens=6, temperature=1.5, top_k=1,
+                      generator=torch.Generator().manual_seed(2)) == m.generate([p, p], max_new_tokens=6)
+
+
+def test_top_k_draws_only_the_k_largest():
+    logits = torch.randn(1, 300, generator=torch.Generator().manual_seed(3))
+    top = set(logits[0].topk(5).indices.tolist())
+    draws = M.sample_next(logits.expand(4000, -1), 2.0, 1.0, torch.Generator().manual_seed(4), top_k=5)
+    assert set(draws.tolist()) == top  # all 5 drawn at T=2, nothing else ever
+    anything = M.sample_next(logits.expand(4000, -1), 2.0, 1.0, torch.Generator().manual_seed(4), top_k=0)
+    assert len(set(anything.tolist()) - top) > 50  # top_k=0 is off
+
+
+def test_top_k_distribution_is_the_renormalised_softmax():
+    logits = torch.tensor([[2.0, 0.5, 1.5, -1.0, 1.0, 0.0]])
+    T, k, n = 0.7, 3, 40000
+    kept = [0, 2, 4]  # the 3 largest logits, by hand
+    z = torch.exp(logits[0, kept] / T)
+    want = torch.zeros(6)
+    want[kept] = z / z.sum()  # softmax over the kept set, renormalised; 0 elsewhere
+    draws = M.sample_next(logits.expand(n, -1), T, 1.0, torch.Generator().manual_seed(5), top_k=k)
+    freq = torch.bincount(draws, minlength=6).float() / n
+    assert freq[[1, 3, 5]].sum() == 0
+    torch.testing.assert_close(freq, want, atol=0.01, rtol=0)  # 4+ sigma at n = 40000
+
+
+def test_top_k_then_top_p_in_hf_order():
+    # HF generate applies temperature, then top-k, then top-p (to the renormalised top-k distribution)
+    logits = torch.log(torch.tensor([[0.4, 0.3, 0.2, 0.1]]))
+    draws = M.sample_next(logits.expand(2000, -1), 1.0, 0.5, torch.Generator().manual_seed(6), top_k=2)
+    assert set(draws.tolist()) == {0}  # after top-k: [4/7, 3/7]; 4/7 >= 0.5 alone (top-p first would keep 0 and 1)
+    from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
+    hf = TopPLogitsWarper(0.5)(None, TopKLogitsWarper(2)(None, logits.clone()))
+    assert torch.isfinite(hf[0]).nonzero().flatten().tolist() == [0]
+
+
 def test_chat_encoding_masks_everything_but_the_answer():
     _, tok = M.load_model("tiny")
     ids, labels = tok.encode_chat("Describe <mol> please", "A ring.")

@@ -1,6 +1,7 @@
 """GAL adapters and MoGE (Mixture of GAL Experts) with shared frozen expert bases (SPEC section 2).
 
     cfg = MoGEConfig(recipe="moge")          # or "gal" (GAL, no MoE) / "lora" (plain alpha/r, no MoE)
+                                             # / "rslora" (alpha/sqrt(r), no MoE)
     attach_adapters(model, cfg)              # in place; base weights frozen, HF names untouched
     loss = ce + cfg.aux_coef * aux_loss(model)
     save_adapters(model, "adapters.safetensors"); load_adapters(model, "adapters.safetensors")
@@ -47,35 +48,46 @@ import torch.nn.functional as F
 
 from kernels import grouped_lora
 
-RECIPES = ("moge", "gal", "lora")
+RECIPES = ("moge", "gal", "lora", "rslora")
+# the release's moe_mode names -> MoE layer indices for L layers ([A] modeling_llava._get_moe_layers_by_mode);
+# second_quarter (the paper's, the default) takes at least one layer where the release would take none (L < 4)
+MOE_MODES = {"second_quarter": lambda L: range(L - max(1, L // 4), L), "first_half": lambda L: range(L // 2),
+             "second_half": lambda L: range(L // 2, L), "sparse": lambda L: range(0, L, 4), "dense": range}
 # trainable: GAL/LoRA tensors, MoGE routers and expert adapters, the molecule projector (molecule.py)
 TRAINABLE = re.compile(r"\.(lora_A|lora_B|gal)$|(^|\.)mlp\.(router|experts)\.|(^|\.)mm_projector\.")
 
 
 @dataclass
 class MoGEConfig:
-    recipe: str = "moge"          # moge | gal | lora
+    recipe: str = "moge"          # moge | gal | lora | rslora
     r: int = 64
-    alpha: float = 16.0           # alpha0: GAL's alpha init and clamp centre; lora's scale is alpha / r
+    alpha: float = 16.0           # alpha0: GAL's alpha init and clamp centre; lora's scale is alpha / r,
+                                  # rslora's alpha / sqrt(r) (rsLoRA, Kalajdzievski 2023; peft use_rslora)
     dropout: float = 0.05
     n_experts: int = 5            # routed experts; +1 always-on shared expert
     top_k: int = 2
     aux_coef: float = 0.01        # used by the trainer: loss = ce + aux_coef * aux_loss(model)
-    moe_layers: tuple | None = None  # None: the release's last quarter range(L - L//4, L), but at least
-                                     # one layer (the release would give a model with L < 4 none)
+    moe_layers: tuple | str | None = None  # layer indices, or a MOE_MODES name; None: "second_quarter",
+                                           # the release's last quarter range(L - L//4, L), at least one layer
     adapter_dtype: torch.dtype = torch.float32  # master dtype of A/B; the GAL scalars are always fp32
 
     def __post_init__(self):
         if self.recipe not in RECIPES:
             raise ValueError(f"recipe must be one of {RECIPES}, got {self.recipe!r}")
         assert 1 <= self.top_k <= self.n_experts, f"top_k {self.top_k} vs {self.n_experts} experts"
+        if isinstance(self.moe_layers, str) and self.moe_layers not in MOE_MODES:
+            raise ValueError(f"moe_layers mode must be one of {list(MOE_MODES)}, got {self.moe_layers!r}")
 
     def moe_layer_ids(self, n_layers: int) -> list:
         if self.recipe != "moge":
             return []
-        if self.moe_layers is not None:
+        if self.moe_layers is not None and not isinstance(self.moe_layers, str):
             return sorted(self.moe_layers)
-        return list(range(n_layers - max(1, n_layers // 4), n_layers))
+        return list(MOE_MODES[self.moe_layers or "second_quarter"](n_layers))
+
+    def lora_scale(self) -> float:
+        """The fixed scale of the recipes without GAL: alpha / r (lora) or alpha / sqrt(r) (rslora)."""
+        return self.alpha / (math.sqrt(self.r) if self.recipe == "rslora" else self.r)
 
 
 def gal_gamma(gal: torch.Tensor, alpha0: float, r: int) -> torch.Tensor:
@@ -100,7 +112,7 @@ class GALLinear(nn.Linear):
 
     def scale(self):
         """gamma: a float for plain LoRA (alpha0 / r), else the GAL scalar tensor (fp32)."""
-        return self.alpha0 / self.r if self.gal is None else gal_gamma(self.gal, self.alpha0, self.r)
+        return self.lora_scale if self.gal is None else gal_gamma(self.gal, self.alpha0, self.r)
 
     def forward(self, x):
         y = F.linear(x, self.weight, self.bias)
@@ -114,11 +126,11 @@ class GALLinear(nn.Linear):
         """Fold gamma B A into the weight and turn back into a plain nn.Linear (for export)."""
         with torch.no_grad():
             dt = torch.promote_types(self.weight.dtype, torch.float32)
-            delta = torch.as_tensor(self.scale()).to(dt) * (self.lora_B.to(dt) @ self.lora_A.to(dt))
+            delta = torch.as_tensor(self.scale(), dtype=dt) * (self.lora_B.to(dt) @ self.lora_A.to(dt))  # a float scale: no fp32 rounding
             self.weight += delta.to(self.weight.dtype)
         for n in ("lora_A", "lora_B", "gal"):
             delattr(self, n)
-        for n in ("r", "alpha0", "lora_dropout"):
+        for n in ("r", "alpha0", "lora_dropout", "lora_scale"):
             self.__dict__.pop(n, None)
         self.__class__ = nn.Linear
         return self
@@ -129,10 +141,10 @@ def to_gal(lin: nn.Linear, cfg: MoGEConfig) -> GALLinear:
     assert type(lin) is nn.Linear, f"expected a plain nn.Linear, got {type(lin).__name__}"
     dev = lin.weight.device
     lin.__class__ = GALLinear
-    lin.r, lin.alpha0, lin.lora_dropout = cfg.r, cfg.alpha, cfg.dropout
+    lin.r, lin.alpha0, lin.lora_dropout, lin.lora_scale = cfg.r, cfg.alpha, cfg.dropout, cfg.lora_scale()
     lin.lora_A = nn.Parameter(_kaiming(torch.empty(cfg.r, lin.in_features, device=dev, dtype=cfg.adapter_dtype)))
     lin.lora_B = nn.Parameter(torch.zeros(lin.out_features, cfg.r, device=dev, dtype=cfg.adapter_dtype))
-    gal = nn.Parameter(_gal_init(cfg.alpha).to(dev)) if cfg.recipe != "lora" else None
+    gal = nn.Parameter(_gal_init(cfg.alpha).to(dev)) if cfg.recipe in ("moge", "gal") else None
     lin.register_parameter("gal", gal)
     return lin
 

@@ -59,7 +59,7 @@ def test_gal_gamma_init_and_clamps():
     assert g.tolist() == pytest.approx([16.1 / 64 ** 0.51 + 0.05, 15.9 / 64 ** 0.49 - 0.05])
 
 
-@pytest.mark.parametrize("recipe", ["gal", "lora"])
+@pytest.mark.parametrize("recipe", ["gal", "lora", "rslora"])
 def test_gal_linear_in_place_names_and_formula(recipe):
     torch.manual_seed(0)
     lin = nn.Linear(8, 6, bias=True).double().eval()  # eval: no LoRA dropout
@@ -73,7 +73,8 @@ def test_gal_linear_in_place_names_and_formula(recipe):
     assert names["lora_A"].shape == (4, 8) and names["lora_B"].shape == (6, 4)
     assert torch.equal(lin(x), y0)  # B = 0 at init
     randomize(lin)
-    gamma = moge.gal_gamma(lin.gal, 16.0, 4) if recipe == "gal" else 16.0 / 4
+    gamma = {"gal": moge.gal_gamma(lin.gal, 16.0, 4) if recipe == "gal" else None, "lora": 16.0 / 4,
+             "rslora": 16.0 / 4 ** 0.5}[recipe]  # rsLoRA: alpha / sqrt(r)
     torch.testing.assert_close(lin(x), y0 + gamma * x @ lin.lora_A.T @ lin.lora_B.T)
 
 
@@ -201,6 +202,16 @@ def test_layer_selection_and_trainable_names():
     assert MoGEConfig().moe_layer_ids(30) == list(range(23, 30))
     assert MoGEConfig().moe_layer_ids(2) == [1]  # at least one layer (the release would pick none)
     assert MoGEConfig(recipe="gal").moe_layer_ids(16) == []
+    assert MoGEConfig(recipe="rslora").moe_layer_ids(16) == []
+    # the release's moe_mode names ([A] _get_moe_layers_by_mode) and explicit indices
+    assert MoGEConfig(moe_layers="second_quarter").moe_layer_ids(16) == [12, 13, 14, 15]
+    assert MoGEConfig(moe_layers="first_half").moe_layer_ids(16) == list(range(8))
+    assert MoGEConfig(moe_layers="second_half").moe_layer_ids(16) == list(range(8, 16))
+    assert MoGEConfig(moe_layers="sparse").moe_layer_ids(16) == [0, 4, 8, 12]
+    assert MoGEConfig(moe_layers="dense").moe_layer_ids(16) == list(range(16))
+    assert MoGEConfig(moe_layers=[3, 1]).moe_layer_ids(16) == [1, 3]
+    with pytest.raises(ValueError, match="moe_layers mode"):
+        MoGEConfig(moe_layers="third_quarter")
     base = set(tiny().state_dict())
     model = tiny("moge")
     assert base <= set(model.state_dict())  # HF names untouched, base checkpoints load
@@ -218,7 +229,7 @@ def test_layer_selection_and_trainable_names():
     assert not any(p.requires_grad or n in train for n, p in model.named_parameters() if n.startswith("graph_tower."))
 
 
-@pytest.mark.parametrize("recipe", ["gal", "lora", "moge"])
+@pytest.mark.parametrize("recipe", ["gal", "lora", "rslora", "moge"])
 def test_b0_logits_equal_base(recipe):
     base, model = tiny(), tiny(recipe)
     ids = torch.randint(0, 300, (2, 13))
@@ -277,7 +288,7 @@ def test_adapter_save_load_roundtrip_and_strict_errors(tmp_path):
     assert "mis-shaped tensors (1): model.layers.1.mlp.experts.up_B: file (6, 128, 4) vs model (6, 128, 8)" in msg
 
 
-@pytest.mark.parametrize("recipe", ["gal", "lora"])
+@pytest.mark.parametrize("recipe", ["gal", "lora", "rslora"])
 def test_merge_dense_adapters(recipe):
     model = tiny(recipe, dtype=torch.float64)
     randomize(model)

@@ -12,7 +12,10 @@ Where the release has a flaw, the correct value is the default and `release_comp
   counts as two words; we score the answer without it.
 - Molecule editing: the release divides success counts by the number of VALID answers of that
   kind; we count an invalid answer as a failure (denominator = all answers of that kind).
-- Molecule answers: the release decodes the raw string; we strip surrounding whitespace first. With no
+- Molecule answers: the release decodes the raw string as SELFIES (its SMILES ablation parses SMILES); we
+  strip surrounding whitespace first and read an answer as SELFIES when it looks like SELFIES (bracket
+  tokens and dots only), else as SMILES (train.py --mol-format smiles), counted as "Read as SMILES";
+  release_compat decodes SELFIES only. With no
   valid answer the release reports similarities and Levenshtein distance 0.0 (a perfect-looking
   distance); we report None.
 Reported both ways regardless of the switch: exact match over valid answers (the release) and over
@@ -96,6 +99,40 @@ def mol_from_selfies(s):
     return (mol, can) if mol is not None else (None, None)
 
 
+_SELFIES_LIKE = re.compile(r"(?:\[[^\[\]\s]+\]|\.)+")
+
+
+def mol_from_smiles(s):
+    """SMILES -> (rdkit Mol, canonical SMILES without stereo) or (None, None), canonicalised as
+    mol_from_selfies. Never raises."""
+    if not s:
+        return None, None
+    try:
+        mol = Chem.MolFromSmiles(s)
+        if mol is None or mol.GetNumAtoms() == 0:
+            return None, None
+        can = Chem.MolToSmiles(mol, isomericSmiles=False, canonical=True)
+        mol = Chem.MolFromSmiles(can)
+    except Exception:
+        return None, None
+    return (mol, can) if mol is not None else (None, None)
+
+
+def looks_like_selfies(s):
+    """Only bracket tokens and dots ("[C][=O].[Na+1]"); a SMILES of bracket atoms only also qualifies."""
+    return bool(s) and _SELFIES_LIKE.fullmatch(s) is not None
+
+
+def mol_from_text(s, release_compat=False):
+    """A molecule answer in either format: SELFIES when it looks like SELFIES and decodes, else SMILES
+    ("[Na+].[Cl-]" is no SELFIES: "[Na+]" is not a SELFIES token). With release_compat, SELFIES only
+    (the release's decode of its SELFIES run)."""
+    if release_compat:
+        return mol_from_selfies(s)
+    got = mol_from_selfies(s) if looks_like_selfies(s) else (None, None)
+    return got if got[0] is not None else mol_from_smiles(s)
+
+
 def _inchi(mol):
     try:
         return Chem.MolToInchi(mol) or None
@@ -124,19 +161,20 @@ def molecule_metrics(preds, refs, release_compat=False):
     but stays in the validity denominator (release)."""
     from Levenshtein import distance as levenshtein
     n = len(preds)
-    n_valid = n_inchi = n_exact = n_bad_ref = 0
+    n_valid = n_inchi = n_exact = n_bad_ref = n_smiles = 0
     sims = {"maccs": [], "rdk": [], "morgan": []}
     lev, bleu_refs, bleu_hyps = [], [], []
     for pred, ref in zip(preds, refs):
         pred = cut_answer(pred, release_compat)
-        ref_mol, ref_smi = mol_from_selfies(ref.strip())
+        ref_mol, ref_smi = mol_from_text(ref.strip(), release_compat)
         if ref_mol is None:
             n_bad_ref += 1
             continue
-        pred_mol, pred_smi = mol_from_selfies(pred)
+        pred_mol, pred_smi = mol_from_text(pred, release_compat)
         if pred_mol is None:
             continue
         n_valid += 1
+        n_smiles += mol_from_selfies(pred)[0] is None
         sims["maccs"].append(DataStructs.TanimotoSimilarity(MACCSkeys.GenMACCSKeys(ref_mol), MACCSkeys.GenMACCSKeys(pred_mol)))
         sims["rdk"].append(DataStructs.TanimotoSimilarity(Chem.RDKFingerprint(ref_mol), Chem.RDKFingerprint(pred_mol)))
         sims["morgan"].append(DataStructs.TanimotoSimilarity(
@@ -160,6 +198,7 @@ def molecule_metrics(preds, refs, release_compat=False):
         "Average SMILES Levenshtein": _mean(lev) if n_valid or release_compat else None,
         "NumValidPredictions": n_valid,
         "TotalEntries": n,
+        "Read as SMILES": n_smiles,
     }
     if n_bad_ref:
         out["Invalid references (skipped)"] = n_bad_ref
@@ -175,8 +214,8 @@ def molediting_metrics(preds, refs, prompts, release_compat=False):
     n_valid = n_drd2 = 0
     for pred, ref, prompt in zip(preds, refs, prompts):
         qed_task, drd2_task = "QED" in prompt, "DRD2" in prompt
-        ref_mol, _ = mol_from_selfies(cut_answer(ref, release_compat))
-        pred_mol, _ = mol_from_selfies(cut_answer(pred, release_compat))
+        ref_mol, _ = mol_from_text(cut_answer(ref, release_compat), release_compat)
+        pred_mol, _ = mol_from_text(cut_answer(pred, release_compat), release_compat)
         ok = ref_mol is not None and pred_mol is not None
         n_valid += ok
         if drd2_task:
@@ -277,15 +316,20 @@ RDKIT_PROPERTY = {"weight": Descriptors.MolWt, "tpsa": rdMolDescriptors.CalcTPSA
 
 
 def prompt_molecule(prompt):
-    """The input molecule's SELFIES: the last run of [..] tokens in the prompt (every task puts its input
-    molecule at the end: "... The molecule SELFIES sequence is: [C][C][O]"); None if there is none."""
+    """The input molecule (SELFIES or SMILES) of a prompt. Every task puts it at the end ("... The molecule
+    SELFIES sequence is: [C][C][O]"): the last word (a reaction's product side) when it parses; else the
+    last run of [..] tokens; None if there is neither."""
+    words = (prompt or "").split()
+    last = words[-1].rstrip(".").split(">>")[-1] if words else ""
+    if mol_from_text(last)[0] is not None:
+        return last
     runs = _SELFIES_RUN.findall(prompt or "")
     return runs[-1] if runs else None
 
 
 def same_molecule(a, b):
-    """Two SELFIES name the same molecule: InChI equality after the release's stereo stripping."""
-    (ma, _), (mb, _) = mol_from_selfies(a), mol_from_selfies(b)
+    """Two molecules (SELFIES or SMILES) are the same: InChI equality after the release's stereo stripping."""
+    (ma, _), (mb, _) = mol_from_text(a), mol_from_text(b)
     ia = _inchi(ma) if ma is not None else None
     return ia is not None and mb is not None and ia == _inchi(mb)
 
@@ -296,7 +340,7 @@ def property_check(task, preds, refs, prompts, release_compat=False):
     so a non-zero reference gap there is a property of the labels, not an error.)"""
     fn, ref_err, pred_err = RDKIT_PROPERTY[task], [], []
     for pred, ref, prompt in zip(preds, refs, prompts):
-        mol, _ = mol_from_selfies(prompt_molecule(prompt))
+        mol, _ = mol_from_text(prompt_molecule(prompt))
         if mol is None:
             continue
         truth = fn(mol)

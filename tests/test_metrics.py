@@ -181,3 +181,37 @@ def test_rdkit_recomputation_of_number_answers():
     assert r["rdkit: prediction MAE"] == pytest.approx(1.001, abs=1e-3)
     assert M.prompt_molecule("The [bracketed] hint, then " + ETHANOL) == ETHANOL
     assert M.score_task("logp", [{"prompt": "no molecule", "prediction": "1", "reference": "1"}])["rdkit: checked items"] == 0
+
+
+# ----------------------------------------------------------------------------- SMILES answers (--mol-format smiles)
+
+@pytest.mark.parametrize("pred,ref", [("CCO", ETHANOL), ("OCC", "CCO"), (ETHANOL, "C(O)C"), ("[Na+].[Cl-]", sf("[Na+].[Cl-]"))])
+def test_smiles_and_selfies_answers_score_alike(pred, ref):
+    r = M.molecule_metrics([pred], [ref])
+    assert r["Validity"] == r["Exact Match (InChI)"] == 1.0 and r["Average SMILES Levenshtein"] == 0.0
+    assert r["Read as SMILES"] == (pred != ETHANOL)
+
+
+@pytest.mark.parametrize("garbage", ["C1CC", "hello", "CC(", "[C]garbage", "[C][invalid]"])
+def test_invalid_smiles_answers_are_invalid(garbage):
+    assert M.molecule_metrics([garbage], ["CCO"])["Validity"] == 0.0
+
+
+def test_release_compat_reads_selfies_only():
+    assert M.molecule_metrics(["CCO"], [ETHANOL], release_compat=True)["Validity"] == 0.0
+
+
+def test_smiles_prompts_and_editing():
+    # the input molecule of a SMILES prompt: its last word, a reaction's product side
+    assert M.prompt_molecule("Propose reactants. The product is: C[C@H](N)C(=O)O") == "C[C@H](N)C(=O)O"
+    assert M.prompt_molecule("Which solvent? The reaction is CCBr>>CCO.") == "CCO"
+    assert M.prompt_molecule("The molecule SELFIES sequence is: " + ETHANOL + "." + sf("[Na+]")) == ETHANOL + "." + sf("[Na+]")
+    assert M.same_molecule("OCC", ETHANOL) and not M.same_molecule("CCC", ETHANOL)
+    r = M.score_task("logp", [{"prompt": "LogP? The molecule SMILES sequence is: CCO", "prediction": "-0.0014",
+                               "reference": "-0.0014"}])
+    assert r["rdkit: checked items"] == 1 and r["rdkit: reference MAE"] == pytest.approx(0.0, abs=1e-3)  # Crippen(EtOH)
+    qed_prompt = "Make it more drug-like (QED). The compound SMILES sequence is: CCO"
+    drug = "CC(=O)Nc1ccc(O)cc1"  # paracetamol, QED 0.595: below 0.6; caffeine 0.538; ibuprofen 0.822
+    ibu = "CC(C)Cc1ccc(cc1)C(C)C(=O)O"
+    hits = M.molediting_metrics([ibu, drug], [ibu, ibu], [qed_prompt] * 2)
+    assert hits["QED>=0.6"] == 0.5 and hits["Validity"] == 1.0

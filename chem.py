@@ -26,6 +26,13 @@ def smiles_to_selfies(smi: str) -> str:
     return out
 
 
+def selfies_text_to_smiles(text: str) -> str:
+    """A molecule field ("a.b", or a reaction "a.b>>c") from SELFIES to canonical isomeric SMILES per
+    side, as the release's SMILES ablation writes it ([A] data_pipe/datasets.py selfies2smiles: rdkit's
+    canonical SMILES, or the decoded string where rdkit cannot parse it); ValueError if undecodable."""
+    return ">>".join(canonical(s) or s for s in map(selfies_to_smiles, text.split(">>")))
+
+
 def heavy_atoms(smi: str) -> int:
     """Heavy atoms of an rdkit-parsed SMILES (= graph nodes = atom tokens); ValueError if unparsable."""
     from rdkit import Chem, rdBase

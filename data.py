@@ -1,6 +1,6 @@
 """The 16 Omni-Mol tasks: the release's prompts and file formats, readers, the sample pipeline
-(SELFIES -> graph source, chat encoding with answer-only loss, length check, length-grouped batches
-sharded over DDP ranks, resumable position). The embedded demo data is built by demo_data.py.
+(SELFIES -> graph source, chat encoding with answer-only loss, length check, batches in the release's
+uniform random order or grouped by length, sharded over DDP ranks, resumable position). The embedded demo data is built by demo_data.py.
 
     samples = load_tasks("all", split="train", data="demo", tokenizer=tok)   # list[Sample]
     loader = Loader(samples, tok, batch_size=8, rank=r, world_size=w, seed=42)
@@ -10,8 +10,10 @@ sharded over DDP ranks, resumable position). The embedded demo data is built by 
     python data.py bench                        # sample pipeline throughput, one core
 
 Prompts are the release's (notes/formats.md 1.2, add_selfies=True), with "<mol>" written where the
-release writes "<image>\\n"; the tokenizer turns "<mol>" into MOL_TOKEN_ID and the model splices in one
-token per heavy atom of the task's graph-source molecule. Data folders, as users download them:
+release writes "<image>" (so "<mol>\\n" + instruction: the "\\n" token follows the atoms, as there); the
+tokenizer turns "<mol>" into MOL_TOKEN_ID and the model splices in one token per heavy atom of the task's
+graph-source molecule. load_tasks(graph_only=True): the release's stage-1 prompt (molcap pairs, graph and
+question only); mol_format="smiles": SMILES instead of SELFIES in prompts and molecule answers. Data folders, as users download them:
   - the published dataset (CodeMagic/Omni-Mol-Dataset on the HF hub, gated; never downloaded here):
     PATH/train/<name>.json and PATH/test/<name>.json, names from `Task.released`;
   - the release code's layout: PATH/train/ (first file whose name contains `Task.code`, sorted
@@ -26,14 +28,16 @@ import json
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 # the task table, molecule strings and file readers live in their own files; data.py re-exports them
-from chem import _hash, canonical, heavy_atoms, selfies_to_smiles, smiles_to_selfies  # noqa: F401 (re-exported)
+from chem import (_hash, canonical, heavy_atoms, selfies_text_to_smiles, selfies_to_smiles,  # noqa: F401
+                  smiles_to_selfies)
 from readers import read_chebi20, read_records, task_files  # noqa: F401 (re-exported)
-from tasks import EVAL_SETS, MOLCAP_QUESTIONS, TASKS, Task, build_prompt, graph_source  # noqa: F401 (re-exported)
+from tasks import (EVAL_SETS, GRAPH, MOL_FORMATS, MOLCAP_QUESTIONS, TASKS, Task, build_prompt,  # noqa: F401
+                   graph_source, redraw_question)
 from tokenizer import MOL_PLACEHOLDER as MOL  # "<mol>": replaces the release's "<image>\n"
 
 MAX_LEN = 2048           # the release's model_max_length (which it never applied; we do)
@@ -116,9 +120,14 @@ def subsample(n: int, ratio: float, seed: int, key: str) -> list[int]:
     return sorted(rng.permutation(n)[:k].tolist())
 
 
-def make_sample(task: Task, rec: dict, eval_set: str, sid: str, seed: int = 0, graph=None) -> Sample:
+def make_sample(task: Task, rec: dict, eval_set: str, sid: str, seed: int = 0, graph=None, *,
+                mol_format: str = "selfies", graph_only: bool = False) -> Sample:
     """One record -> Sample (ValueError with the reason if the record is unusable). `graph`: a cached
-    (smiles, n_atoms) or error string from graph_info, to skip the SELFIES decode and rdkit parse."""
+    (smiles, n_atoms) or error string from graph_info, to skip the SELFIES decode and rdkit parse.
+    The answer is .strip()ped (the release keeps raw['output']: only edge whitespace differs).
+    mol_format / graph_only: see tasks.build_prompt; with "smiles" a molecule answer is SMILES too."""
+    if mol_format not in MOL_FORMATS:
+        raise ValueError(f"mol_format must be one of {MOL_FORMATS}, got {mol_format!r}")
     for k in ("input", "output"):
         if k not in rec:
             raise ValueError(f"missing field '{k}'")
@@ -134,8 +143,11 @@ def make_sample(task: Task, rec: dict, eval_set: str, sid: str, seed: int = 0, g
     if isinstance(graph, str):
         raise ValueError(graph)
     smiles, n_atoms = graph
+    if mol_format == "smiles" and task.answer == "molecule":
+        answer = selfies_text_to_smiles(answer)
     rng = random.Random(_hash(f"{seed}/{sid}"))
-    return Sample(task.key, eval_set, sid, build_prompt(task, rec, rng), answer, smiles, n_atoms)
+    prompt = build_prompt(task, rec, rng, graph_only=graph_only, mol_format=mol_format)
+    return Sample(task.key, eval_set, sid, prompt, answer, smiles, n_atoms)
 
 
 def graph_info(task: Task, rec: dict):
@@ -180,11 +192,13 @@ def _graph_cache(task: Task, path: str, recs: list, keep: list[int]) -> dict:
 
 
 def load_tasks(spec="all", split="train", data="demo", seed=42, tokenizer=None, max_len=MAX_LEN,
-               verbose=True, report: Report | None = None) -> list[Sample]:
+               verbose=True, report: Report | None = None, *, mol_format="selfies",
+               graph_only=False) -> list[Sample]:
     """Read, filter (metadata.split, 3D-MoIT metadata.task), validate and subsample the selected tasks.
     With a tokenizer, each sample's length (placeholder counted as its N atoms) is computed and samples
     longer than max_len are dropped and counted, never cut. Bad records are skipped and counted; the
-    per-task summary and the first few offenders print once (verbose)."""
+    per-task summary and the first few offenders print once (verbose). graph_only (stage 1) and
+    mol_format: see make_sample."""
     ratios = parse_tasks(spec) if isinstance(spec, str) or spec is None else dict(spec)
     root, left_out = resolve_data(data)
     rep = report if report is not None else Report()
@@ -219,7 +233,8 @@ def load_tasks(spec="all", split="train", data="demo", seed=42, tokenizer=None, 
             for i in keep:
                 rec, sid = recs[i], f"{stem}:{i + 1}"
                 try:
-                    task_samples.append(make_sample(task, rec, es, sid, seed, cache.get(i)))
+                    task_samples.append(make_sample(task, rec, es, sid, seed, cache.get(i), mol_format=mol_format,
+                                                    graph_only=graph_only))
                 except ValueError as e:
                     rep.skip(key, str(e), sid, str(rec.get("input", "")))
         keep = subsample(len(task_samples), ratio, seed, key)
@@ -318,24 +333,42 @@ def collate(samples: list[Sample], tokenizer, with_answer=True, graphs=True) -> 
             "eval_sets": [s.eval_set for s in keep], "ids": [s.id for s in keep], "samples": keep}
 
 
-class Loader:
-    """Length-grouped, seeded, DDP-sharded batches over a list of samples, endless over epochs.
+def epoch_prompt(sample: Sample, epoch: int, seed: int) -> Sample:
+    """The sample as epoch `epoch` sees it: molcap's question drawn again each epoch, as the release draws
+    one per __getitem__ (epoch 0 keeps the load-time draw). A function of (seed, id, epoch): resumes exactly."""
+    if epoch == 0 or sample.task != "molcap":
+        return sample
+    rng = random.Random(_hash(f"{seed}/{sample.id}/{epoch}"))
+    return replace(sample, prompt=redraw_question(sample.prompt, rng))
 
-    Each epoch: a seeded permutation; chunks of `group` global batches are sorted by length and cut
-    into global batches (batch_size x world_size), whose order is shuffled; rank r takes every
-    world_size-th sample of each global batch, so all ranks see similar lengths and the same number
-    of steps. The last incomplete global batch is dropped (drop_last) or filled from the epoch start.
-    state_dict() = {epoch, step, seed, ...}: a Loader given it yields exactly the batches the
+
+ORDERS = ("uniform", "length")
+
+
+class Loader:
+    """Seeded, DDP-sharded batches over a list of samples, endless over epochs.
+
+    Each epoch: a seeded permutation of all samples (all tasks together), cut into global batches
+    (batch_size x world_size); rank r takes every world_size-th sample of each global batch, so all ranks
+    take the same number of steps. The last incomplete global batch is dropped (drop_last) or filled from
+    the epoch start. order "uniform" (default): the permutation as it is, the release's uniform random
+    order over the concatenated tasks (HF Trainer's RandomSampler over a ConcatDataset): batches mix tasks.
+    order "length": chunks of `group` global batches are sorted by length before the cut and the batches
+    shuffled: less padding (faster), but as length tracks task, batches are nearly single-task, which
+    changes the gradient noise and the per-batch router / balance-loss statistics.
+    state_dict() = {epoch, step, seed, order, ...}: a Loader given it yields exactly the batches the
     uninterrupted one would have yielded next."""
 
     def __init__(self, samples, tokenizer, batch_size, *, rank=0, world_size=1, seed=42,
-                 group_by_length=True, group=64, drop_last=True, graphs=True):
+                 order="uniform", group=64, drop_last=True, graphs=True):
+        if order not in ORDERS:
+            raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
         if len(samples) < batch_size * world_size and drop_last:
             raise ValueError(f"{len(samples)} samples cannot fill one global batch of "
                              f"{batch_size} x {world_size} ranks")
         self.samples, self.tok, self.bs = samples, tokenizer, batch_size
         self.rank, self.world, self.seed = rank, world_size, seed
-        self.group_by_length, self.group, self.drop_last, self.graphs = group_by_length, group, drop_last, graphs
+        self.order, self.group, self.drop_last, self.graphs = order, group, drop_last, graphs
         self.lengths = np.array([s.length or (len(s.prompt) + len(s.answer)) for s in samples])
         self.epoch, self.step = 0, 0
         self._plan_cache = (None, None)
@@ -351,12 +384,12 @@ class Loader:
             perm = np.concatenate([perm, perm[: G - len(perm) % G]])
         n_full = len(perm) // G * G
         perm = perm[:n_full]
-        if self.group_by_length:
+        if self.order == "length":
             chunk = G * self.group
             parts = [perm[i:i + chunk] for i in range(0, n_full, chunk)]
             perm = np.concatenate([p[np.argsort(-self.lengths[p], kind="stable")] for p in parts])
         batches = perm.reshape(-1, G)
-        if self.group_by_length:
+        if self.order == "length":
             batches = batches[rng.permutation(len(batches))]
         mine = [b[self.rank::self.world].tolist() for b in batches]
         self._plan_cache = (epoch, mine)
@@ -371,19 +404,20 @@ class Loader:
             while self.step < len(plan):
                 idx = plan[self.step]
                 self.step += 1  # advanced before yielding: a checkpoint taken now resumes at the next batch
-                yield collate([self.samples[i] for i in idx], self.tok, graphs=self.graphs)
+                yield collate([epoch_prompt(self.samples[i], self.epoch, self.seed) for i in idx], self.tok,
+                              graphs=self.graphs)
             self.epoch, self.step = self.epoch + 1, 0
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "step": self.step, "seed": self.seed, "batch_size": self.bs,
-                "world_size": self.world, "num_samples": len(self.samples)}
+                "world_size": self.world, "num_samples": len(self.samples), "order": self.order}
 
     def load_state_dict(self, sd: dict):
         for k, mine in (("seed", self.seed), ("batch_size", self.bs), ("world_size", self.world),
-                        ("num_samples", len(self.samples))):
+                        ("num_samples", len(self.samples)), ("order", self.order)):
             if k in sd and sd[k] != mine:
                 raise ValueError(f"data position was saved with {k}={sd[k]} but this run has {k}={mine}; "
-                                 f"an exact resume needs the same data, batch size, world size and seed")
+                                 f"an exact resume needs the same data, batch size, world size, seed and order")
         self.epoch, self.step = int(sd["epoch"]), int(sd["step"])
 
 

@@ -5,8 +5,14 @@ import random
 import re
 from dataclasses import dataclass
 
-from chem import _hash, selfies_to_smiles
-from tokenizer import MOL_PLACEHOLDER as MOL  # "<mol>": replaces the release's "<image>\n"
+from chem import _hash, selfies_text_to_smiles, selfies_to_smiles
+from tokenizer import MOL_PLACEHOLDER as MOL  # "<mol>": the release's "<image>"
+
+# The release writes "<image>\n" + instruction and splits the prompt on "<image>", so the chunk after the
+# atom tokens is encoded as "\n" + instruction: a "\n" token follows the atoms. Ours is the same text
+# with "<mol>" for "<image>" (the tokenizer splits on MOL the same way).
+GRAPH = MOL + "\n"
+MOL_FORMATS = ("selfies", "smiles")  # the molecules written in prompts and molecule answers
 
 # molcap ignores the record's instruction: the release draws one of these per sample
 MOLCAP_QUESTIONS = [
@@ -80,14 +86,44 @@ TASKS = {t.key: t for t in [
 EVAL_SETS = [s for t in TASKS.values() for s in t.code_eval]  # yield scores as yield_BH and yield_SM
 
 
-def build_prompt(task: Task, rec: dict, rng: random.Random | None = None) -> str:
-    """The user turn for a record, exactly as the release builds it (with MOL for "<image>\\n")."""
+def build_prompt(task: Task, rec: dict, rng: random.Random | None = None, *, graph_only: bool = False,
+                 mol_format: str = "selfies") -> str:
+    """The user turn for a record, exactly as the release builds it (with MOL for "<image>").
+    graph_only: the release's stage-1 prompt, "<image>\\n" + a molcap question and no molecule text
+    ([A] data_pipe/datasets.py PretrainMolDataset). mol_format "smiles": the input's molecules as canonical
+    SMILES and "SELFIES" in the template as "SMILES" (the paper's SMILES ablation, [A] --if_smiles)."""
     question = ""
-    if task.key == "molcap":  # the release draws a question at random and ignores the instruction
+    if task.key == "molcap" or graph_only:  # the release draws a question at random, ignores the instruction
         rng = rng or random.Random(_hash(str(rec.get("input"))))
         question = rng.choice(MOLCAP_QUESTIONS)
-    text = task.prompt.format(instruction=rec.get("instruction", ""), input=rec["input"], question=question)
-    return text if task.graph is None else MOL + text
+    if graph_only:
+        return GRAPH + question
+    template, inp = task.prompt, rec["input"]
+    if mol_format == "smiles":
+        template, inp = template.replace("SELFIES", "SMILES"), input_as_smiles(task, inp)
+    text = template.format(instruction=rec.get("instruction", ""), input=inp, question=question)
+    return text if task.graph is None else GRAPH + text
+
+
+_TAGGED_SELFIES = re.compile(r"\[START_SELFIES\](.*?)\[END_SELFIES\]")
+
+
+def input_as_smiles(task: Task, inp: str) -> str:
+    """A record's input with its SELFIES written as SMILES ([A] selfies2smiles: canonical, isomeric); text
+    inputs (iupac, textguidedmolgen) unchanged; ValueError if a molecule does not decode."""
+    if task.graph is None:
+        return inp
+    if task.graph == "placeholders":  # experiment: $k$ placeholders; tagged SELFIES spans as [A] converts them
+        return _TAGGED_SELFIES.sub(lambda m: f"[START_SMILES]{selfies_text_to_smiles(m.group(1))}[END_SMILES]", inp)
+    return selfies_text_to_smiles(inp)
+
+
+def redraw_question(prompt: str, rng: random.Random) -> str:
+    """A molcap prompt with its question drawn again (the release draws one per __getitem__, so per epoch)."""
+    for q in MOLCAP_QUESTIONS:
+        if prompt.startswith(GRAPH + q):
+            return GRAPH + rng.choice(MOLCAP_QUESTIONS) + prompt[len(GRAPH + q):]
+    return prompt
 
 
 _PLACEHOLDER = re.compile(r"\$\d+\$")  # the release's regex: $-1$ (the product) is not matched

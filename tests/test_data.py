@@ -4,11 +4,12 @@ import json
 import os
 import random
 
+import numpy as np
 import pytest
 
 import data
 import demo_data
-from data import MOL, TASKS
+from data import GRAPH, MOL, TASKS
 
 SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
 
@@ -40,35 +41,35 @@ def rec(instruction, inp, output, split="train", **kw):
 
 # ----------------------------------------------------------------------------- prompts (formats.md 1.2)
 
-# (task, record, expected user turn, expected graph-source SMILES); "<image>\n" written as MOL
+# (task, record, expected user turn, expected graph-source SMILES); "<image>\n" written as GRAPH = MOL + "\n"
 CASES = [
     ("forward", rec("What is the product?", f"{BRET}.{PHOH}.{NA}", ETOH),
-     MOL + f"What is the product? {BRET}.{PHOH}.{NA}", "CCBr"),
+     GRAPH + f"What is the product? {BRET}.{PHOH}.{NA}", "CCBr"),
     ("reagent", rec("Suggest reagents.", f"{BRET}.{PHOH}>>{ETOH}", NA),
-     MOL + f"Suggest reagents. The reaction is {BRET}.{PHOH}>>{ETOH}", "CCBr.OC1=CC=CC=C1"),
+     GRAPH + f"Suggest reagents. The reaction is {BRET}.{PHOH}>>{ETOH}", "CCBr.OC1=CC=CC=C1"),
     ("retrosynthesis", rec("Propose reactants.", ETOH, BRET),
-     MOL + f"Propose reactants. The product is: {ETOH}", "CCO"),
+     GRAPH + f"Propose reactants. The product is: {ETOH}", "CCO"),
     ("solvent", rec("Which solvent?", f"{BRET}>>{ETOH}", "[O]"),
-     MOL + f"Which solvent? The reaction is {BRET}>>{ETOH}.", "CCBr"),
+     GRAPH + f"Which solvent? The reaction is {BRET}>>{ETOH}.", "CCBr"),
     ("catalyst", rec("Which catalyst?", f"{BRET}.{PHOH}>>{ETOH}", "[Pd]"),
-     MOL + f"Which catalyst? The reaction is {BRET}.{PHOH}>>{ETOH}.", "CCBr.OC1=CC=CC=C1"),
+     GRAPH + f"Which catalyst? The reaction is {BRET}.{PHOH}>>{ETOH}.", "CCBr.OC1=CC=CC=C1"),
     ("molediting", rec("Raise its QED.", PHOH, ETOH),
-     MOL + f"Raise its QED. The compound SELFIES sequence is: {PHOH}", "OC1=CC=CC=C1"),
+     GRAPH + f"Raise its QED. The compound SELFIES sequence is: {PHOH}", "OC1=CC=CC=C1"),
     ("homolumo", rec("What is the LUMO energy?", ETOH, -0.0613),
-     MOL + f"What is the LUMO energy? The compound SELFIES sequence is: {ETOH}", "CCO"),
+     GRAPH + f"What is the LUMO energy? The compound SELFIES sequence is: {ETOH}", "CCO"),
     ("weight", rec("Molecular weight?", f"{ETOH}.{NA}", "46.1 g/mol", meta={"task": "Molecular Weight"}),
-     MOL + f"Molecular weight? The molecule SELFIES sequence is: {ETOH}.{NA}", "CCO.[Na+1]"),
+     GRAPH + f"Molecular weight? The molecule SELFIES sequence is: {ETOH}.{NA}", "CCO.[Na+1]"),
     ("tpsa", rec("TPSA?", f"{ETOH}.{NA}", "20.2", meta={"task": "Topological Polar Surface Area"}),
-     MOL + f"TPSA? The compound SELFIES sequence is: {ETOH}.{NA}", "CCO"),
+     GRAPH + f"TPSA? The compound SELFIES sequence is: {ETOH}.{NA}", "CCO"),
     ("logp", rec("LogP?", f"{ETOH}.{NA}", "-0.1", meta={"task": "LogP"}),
-     MOL + f"LogP? The molecule SELFIES sequence is: {ETOH}.{NA}", "CCO.[Na+1]"),
+     GRAPH + f"LogP? The molecule SELFIES sequence is: {ETOH}.{NA}", "CCO.[Na+1]"),
     ("yield", rec("Predict the yield.", f"{BRET}.{PHOH}>>{ETOH}", 42.7),
-     MOL + f"Predict the yield. The reaction is {BRET}.{PHOH}>>{ETOH}.", "CCBr.OC1=CC=CC=C1"),
+     GRAPH + f"Predict the yield. The reaction is {BRET}.{PHOH}>>{ETOH}.", "CCBr.OC1=CC=CC=C1"),
     ("dqa", rec("Which groups?", f"{ETOH}.{NA}", "An alcohol.", meta={"task": "Description"}),
-     MOL + f"Which groups? The compound SELFIES sequence is: {ETOH}.{NA}", "CCO"),
+     GRAPH + f"Which groups? The compound SELFIES sequence is: {ETOH}.{NA}", "CCO"),
     ("experiment", rec("Predict the procedure: ", "$1$.$2$>>$-1$", "ADD $1$ ; ADD $2$ ; YIELD $-1$",
                        extracted_molecules={"CCO": "$1$", "CC(=O)Cl": "$2$", "CCOC(C)=O": "$-1$"}),
-     MOL + "Predict the procedure: $1$.$2$>>$-1$. The Action Sequence: ", "CCO.CC(=O)Cl"),
+     GRAPH + "Predict the procedure: $1$.$2$>>$-1$. The Action Sequence: ", "CCO.CC(=O)Cl"),
     ("iupac", rec("Give the SELFIES.", "propan-1-ol", "[C][C][C][O]"),
      "Give the SELFIES. The IUPAC name is: propan-1-ol", None),
     ("textguidedmolgen", rec("Design a molecule.", "A short alcohol.", "[C][C][C][O]"),
@@ -95,8 +96,8 @@ def test_prompt_equals_release(key, record, prompt, smiles):
 def test_molcap_prompt_ignores_instruction():
     r = rec("IGNORED", ETOH, "The molecule is ethanol.")
     p = data.build_prompt(TASKS["molcap"], r, random.Random(0))
-    q = p[len(MOL):].split(" The compound sequence is: ")
-    assert p.startswith(MOL) and q[0] in data.MOLCAP_QUESTIONS and q[1] == ETOH and "IGNORED" not in p
+    q = p[len(GRAPH):].split(" The compound sequence is: ")
+    assert p.startswith(GRAPH) and q[0] in data.MOLCAP_QUESTIONS and q[1] == ETOH and "IGNORED" not in p
     # deterministic per sample id and seed
     a = data.make_sample(TASKS["molcap"], r, "molcap", "f:1", seed=1).prompt
     assert a == data.make_sample(TASKS["molcap"], r, "molcap", "f:1", seed=1).prompt
@@ -264,38 +265,167 @@ def _samples(n):
 def test_sharding_and_length_grouping(tok):
     ss = _samples(103)
     world, bs = 2, 4
-    loaders = [data.Loader(ss, tok, bs, rank=r, world_size=world, seed=3, graphs=False) for r in range(world)]
+    loaders = [data.Loader(ss, tok, bs, rank=r, world_size=world, seed=3, order="length", graphs=False)
+               for r in range(world)]
     plans = [l.plan(0) for l in loaders]
     assert len(plans[0]) == len(plans[1]) == 103 // (bs * world)
     seen = [i for p in plans for b in p for i in b]
     assert len(seen) == len(set(seen)) == 12 * 8  # disjoint across ranks, last partial global batch dropped
     assert loaders[0].plan(1) != plans[0]  # a new order each epoch
-    # length grouping: batches are more uniform in length than ungrouped ones
+    # length grouping: batches are more uniform in length than the (default) uniform ones
     def spread(loader):
         return sum(max(loader.lengths[b]) - min(loader.lengths[b]) for b in loader.plan(0))
-    ungrouped = data.Loader(ss, tok, bs, world_size=world, seed=3, group_by_length=False, graphs=False)
-    assert spread(loaders[0]) < spread(ungrouped) / 2
+    uniform = data.Loader(ss, tok, bs, world_size=world, seed=3, graphs=False)
+    assert spread(loaders[0]) < spread(uniform) / 2
     full = data.Loader(ss, tok, bs, world_size=world, seed=3, drop_last=False, graphs=False)
     assert len(full) == 13
+    with pytest.raises(ValueError, match="order"):
+        data.Loader(ss, tok, bs, order="sorted")
 
 
-def test_resume_exact(tok):
-    ss = _samples(50)
-    ref = data.Loader(ss, tok, 4, rank=1, world_size=2, seed=5, graphs=False)
+def test_uniform_order_is_the_release_permutation_and_mixes_tasks(tok):
+    # 4 tasks whose lengths differ by task (as on real data): uniform batches mix them, length batches do not
+    keys = ["forward", "molcap", "logp", "experiment"]
+    ss = [data.Sample(keys[i % 4], keys[i % 4], f"f:{i}", GRAPH + "q" * (10 + 200 * (i % 4)), "a", "CCO", 3)
+          for i in range(256)]
+    world, bs, seed = 2, 8, 7
+    uni = [data.Loader(ss, tok, bs, rank=r, world_size=world, seed=seed, graphs=False) for r in range(world)]
+    G = bs * world
+    for epoch in (0, 1):  # a direct computation: one seeded permutation of everything, cut into global batches
+        perm = np.random.default_rng([seed, epoch]).permutation(len(ss))
+        glob = perm[: len(ss) // G * G].reshape(-1, G)
+        for r in range(world):
+            assert uni[r].plan(epoch) == [b[r::world].tolist() for b in glob]
+    mixed = lambda l: sum(len({ss[i].task for i in b}) > 1 for b in l.plan(0)) / len(l.plan(0))  # noqa: E731
+    by_len = data.Loader(ss, tok, bs, world_size=world, seed=seed, order="length", graphs=False)
+    assert mixed(uni[0]) == 1.0 and mixed(by_len) < 0.3
+    batch = next(iter(uni[0]))
+    assert len(set(batch["tasks"])) > 1  # the batches train.py sees
+
+
+@pytest.mark.parametrize("order", ["uniform", "length"])
+def test_resume_exact(tok, order):
+    ss = _samples(50) + [data.make_sample(TASKS["molcap"], rec("x", ETOH, f"cap {i}"), "molcap", f"m:{i}")
+                         for i in range(10)]  # molcap prompts change per epoch: the resume must follow
+    kw = dict(rank=1, world_size=2, seed=5, order=order, graphs=False)
+    ref = data.Loader(ss, tok, 4, **kw)
     it = iter(ref)
-    stream = [next(it)["ids"] for _ in range(17)]  # crosses two epoch boundaries (6 steps per epoch)
-    for cut in (0, 3, 6, 11):
-        a = data.Loader(ss, tok, 4, rank=1, world_size=2, seed=5, graphs=False)
+    stream = [(b["ids"], b["input_ids"]) for b in (next(it) for _ in range(17))]  # crosses two epochs (7 steps each)
+    for cut in (0, 3, 7, 11):
+        a = data.Loader(ss, tok, 4, **kw)
         ia = iter(a)
         for _ in range(cut):
             next(ia)
         state = json.loads(json.dumps(a.state_dict()))  # it goes through meta.json
-        b = data.Loader(ss, tok, 4, rank=1, world_size=2, seed=5, graphs=False)
+        b = data.Loader(ss, tok, 4, **kw)
         b.load_state_dict(state)
         ib = iter(b)
-        assert [next(ib)["ids"] for _ in range(17 - cut)] == stream[cut:]
+        assert [(x["ids"], x["input_ids"]) for x in (next(ib) for _ in range(17 - cut))] == stream[cut:]
     with pytest.raises(ValueError, match="world_size"):
-        data.Loader(ss, tok, 4, world_size=1, seed=5, graphs=False).load_state_dict(state)
+        data.Loader(ss, tok, 4, world_size=1, seed=5, order=order, graphs=False).load_state_dict(state)
+    other = "length" if order == "uniform" else "uniform"
+    with pytest.raises(ValueError, match="order"):
+        data.Loader(ss, tok, 4, **{**kw, "order": other}).load_state_dict(state)
+
+
+def test_molcap_question_redrawn_per_epoch():
+    ss = [data.make_sample(TASKS["molcap"], rec("x", ETOH, "cap"), "molcap", f"m:{i}", seed=1) for i in range(40)]
+    e0 = [data.epoch_prompt(s, 0, 1).prompt for s in ss]
+    e1 = [data.epoch_prompt(s, 1, 1).prompt for s in ss]
+    assert e0 == [s.prompt for s in ss]  # epoch 0 is the load-time draw
+    assert e1 == [data.epoch_prompt(s, 1, 1).prompt for s in ss]  # deterministic
+    assert sum(a != b for a, b in zip(e0, e1)) > 20  # 6/7 expected to change
+    for p in e1:  # only the question changes
+        q, rest = p[len(GRAPH):].split(" The compound sequence is: ")
+        assert p.startswith(GRAPH) and q in data.MOLCAP_QUESTIONS and rest == ETOH
+    other = data.make_sample(TASKS["retrosynthesis"], rec("Propose reactants.", ETOH, BRET), "r", "r:1")
+    assert data.epoch_prompt(other, 3, 1) is other
+
+
+# ----------------------------------------------------------------------------- the graph newline, stage 1
+
+def _release_ids(tok, template, instruction, answer):
+    """The release's token sequence built by hand: conv_llama3 / ChatML text with "<image>\\n" + instruction
+    in the user turn, split on "<image>", each chunk encoded alone, joined by the image id -200
+    ([A] data_pipe/chat_template.py tokenizer_image_token; its extra BOS aside, see the README)."""
+    import tokenizer
+    sys_p = tokenizer.SYSTEM_PROMPT
+    if template == "llama3":
+        text = ("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n" + sys_p + "<|eot_id|>"
+                "<|start_header_id|>user<|end_header_id|>\n\n<image>\n" + instruction + "<|eot_id|>"
+                "<|start_header_id|>assistant<|end_header_id|>\n\n")
+    else:
+        text = ("<|im_start|>system\n" + sys_p + "<|im_end|>\n<|im_start|>user\n<image>\n" + instruction +
+                "<|im_end|>\n<|im_start|>assistant\n")
+    before, after = text.split("<image>")
+    enc = lambda t: tok.tok.encode(t, add_special_tokens=False).ids  # noqa: E731
+    return enc(before) + [-200] + enc(after) + enc(answer) + [tok.eot_id]
+
+
+@pytest.mark.parametrize("template", ["chatml", "llama3"])
+def test_graph_prompt_tokens_equal_the_release(tok, template):
+    from tokenizer import Tokenizer, byte_level_tokenizer
+    if template == "llama3":
+        tok = Tokenizer(byte_level_tokenizer(["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
+                                              "<|eot_id|>", "<|end_of_text|>"]), "llama3")
+    graph_cases = [c for c in CASES if c[3] is not None]  # iupac / textguidedmolgen have no graph
+    assert len(graph_cases) == 13
+    for key, record, _, _ in graph_cases:
+        s = data.make_sample(TASKS[key], record, key, "x:1")
+        instruction = s.prompt[len(GRAPH):]
+        ids, _ = data.encode(s, tok)
+        assert ids == _release_ids(tok, template, instruction, s.answer), key
+        k = ids.index(-200)  # [.. header .., atoms, "\n", instruction ...]
+        assert ids[k + 1] == tok.encode("\n")[0]
+        assert ids[k + 2: k + 2 + len(tok.encode(instruction))] == tok.encode(instruction)
+        assert data.sample_length(s, tok) == len(ids) - 1 + s.n_atoms
+    molcap = data.make_sample(TASKS["molcap"], rec("x", ETOH, "An alcohol."), "molcap", "m:1")
+    assert data.encode(molcap, tok)[0] == _release_ids(tok, template, molcap.prompt[len(GRAPH):], molcap.answer)
+
+
+def test_stage1_prompt_is_graph_and_question_only(tmp_path, tok):
+    r = rec("IGNORED", PHOH, "Phenol is an aromatic alcohol.")
+    s = data.make_sample(TASKS["molcap"], r, "molcap", "m:1", graph_only=True)
+    q = s.prompt[len(GRAPH):]
+    assert s.prompt == GRAPH + q and q in data.MOLCAP_QUESTIONS  # the release: "<image>\n" + question
+    assert PHOH not in s.prompt and "[" not in s.prompt and "IGNORED" not in s.prompt and "sequence" not in s.prompt
+    assert s.smiles == "OC1=CC=CC=C1" and s.answer == r["output"]  # the graph still carries the molecule
+    assert data.encode(s, tok)[0] == _release_ids(tok, "chatml", q, s.answer)
+    assert data.epoch_prompt(s, 2, 0).prompt[len(GRAPH):] in data.MOLCAP_QUESTIONS  # redrawn per epoch too
+    write(str(tmp_path / "train" / "molcap.json"), [rec("x", ETOH, f"cap {i}") for i in range(5)])
+    got = data.load_tasks("molcap", "train", str(tmp_path), graph_only=True, verbose=False)
+    assert len(got) == 5 and all(ETOH not in g.prompt and g.prompt[len(GRAPH):] in data.MOLCAP_QUESTIONS for g in got)
+
+
+# ----------------------------------------------------------------------------- --mol-format smiles
+
+@pytest.mark.parametrize("key,record,prompt,smiles", CASES, ids=[c[0] for c in CASES])
+def test_smiles_format_prompts_and_answers(key, record, prompt, smiles):
+    s = data.make_sample(TASKS[key], record, key, "x:1", mol_format="smiles")
+    sf_sample = data.make_sample(TASKS[key], record, key, "x:1")
+    assert s.smiles == sf_sample.smiles and s.n_atoms == sf_sample.n_atoms  # the graph does not change
+    assert "SELFIES sequence" not in s.prompt
+    if TASKS[key].graph not in (None, "placeholders"):  # the input molecules, as canonical SMILES per side
+        want = ">>".join(data.canonical(data.selfies_to_smiles(x)) for x in record["input"].split(">>"))
+        assert s.prompt == prompt.replace("SELFIES", "SMILES").replace(record["input"], want)
+        assert "][" not in s.prompt
+    else:
+        assert s.prompt == prompt
+    if TASKS[key].answer == "molecule":
+        assert s.answer == data.canonical(data.selfies_to_smiles(str(record["output"])))
+    else:
+        assert s.answer == sf_sample.answer
+    with pytest.raises(ValueError, match="mol_format"):
+        data.make_sample(TASKS[key], record, key, "x:1", mol_format="inchi")
+
+
+def test_smiles_format_examples():
+    s = data.make_sample(TASKS["reagent"], CASES[1][1], "reagent", "x:1", mol_format="smiles")
+    assert s.prompt == GRAPH + "Suggest reagents. The reaction is CCBr.Oc1ccccc1>>CCO" and s.answer == "[Na+]"
+    t = data.make_sample(TASKS["molediting"], CASES[5][1], "molediting", "x:1", mol_format="smiles")
+    assert t.prompt == GRAPH + "Raise its QED. The compound SMILES sequence is: Oc1ccccc1" and t.answer == "CCO"
+    with pytest.raises(ValueError, match="SELFIES"):  # an answer that does not decode: the record is skipped
+        data.make_sample(TASKS["retrosynthesis"], rec("P.", ETOH, "[C][Xx9]"), "r", "x:1", mol_format="smiles")
 
 
 def test_collate_with_graphs(tok):

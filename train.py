@@ -3,6 +3,7 @@
     torchrun --nproc_per_node=2 train.py --tasks all      # the embedded demo: SmolLM2-135M + demo data
     python train.py --tasks forward,molcap:0.5 --model /path/Llama-3.2-1B-Instruct --data /path/omnimol-data
     python train.py --stage 1 --model ... --data ...        # projector-only pretraining on molcap pairs
+    python train.py --init-from OUT1/checkpoints/step_N ... # stage 2 from the stage-1 projector
     python train.py ... --resume                            # continue from the newest OUT/checkpoints/step_*
 
 Reads top to bottom: arguments -> compute_init -> model + molecule + adapters -> data -> optimizer and
@@ -61,16 +62,26 @@ def get_parser():
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("what to train")
     g.add_argument("--tasks", default="all", help="'all' or a comma list of task keys, each optionally "
-                   "key:ratio to subsample (0.5) or repeat (2.0) that task's data, e.g. forward,molcap:0.5")
+                   "key:ratio with a ratio in (0, 1] to train on a seeded subset of that task's data, e.g. "
+                   "forward,molcap:0.5 (the release also caps ratios at 1: no repetition)")
     g.add_argument("--model", default="default", help="'default' (embedded SmolLM2-135M-Instruct), 'tiny' "
                    "(random 2-layer model for tests) or an HF Llama/Qwen2 folder")
     g.add_argument("--data", default="demo", help="'demo' (built from installed packages on first use) or a "
                    "folder with the release's task files")
     g.add_argument("--out", default="out", help="run folder: log.jsonl, loss.png, checkpoints/")
     g.add_argument("--stage", type=int, default=2, choices=(1, 2), help="1: projector only, on molcap "
-                   "molecule-description pairs; 2: adapters + routers + projector on --tasks")
+                   "molecule-description pairs with the release's stage-1 prompt (graph + question, no molecule "
+                   "text); 2: adapters + routers + projector on --tasks (start it from stage 1 with --init-from)")
     g.add_argument("--recipe", default="moge", choices=moge.RECIPES, help="moge: GAL everywhere + MoGE in "
-                   "the last quarter of layers (the paper); gal: GAL, no MoE; lora: plain alpha/r LoRA")
+                   "--moe-layers (the paper); gal: GAL, no MoE; lora: plain alpha/r LoRA; rslora: alpha/sqrt(r) "
+                   "LoRA (rsLoRA), no MoE")
+    g.add_argument("--mol-format", default="selfies", choices=data.MOL_FORMATS, help="how molecules are "
+                   "written in prompts and molecule answers: selfies (the paper) or smiles (its ablation); "
+                   "saved in meta.json, eval.py uses the same")
+    g.add_argument("--order", default="uniform", choices=data.ORDERS, help="batch order: uniform (the "
+                   "release: uniform random over all tasks together, batches mix tasks) or length (batches of "
+                   "similar length: less padding, but nearly single-task batches, which changes gradient noise "
+                   "and the per-batch router / balance statistics)")
     g.add_argument("--gin", default=None, help="MoleculeSTM GIN weights (.safetensors, see molecule.py "
                    "convert); default: a seeded random frozen GIN (no pretrained weights ship offline)")
     g.add_argument("--init-from", default=None, help="a checkpoint folder whose trainable tensors start "
@@ -102,7 +113,17 @@ def get_parser():
                    f"release), {DEMO['lora_r']} with --data demo")
     g.add_argument("--lora-alpha", type=float, default=16.0, help="alpha0: GAL's alpha init and clamp centre")
     g.add_argument("--lora-dropout", type=float, default=0.05)
-    g.add_argument("--aux-coef", type=float, default=0.01, help="weight of the MoGE load-balancing loss")
+    g.add_argument("--aux-coef", type=float, default=0.01, help="weight of the MoGE load-balancing loss "
+                   "(the paper's 0.01). Ours trains the router with it; under the release's reentrant gradient "
+                   "checkpointing the loss reaches its optimizer as a constant, so its router learns from the "
+                   "CE loss only: --aux-coef 0 is the release as it was run (the loss is still logged)")
+    g.add_argument("--n-experts", type=int, default=5, help="routed experts per MoGE layer (+1 always-on "
+                   "shared expert); the paper's ablation")
+    g.add_argument("--top-k", type=int, default=2, help="experts per token in a MoGE layer (routing, not "
+                   "decoding: train.py does not decode)")
+    g.add_argument("--moe-layers", default="second_quarter", help="which layers get MoGE: comma list of layer "
+                   f"indices (e.g. 12,13,14,15) or a release moe_mode: {', '.join(moge.MOE_MODES)}; "
+                   "second_quarter = the last L//4 layers (the paper)")
 
     g = p.add_argument_group("checkpoints and logging")
     g.add_argument("--save-every", type=int, default=None, help="steps between checkpoints; default: a tenth "
@@ -144,9 +165,20 @@ def parse_args(argv=None):
         args.task_ratios = data.parse_tasks(args.tasks)  # {key: ratio}; names the valid keys on error
     except ValueError as e:
         parser.error(str(e))
-    for k in ("batch_size", "grad_accum", "max_len", "lora_r", "keep_last", "max_bad_steps"):
+    for k in ("batch_size", "grad_accum", "max_len", "lora_r", "keep_last", "max_bad_steps", "n_experts"):
         if getattr(args, k) < 1:
             parser.error(f"--{k.replace('_', '-')} must be >= 1, got {getattr(args, k)}")
+    if not 1 <= args.top_k <= args.n_experts:
+        parser.error(f"--top-k must be in 1..--n-experts ({args.n_experts}), got {args.top_k}")
+    args.moe_layer_ids = args.moe_layers if args.moe_layers in moge.MOE_MODES else None  # a mode, or indices
+    if args.moe_layer_ids is None:
+        try:
+            args.moe_layer_ids = tuple(sorted({int(i) for i in args.moe_layers.split(",") if i.strip()}))
+        except ValueError:
+            args.moe_layer_ids = ()
+        if not args.moe_layer_ids or min(args.moe_layer_ids) < 0:
+            parser.error(f"--moe-layers: expected layer indices like 12,13,14,15 or one of {list(moge.MOE_MODES)}, "
+                         f"got {args.moe_layers!r}")
     args.debug_nan_steps = {int(s) for s in args.debug_nan_steps.split(",") if s}
     return args
 
@@ -263,7 +295,11 @@ def main(argv=None):
     moge_cfg = None
     if args.stage == 2:
         moge_cfg = moge.MoGEConfig(recipe=args.recipe, r=args.lora_r, alpha=args.lora_alpha,
-                                   dropout=args.lora_dropout, aux_coef=args.aux_coef)
+                                   dropout=args.lora_dropout, aux_coef=args.aux_coef, n_experts=args.n_experts,
+                                   top_k=args.top_k, moe_layers=args.moe_layer_ids)
+        n_layers = len(model.model.layers)
+        if max(moge_cfg.moe_layer_ids(n_layers), default=0) >= n_layers:
+            raise SystemExit(f"--moe-layers {args.moe_layers}: the model has layers 0..{n_layers - 1}")
         moge.attach_adapters(model, moge_cfg)  # freezes the base, marks adapters/routers/projector
     else:  # stage 1: the projector alone
         model.requires_grad_(False)
@@ -295,8 +331,10 @@ def main(argv=None):
     # ---------------------------------------------------------------- data
     with rank0_first(ddp, master):
         train_set = data.load_tasks(args.task_ratios, split="train", data=args.data, seed=args.seed,
-                                    tokenizer=tok, max_len=args.max_len, verbose=master)
-    loader = data.Loader(train_set, tok, args.batch_size, rank=rank, world_size=world_size, seed=args.seed)
+                                    tokenizer=tok, max_len=args.max_len, verbose=master,
+                                    mol_format=args.mol_format, graph_only=args.stage == 1)
+    loader = data.Loader(train_set, tok, args.batch_size, rank=rank, world_size=world_size, seed=args.seed,
+                         order=args.order)
     tasks = sorted({s.task for s in train_set})
     steps_per_epoch = max(1, len(loader) // args.grad_accum)
     total_steps = args.max_steps or max(1, math.ceil(args.epochs * steps_per_epoch))
@@ -325,11 +363,13 @@ def main(argv=None):
         if not ckpts:
             raise SystemExit(f"--resume: no checkpoint in {os.path.join(args.out, 'checkpoints')}")
         meta = load_checkpoint(ckpts[-1], raw_model, optimizer, scheduler)
+        older = {"order": "length", "mol_format": "selfies", "n_experts": 5, "top_k": 2,
+                 "moe_layers": "second_quarter"}  # what checkpoints from before these flags did
         for k in ("model", "data", "tasks", "stage", "recipe", "lora_r", "lora_alpha", "seed", "batch_size",
-                  "grad_accum"):
-            if meta["args"][k] != getattr(args, k):
+                  "grad_accum", *older):
+            if meta["args"].get(k, older.get(k)) != getattr(args, k):
                 raise SystemExit(f"--resume: {ckpts[-1]} was trained with --{k.replace('_', '-')} "
-                                 f"{meta['args'][k]!r}, this run has {getattr(args, k)!r}")
+                                 f"{meta['args'].get(k, older.get(k))!r}, this run has {getattr(args, k)!r}")
         try:  # the data position belongs to one batch size and world size; data.py names a mismatch
             loader.load_state_dict(meta["data_position"])
         except ValueError as e:
@@ -352,7 +392,8 @@ def main(argv=None):
         else:
             rngs = [rng_state(device)]
         return {"step": step, "total_steps": total_steps, "world_size": world_size, "args": {
-                    k: v for k, v in vars(args).items() if k not in ("task_ratios", "debug_nan_steps")},
+                    k: v for k, v in vars(args).items()
+                    if k not in ("task_ratios", "debug_nan_steps", "moe_layer_ids")},
                 "tasks": args.task_ratios, "base_model": getattr(raw_model, "name_or_path", args.model),
                 "model_config": raw_model.config.to_hf(), "gin": raw_model.gin_source, "stage": args.stage,
                 "moge": None if moge_cfg is None else {k: v for k, v in dataclasses.asdict(moge_cfg).items()

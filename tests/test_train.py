@@ -210,3 +210,88 @@ def test_stage1_trains_the_projector_only(tiny_data, tmp_path):
                         train.checkpoint_dirs(out)[-1]))
     s2 = load_file(os.path.join(train.checkpoint_dirs(out2)[-1], "adapters.safetensors"))
     assert len(s2) > len(saved) and all(torch.equal(s2[k], saved[k]) for k in saved)
+
+
+def test_tasks_help_and_parser_agree(capsys):
+    helptext = " ".join(train.get_parser().format_help().split())
+    assert "ratio in (0, 1]" in helptext and "repeat" not in helptext
+    with pytest.raises(SystemExit):
+        train.parse_args(["--tasks", "forward:2.0"])  # the release caps ratios at 1, so do we
+    assert "ratio must be in (0, 1]" in capsys.readouterr().err
+    assert train.parse_args(["--tasks", "forward:0.5"]).task_ratios == {"forward": 0.5}
+
+
+def test_aux_coef_help_says_what_the_release_ran():
+    helptext = " ".join(train.get_parser().format_help().split())
+    assert "--aux-coef 0 is the release as it was run" in helptext and "reentrant" in helptext
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--top-k", "6"], "--top-k must be in 1..--n-experts (5)"),
+    (["--n-experts", "0"], "--n-experts must be >= 1"),
+    (["--moe-layers", "12,x"], "--moe-layers: expected layer indices"),
+    (["--moe-layers", "third_quarter"], "--moe-layers: expected layer indices"),
+    (["--order", "sorted"], "invalid choice"),
+    (["--mol-format", "inchi"], "invalid choice"),
+])
+def test_ablation_flag_errors_are_clear(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_ablation_switches_reach_the_model(tiny_data, tmp_path):
+    import moge
+    args = train.parse_args(["--moe-layers", "15,12,13,14"])
+    assert args.moe_layer_ids == (12, 13, 14, 15) and args.order == "uniform" and args.mol_format == "selfies"
+    assert train.parse_args(["--moe-layers", "dense"]).moe_layer_ids == "dense"
+    out = tmp_path / "abl"
+    m = train.main(args_for(tiny_data, out, "--batch-size", 2, "--max-steps", 1, "--n-experts", 3, "--top-k", 1,
+                            "--moe-layers", "0,1", "--order", "length"))
+    layers = [layer.mlp for layer in m.model.layers]
+    assert all(isinstance(f, moge.MoGEFFN) for f in layers)  # both layers of the tiny model, as asked
+    assert layers[0].router.weight.shape[0] == 3 and layers[0].experts.gate_A.shape[0] == 4  # 3 routed + shared
+    assert m.moge_config.top_k == 1
+    ckpt = train.checkpoint_dirs(out)[-1]
+    meta = json.load(open(os.path.join(ckpt, "meta.json")))
+    assert meta["moge"]["n_experts"] == 3 and meta["moge"]["top_k"] == 1 and meta["moge"]["moe_layers"] == [0, 1]
+    assert meta["args"]["order"] == meta["data_position"]["order"] == "length"
+    fresh = rebuild(ckpt)  # eval rebuilds the same ablation from meta.json
+    assert all(isinstance(layer.mlp, moge.MoGEFFN) for layer in fresh.model.layers)
+    # a resume with another order is refused (the data position belongs to one order)
+    with pytest.raises(SystemExit, match="--order 'length', this run has 'uniform'"):
+        train.main(args_for(tiny_data, out, "--batch-size", 2, "--max-steps", 2, "--n-experts", 3, "--top-k", 1,
+                            "--moe-layers", "0,1", "--resume"))
+    with pytest.raises(SystemExit, match="layers 0..1"):
+        train.main(args_for(tiny_data, tmp_path / "bad", "--max-steps", 1, "--moe-layers", "5"))
+
+
+def test_rslora_recipe_and_smiles_format(tiny_data, tmp_path, monkeypatch):
+    import data
+    import moge
+    seen = []
+    load = data.load_tasks
+    monkeypatch.setattr(data, "load_tasks", lambda *a, **k: seen.extend(load(*a, **k)) or list(seen))
+    out = tmp_path / "rs"
+    m = train.main(args_for(tiny_data, out, "--batch-size", 2, "--max-steps", 1, "--recipe", "rslora",
+                            "--mol-format", "smiles"))
+    lin = m.model.layers[0].self_attn.q_proj
+    assert isinstance(lin, moge.GALLinear) and lin.gal is None and lin.scale() == 16.0 / 4 ** 0.5
+    assert not any(isinstance(layer.mlp, moge.MoGEFFN) for layer in m.model.layers)
+    fwd = [s for s in seen if s.task == "forward"]
+    assert fwd and all("][" not in s.prompt + s.answer for s in fwd)  # no SELFIES in prompts or answers
+    assert {s.answer for s in fwd} >= {"CCO", "c1ccccc1"}
+    meta = json.load(open(os.path.join(train.checkpoint_dirs(out)[-1], "meta.json")))
+    assert meta["args"]["mol_format"] == "smiles" and meta["moge"]["recipe"] == "rslora"
+
+
+def test_stage1_prompt_has_no_selfies(tiny_data, tmp_path, monkeypatch):
+    import data
+    seen = []
+    load = data.load_tasks
+    monkeypatch.setattr(data, "load_tasks", lambda *a, **k: seen.extend(load(*a, **k)) or list(seen))
+    train.main(["--model", "tiny", "--data", tiny_data, "--stage", "1", "--out", str(tmp_path / "s1"),
+                "--batch-size", "2", "--max-steps", "1", "--threads", "1"])
+    assert len(seen) == 16
+    for s in seen:  # "<mol>\n" + question: the graph is the only way the molecule gets in
+        assert s.prompt.startswith(data.GRAPH) and s.prompt[len(data.GRAPH):] in data.MOLCAP_QUESTIONS

@@ -1,6 +1,7 @@
 """The 16 Omni-Mol tasks: the release's prompts and file formats, readers, the sample pipeline
 (SELFIES -> graph source, chat encoding with answer-only loss, length check, batches in the release's
-uniform random order or grouped by length, sharded over DDP ranks, resumable position). The embedded demo data is built by demo_data.py.
+uniform random order or grouped by length, sharded over DDP ranks, resumable position). The embedded
+demo data is built by demo_data.py.
 
     samples = load_tasks("all", split="train", data="demo", tokenizer=tok)   # list[Sample]
     loader = Loader(samples, tok, batch_size=8, rank=r, world_size=w, seed=42)
@@ -13,7 +14,8 @@ Prompts are the release's (notes/formats.md 1.2, add_selfies=True), with "<mol>"
 release writes "<image>" (so "<mol>\\n" + instruction: the "\\n" token follows the atoms, as there); the
 tokenizer turns "<mol>" into MOL_TOKEN_ID and the model splices in one token per heavy atom of the task's
 graph-source molecule. load_tasks(graph_only=True): the release's stage-1 prompt (molcap pairs, graph and
-question only); mol_format="smiles": SMILES instead of SELFIES in prompts and molecule answers. Data folders, as users download them:
+question only); mol_format="smiles": SMILES instead of SELFIES in prompts and molecule answers. Data
+folders, as users download them:
   - the published dataset (CodeMagic/Omni-Mol-Dataset on the HF hub, gated; never downloaded here):
     PATH/train/<name>.json and PATH/test/<name>.json, names from `Task.released`;
   - the release code's layout: PATH/train/ (first file whose name contains `Task.code`, sorted

@@ -7,12 +7,14 @@
 A checkpoint is exactly the folder it names (or the newest OUT/checkpoints/step_* under an OUT
 folder): its meta.json says which base model, recipe and adapter config to rebuild, and its
 adapters.safetensors must load strictly. A missing file is an error; eval never falls back to the
-bare base model. Decoding follows the release (sampling, temperature 0.2, top-p 1.0, 512 new tokens)
-unless --greedy, but batched with a KV cache instead of one sample at a time.
+bare base model. Decoding follows the release (sampling, temperature 0.2, top-k 50 (HF generate's default,
+which the release leaves on), top-p 1.0, 512 new tokens) unless --greedy, but batched with a KV cache
+instead of one sample at a time. Prompts use the checkpoint's --mol-format (meta.json).
 
 Writes OUT/eval/results.json ({task: {metric: value}}, plus "_meta": checkpoint, decoding, speed),
 predictions.jsonl (one {"task", "id", "prompt", "prediction", "reference"} per line, the schema --score
-reads) and results.md (a table per task, the paper's reported numbers beside ours where known).
+reads) and results.md (a table per task, the paper's reported numbers beside ours where known, and beside
+them our value under --release-compat scoring, the paper's definitions, where they differ: LogP, editing).
 Metric definitions: metrics.py; --release-compat reproduces the release's scoring flaws.
 Text metrics: BLEU/METEOR count the LLM's own tokens, as the release does. --score has no model, so it
 uses --tokenizer (a tokenizer.json) when given, else nltk's wordpunct words; the output names which.
@@ -56,6 +58,8 @@ def parse_args(argv=None):
     p.add_argument("--greedy", action="store_true", help="greedy decoding instead of the release's sampling at T=0.2")
     p.add_argument("--temperature", type=float, default=0.2)
     p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=50, help="sample from the k most likely tokens only; 50 is HF "
+                   "generate's default, on in the release; 0 turns it off")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: 512 (the release), or "
                    f"{DEMO_EVAL['max_new_tokens']} with the demo data (its longest answers are ~200 tokens)")
     p.add_argument("--batch-size", type=int, default=16, help="prompts per generate call; lower it if memory runs out")
@@ -116,19 +120,36 @@ def _fmt(v):
     return str(v)
 
 
-def markdown(results, header=""):
+def markdown(results, header="", compat=None):
+    """compat: the same rows scored with --release-compat, shown beside the paper's numbers (and molediting,
+    whose success rates the release defines over valid answers): the like-for-like comparison."""
     lines = [header] if header else []
     for task, res in results.items():
         if task.startswith("_"):
             continue
-        paper = PAPER.get(task, {})
-        lines += [f"### {task}", "", "| metric | ours | paper (Omni-Mol) |", "|---|---|---|"]
-        lines += [f"| {k} | {_fmt(v)} | {paper.get(k, '')} |" for k, v in res.items() if k != "notes"]
+        paper, rel = PAPER.get(task, {}), (compat or {}).get(task)
+        shown = lambda k: rel is not None and (k in paper or task == "molediting") and k in rel  # noqa: E731
+        if rel is None:
+            lines += [f"### {task}", "", "| metric | ours | paper (Omni-Mol) |", "|---|---|---|"]
+        else:
+            lines += [f"### {task}", "", "| metric | ours | ours, release's scoring (--release-compat) | "
+                      "paper (Omni-Mol) |", "|---|---|---|---|"]
+        lines += [f"| {k} | {_fmt(v)} |" + (f" {_fmt(rel[k]) if shown(k) else ''} |" if rel is not None else "") +
+                  f" {paper.get(k, '')} |" for k, v in res.items() if k != "notes"]
         lines += [""] + [f"- {n}" for n in res.get("notes", [])] + [""]
     return "\n".join(lines)
 
 
-def write_results(results, out_dir, meta, rows=None):
+def compat_scores(rows, release_compat, tokenize=None, tokenizer_name="nltk wordpunct", eos_text=metrics.RELEASE_EOS):
+    """The tasks with a paper number, and molediting, scored as the release scores (None when that is
+    the main scoring already)."""
+    if release_compat:
+        return None
+    keep = [r for r in rows if r["task"] in PAPER or r["task"] == "molediting"]
+    return score_rows(keep, True, tokenize, tokenizer_name, eos_text) if keep else None
+
+
+def write_results(results, out_dir, meta, rows=None, compat=None):
     os.makedirs(out_dir, exist_ok=True)
     results = {"_meta": meta, **results}
     with open(os.path.join(out_dir, "results.json"), "w") as f:
@@ -138,7 +159,7 @@ def write_results(results, out_dir, meta, rows=None):
             for r in rows:
                 f.write(json.dumps({k: r.get(k) for k in ("task", "id", "prompt", "prediction", "reference")}) + "\n")
     head = "\n".join(f"- {k}: {v}" for k, v in meta.items()) + "\n"
-    md = markdown(results, "# Omni-Mol eval\n\n" + head)
+    md = markdown(results, "# Omni-Mol eval\n\n" + head, compat)
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write(md)
     return md
@@ -155,7 +176,7 @@ def score_main(args):
     out_dir = args.out or os.path.dirname(os.path.abspath(args.score))
     meta = {"scored": os.path.abspath(args.score), "items": len(rows), "release_compat": args.release_compat,
             "text tokens": tok_name}
-    print(write_results(results, out_dir, meta))
+    print(write_results(results, out_dir, meta, compat=compat_scores(rows, args.release_compat, tokenize, tok_name)))
     print(f"wrote {out_dir}/results.json and results.md")
     return results
 
@@ -226,7 +247,7 @@ def generate_answers(model, tok, items, args, device, rank=0, bar=None, stats=No
         idx = order[b:b + args.batch_size]
         embeds, mask, _ = molecule.embed_inputs(model, [ids[i] for i in idx], [items[i][1] for i in idx], padding_side="left")
         out = model.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=args.max_new_tokens,
-                             temperature=0.0 if args.greedy else args.temperature, top_p=args.top_p,
+                             temperature=0.0 if args.greedy else args.temperature, top_p=args.top_p, top_k=args.top_k,
                              eos_token_ids=tok.eos_token_ids, generator=gen, pad_token_id=tok.pad_token_id)
         for i, seq in zip(idx, out):
             answers[i] = tok.decode(seq)
@@ -262,7 +283,7 @@ def _sharded_generate(model, tok, samples, args, device, rank, world, desc, stat
     return answers
 
 
-def roundtrip(model, tok, rows, args, device, rank, world):
+def roundtrip(model, tok, rows, args, device, rank, world, mol_format="selfies"):
     """Retrosynthesis verified by the model itself: ask it the forward question on its own proposed reactants;
     a hit is a predicted product with the InChI of the original product. Over all items (invalid = miss)."""
     import data
@@ -270,7 +291,9 @@ def roundtrip(model, tok, rows, args, device, rank, world):
     for j, r in enumerate(rows):
         rec = {"instruction": ROUNDTRIP_INSTRUCTION, "input": metrics.cut_answer(r["prediction"]), "output": "-"}
         try:
-            sample = data.make_sample(fwd, rec, "roundtrip", f"roundtrip:{r['id']}")
+            if mol_format == "smiles":  # records hold SELFIES; the prompt is written back in SMILES
+                rec["input"] = data.smiles_to_selfies(rec["input"])
+            sample = data.make_sample(fwd, rec, "roundtrip", f"roundtrip:{r['id']}", mol_format=mol_format)
         except (ValueError, KeyError):
             continue  # not a usable molecule: a miss
         if data.featurize(sample) is not None:
@@ -302,8 +325,9 @@ def run(args):
         args.max_new_tokens = args.max_new_tokens or DEMO_EVAL["max_new_tokens"]
         log(f"demo data: --limit {args.limit} per task, --max-new-tokens {args.max_new_tokens} (pass them to change)")
     args.max_new_tokens = args.max_new_tokens or 512
+    mol_format = meta.get("args", {}).get("mol_format", "selfies")  # prompts as the checkpoint was trained
     samples = data.load_tasks(args.tasks, split="test", data=data_src, seed=meta.get("args", {}).get("seed", 42),
-                              tokenizer=tok, verbose=rank == 0)
+                              tokenizer=tok, verbose=rank == 0, mol_format=mol_format)
     if args.limit is not None:  # the first N of each scored set
         kept, seen = [], {}
         for s in samples:
@@ -313,7 +337,7 @@ def run(args):
         samples = kept
     if not samples:
         raise ValueError(f"no test samples for --tasks {args.tasks} in {data_src}")
-    decoding = "greedy" if args.greedy else f"sampling T={args.temperature} top_p={args.top_p}"
+    decoding = "greedy" if args.greedy else f"sampling T={args.temperature} top_k={args.top_k} top_p={args.top_p}"
     log(f"{len(samples)} test items, {decoding}, {args.max_new_tokens} new tokens max, batch {args.batch_size}, "
         f"{world} rank(s) on {device}")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
@@ -324,7 +348,8 @@ def run(args):
         rows = [{"task": scored_as(s), "id": s.id, "prompt": s.prompt, "prediction": a, "reference": s.answer}
                 for s, a in zip(samples, answers)]
         retro = [r for r in rows if r["task"] == "retrosynthesis"]
-        extra = roundtrip(model, tok, retro, args, device, rank, world) if retro and not args.no_roundtrip else {}
+        extra = (roundtrip(model, tok, retro, args, device, rank, world, mol_format)
+                 if retro and not args.no_roundtrip else {})
     if ddp:
         dist.destroy_process_group()
     if rank != 0:
@@ -344,8 +369,9 @@ def run(args):
                 "generation seconds": round(gen_s, 2), "answers/s": round(len(rows) / gen_s, 3),
                 "new tokens/s (rank 0)": round(stats.get("tokens", 0) / gen_s, 1),
                 "generation CPU seconds (rank 0)": round(gen_cpu, 2),
-                "release_compat": args.release_compat, "text tokens": tok_name}
-    print(write_results(results, out_dir, run_meta, rows))
+                "release_compat": args.release_compat, "text tokens": tok_name, "mol_format": mol_format}
+    compat = compat_scores(rows, args.release_compat, llm_tokens(tok.tok), tok_name, tok.tok.id_to_token(tok.eot_id))
+    print(write_results(results, out_dir, run_meta, rows, compat))
     print(f"wrote {out_dir}/results.json, predictions.jsonl and results.md")
     return results
 

@@ -251,7 +251,8 @@ class CausalLM(nn.Module):
                  temperature=0.0, top_p=1.0, eos_token_ids=None, generator=None, pad_token_id=0, top_k=0):
         """Batched generation with a KV cache. `input_ids` is a list of token lists of any lengths (left
         padded here); or pass `inputs_embeds` (B, T, D) with a left-padding `attention_mask`.
-        temperature 0 -> greedy; top_k > 0 keeps the k largest logits (HF's default 50). Returns the new tokens per sample, cut before the first EOS."""
+        temperature 0 -> greedy; top_k > 0 keeps the k largest logits (HF's default 50). Returns the new
+        tokens per sample, cut before the first EOS."""
         dev = self.lm_head.weight.device
         if inputs_embeds is None:
             L = max(len(p) for p in input_ids)

@@ -126,7 +126,8 @@ class GALLinear(nn.Linear):
         """Fold gamma B A into the weight and turn back into a plain nn.Linear (for export)."""
         with torch.no_grad():
             dt = torch.promote_types(self.weight.dtype, torch.float32)
-            delta = torch.as_tensor(self.scale(), dtype=dt) * (self.lora_B.to(dt) @ self.lora_A.to(dt))  # a float scale: no fp32 rounding
+            # dtype=dt: a float scale (lora, rslora) is not rounded to fp32 on the way
+            delta = torch.as_tensor(self.scale(), dtype=dt) * (self.lora_B.to(dt) @ self.lora_A.to(dt))
             self.weight += delta.to(self.weight.dtype)
         for n in ("lora_A", "lora_B", "gal"):
             delattr(self, n)

@@ -47,7 +47,9 @@ def test_score_fixed_file_reproduces_known_values(tmp_path):
     assert res["molcap"]["BLEU-2"] == pytest.approx(1.0) and res["molcap"]["ROUGE-L"] == pytest.approx(1.0)
     assert res["_meta"]["release_compat"] is False and "wordpunct" in res["_meta"]["text tokens"]
     md = (tmp_path / "results.md").read_text()
-    assert "### logp" in md and "| Average MAE | 0.7500 | 0.49 |" in md  # the paper's number beside ours
+    # the paper's number beside ours, and beside both the release's scoring of our answers (like for like)
+    assert "### logp" in md and "| Average MAE | 0.7500 | 0.2500 | 0.49 |" in md
+    assert "| Validity | 1.0000 |  |  |" in md  # no paper number: no compat value either
 
     # the release's scoring, like for like
     rel = E.main(["--score", str(pred_file), "--release-compat", "--out", str(tmp_path / "rel")])
@@ -210,3 +212,35 @@ def test_torchrun_two_ranks_gather_the_same_answers(tiny_run, tmp_path):
     one, two = ((tmp_path / d / "predictions.jsonl").read_text() for d in ("one", "two"))
     assert one == two and len(one.splitlines()) == 6
     assert json.loads((tmp_path / "two" / "results.json").read_text())["_meta"]["ranks"] == 2
+
+
+def test_top_k_reaches_generation(tiny_run):
+    import torch
+    import data
+    _, step_dir, _ = tiny_run
+    model, tok, meta = E.load_checkpoint(str(step_dir), "cpu", torch.float32, log=lambda *a: None)
+    samples = data.load_tasks("weight,molcap", split="test", data=meta["args"]["data"], verbose=False)
+    items = [(s.prompt, data.featurize(s)) for s in samples]
+    assert E.parse_args([]).top_k == 50  # the release's (HF generate's default)
+    greedy = E.generate_answers(model, tok, items, E.parse_args(["--greedy", "--max-new-tokens", "6"]), "cpu")
+    top1 = E.parse_args(["--temperature", "2.0", "--top-k", "1", "--max-new-tokens", "6"])
+    assert E.generate_answers(model, tok, items, top1, "cpu") == greedy  # k = 1: sampling is greedy
+    hot = E.parse_args(["--temperature", "2.0", "--top-k", "0", "--max-new-tokens", "6"])
+    assert E.generate_answers(model, tok, items, hot, "cpu") != greedy
+
+
+def test_eval_uses_the_checkpoints_mol_format(tiny_run, tmp_path):
+    import shutil
+    root, step_dir, _ = tiny_run
+    ck = tmp_path / "smiles_ckpt"
+    shutil.copytree(step_dir, ck)
+    meta = json.loads((ck / "meta.json").read_text())
+    meta["args"]["mol_format"] = "smiles"
+    (ck / "meta.json").write_text(json.dumps(meta))
+    E.main(["--ckpt", str(ck), "--limit", "2", "--max-new-tokens", "4", "--greedy", "--tasks", "weight,retrosynthesis",
+            "--out", str(tmp_path / "ev")])
+    rows = [json.loads(l) for l in (tmp_path / "ev" / "predictions.jsonl").read_text().splitlines()]
+    assert {r["prompt"].split()[-1] for r in rows if r["task"] == "weight"} == {"CCO", "CC(=O)Nc1ccc(O)cc1"}
+    assert all("SMILES sequence" in r["prompt"] for r in rows if r["task"] == "weight")
+    assert {r["reference"] for r in rows if r["task"] == "retrosynthesis"} == {"CC(=O)O.Nc1ccc(O)cc1"}
+    assert json.loads((tmp_path / "ev" / "results.json").read_text())["_meta"]["mol_format"] == "smiles"

@@ -185,7 +185,8 @@ def test_rdkit_recomputation_of_number_answers():
 
 # ----------------------------------------------------------------------------- SMILES answers (--mol-format smiles)
 
-@pytest.mark.parametrize("pred,ref", [("CCO", ETHANOL), ("OCC", "CCO"), (ETHANOL, "C(O)C"), ("[Na+].[Cl-]", sf("[Na+].[Cl-]"))])
+@pytest.mark.parametrize("pred,ref", [("CCO", ETHANOL), ("OCC", "CCO"), (ETHANOL, "C(O)C"),
+                                      ("[Na+].[Cl-]", sf("[Na+].[Cl-]"))])
 def test_smiles_and_selfies_answers_score_alike(pred, ref):
     r = M.molecule_metrics([pred], [ref])
     assert r["Validity"] == r["Exact Match (InChI)"] == 1.0 and r["Average SMILES Levenshtein"] == 0.0
@@ -205,7 +206,8 @@ def test_smiles_prompts_and_editing():
     # the input molecule of a SMILES prompt: its last word, a reaction's product side
     assert M.prompt_molecule("Propose reactants. The product is: C[C@H](N)C(=O)O") == "C[C@H](N)C(=O)O"
     assert M.prompt_molecule("Which solvent? The reaction is CCBr>>CCO.") == "CCO"
-    assert M.prompt_molecule("The molecule SELFIES sequence is: " + ETHANOL + "." + sf("[Na+]")) == ETHANOL + "." + sf("[Na+]")
+    salt = ETHANOL + "." + sf("[Na+]")
+    assert M.prompt_molecule("The molecule SELFIES sequence is: " + salt) == salt  # the whole input, salt too
     assert M.same_molecule("OCC", ETHANOL) and not M.same_molecule("CCC", ETHANOL)
     r = M.score_task("logp", [{"prompt": "LogP? The molecule SMILES sequence is: CCO", "prediction": "-0.0014",
                                "reference": "-0.0014"}])

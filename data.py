@@ -457,6 +457,25 @@ def _bench(args):
         print(f"{name:<28} {n / (b[0] - a[0]):>22,.0f} {n / (b[1] - a[1]):>18,.0f}")
 
 
+def _build_mcq(args):
+    import mcq
+    tasks = list(parse_tasks(args.tasks)) if args.tasks else list(mcq.MCQ_TASKS)
+    root, left_out = resolve_data(args.data)
+    samples = []
+    for key in tasks:
+        if key in left_out or not task_files(root, TASKS[key], "test"):
+            print(f"[mcq] {key}: no test records in {root}, left out")
+            continue
+        samples += load_tasks(key, split="test", data=args.data, verbose=False)
+    questions, skipped = mcq.build(samples, seed=args.seed, tasks=tasks)
+    mcq.write(questions, args.out)
+    counts = collections.Counter(q["task"] for q in questions)
+    print("[mcq] questions per task: " + ", ".join(f"{t} {n}" for t, n in counts.items()))
+    for t, why in skipped.items():
+        print(f"[mcq] {t}: skipped " + ", ".join(f"{n} ({r})" for r, n in why.items()))
+    print(f"wrote {len(questions)} questions to {args.out}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -472,8 +491,15 @@ def main(argv=None):
     bb.add_argument("--tasks", default="all")
     bb.add_argument("--data", default="demo")
     bb.add_argument("--model", default="default", help="whose tokenizer: default|tiny|PATH")
+    m = sub.add_parser("build-mcq", help="the multiple-choice benchmark from the test records (logic in mcq.py)")
+    m.add_argument("--data", default="demo", help="demo or a data folder")
+    m.add_argument("--out", default="mcq.jsonl")
+    m.add_argument("--tasks", default=None, help="comma list; default: molcap, dqa, experiment and the Mol2Mol tasks")
+    m.add_argument("--seed", type=int, default=0, help="distractor draws and answer positions")
     args = p.parse_args(argv)
-    if args.cmd == "build-demo":
+    if args.cmd == "build-mcq":
+        _build_mcq(args)
+    elif args.cmd == "build-demo":
         from demo_data import build_demo, demo_table
         if os.path.isdir(args.out):
             print(f"{args.out} exists; remove it to rebuild")

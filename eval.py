@@ -3,6 +3,7 @@
     python eval.py [--ckpt out/] [--tasks all] [--data demo|PATH] [--limit N] [--greedy]
     torchrun --nproc_per_node=N eval.py ...   # prompts sharded over ranks, answers gathered on rank 0
     python eval.py --score predictions.jsonl   # no model: score a file of answers
+    python eval.py --mcq mcq.jsonl [--ckpt out/ | --ckpt none --base default]   # multiple choice (mcq.py)
 
 A checkpoint is exactly the folder it names (or the newest OUT/checkpoints/step_* under an OUT
 folder): its meta.json says which base model, recipe and adapter config to rebuild, and its
@@ -19,7 +20,8 @@ Metric definitions: metrics.py; --release-compat reproduces the release's scorin
 Text metrics: BLEU/METEOR count the LLM's own tokens, as the release does. --score has no model, so it
 uses --tokenizer (a tokenizer.json) when given, else nltk's wordpunct words; the output names which.
 Beyond the release: a retrosynthesis round trip (the model's own forward prediction from its proposed
-reactants must give back the product) and an rdkit re-computation of MW / TPSA / LogP.
+reactants must give back the product) and an rdkit re-computation of MW / TPSA / LogP; every answer is also
+checked by verify.py (column "Verified (verify.py)", reasons in the notes, verified.json beside the predictions).
 """
 import argparse
 import contextlib
@@ -29,6 +31,7 @@ import re
 import time
 
 import metrics
+import verify
 
 # Paper Table 3 as summarised publicly (SPEC section 3); keys are metrics.py's.
 PAPER = {
@@ -74,6 +77,10 @@ def parse_args(argv=None):
     p.add_argument("--score", metavar="PREDICTIONS_JSONL", default=None, help="score this file; no model is loaded")
     p.add_argument("--tokenizer", default=None, help="with --score: tokenizer.json (or its folder) for the text metrics' "
                    "BLEU/METEOR tokens, as the release uses the LLM's own tokenizer; without it, nltk wordpunct words")
+    p.add_argument("--mcq", metavar="MCQ_JSONL", default=None, help="score the multiple-choice questions of this file "
+                   "(data.py build-mcq) by option log-likelihood; no generation")
+    p.add_argument("--base", default="default", help="with --ckpt none: the bare base model (default|tiny|PATH), "
+                   "no adapters and no molecule encoder (the <mol> placeholder is dropped; the prompt's SELFIES remain)")
     p.add_argument("--release-compat", action="store_true", help="reproduce the release's scoring flaws (unsigned "
                    "numbers, ROUGE with the end token, edit success over valid answers only): see metrics.py")
     return p.parse_args(argv)
@@ -108,8 +115,10 @@ def score_rows(rows, release_compat=False, tokenize=None, tokenizer_name="nltk w
     by_task = {}
     for r in rows:
         by_task.setdefault(r["task"], []).append(r)
-    return {task: metrics.score_task(task, rs, release_compat, tokenize, tokenizer_name, eos_text)
-            for task, rs in by_task.items()}
+    results = {task: metrics.score_task(task, rs, release_compat, tokenize, tokenizer_name, eos_text)
+               for task, rs in by_task.items()}
+    verify.add_to_results(results, verify.verify_rows(rows))
+    return results
 
 
 def _fmt(v):
@@ -156,8 +165,11 @@ def write_results(results, out_dir, meta, rows=None, compat=None):
         json.dump(results, f, indent=1)
     if rows is not None:
         with open(os.path.join(out_dir, "predictions.jsonl"), "w") as f:
-            for r in rows:
-                f.write(json.dumps({k: r.get(k) for k in ("task", "id", "prompt", "prediction", "reference")}) + "\n")
+            for r in rows:  # "roundtrip": retrosynthesis only, the model's forward prediction from its answer
+                keys = ("task", "id", "prompt", "prediction", "reference") + (("roundtrip",) if "roundtrip" in r else ())
+                f.write(json.dumps({k: r.get(k) for k in keys}) + "\n")
+        with open(os.path.join(out_dir, "verified.json"), "w") as f:
+            json.dump(verify.verify_rows(rows), f, indent=1)
     head = "\n".join(f"- {k}: {v}" for k, v in meta.items()) + "\n"
     md = markdown(results, "# Omni-Mol eval\n\n" + head, compat)
     with open(os.path.join(out_dir, "results.md"), "w") as f:
@@ -299,9 +311,16 @@ def roundtrip(model, tok, rows, args, device, rank, world, mol_format="selfies")
         if data.featurize(sample) is not None:
             jobs.append((j, sample))
     answers = _sharded_generate(model, tok, [s for _, s in jobs], args, device, rank, world, "round trip")
-    hits = sum(metrics.same_molecule(metrics.cut_answer(a), metrics.prompt_molecule(rows[j]["prompt"]))
-               for (j, _), a in zip(jobs, answers))
+    for (j, _), a in zip(jobs, answers):
+        rows[j]["roundtrip"] = metrics.cut_answer(a)  # verify.py's round-trip input
+    hits = sum(metrics.same_molecule(rows[j]["roundtrip"], metrics.prompt_molecule(rows[j]["prompt"])) for j, _ in jobs)
     return {"Round trip (forward reproduces product)": hits / len(rows) if rows else 0.0, "Round trip: asked": len(jobs)}
+
+
+def eval_dir(step_dir):
+    """OUT/eval for OUT/checkpoints/step_N, else STEP/eval."""
+    parent = os.path.dirname(os.path.normpath(step_dir))
+    return os.path.join(os.path.dirname(parent) if os.path.basename(parent) == "checkpoints" else step_dir, "eval")
 
 
 def scored_as(sample):
@@ -359,9 +378,7 @@ def run(args):
                          eos_text=tok.tok.id_to_token(tok.eot_id))
     if extra:
         results["retrosynthesis"].update(extra)
-    out_dir = args.out or os.path.join(
-        os.path.dirname(os.path.dirname(step_dir)) if os.path.basename(os.path.dirname(step_dir)) == "checkpoints"
-        else step_dir, "eval")
+    out_dir = args.out or eval_dir(step_dir)
     run_meta = {"checkpoint": os.path.abspath(step_dir), "step": meta.get("step"), "base model": meta.get("base_model"),
                 "graph encoder": meta.get("gin"), "data": data_src, "items": len(rows), "decoding": decoding,
                 "max_new_tokens": args.max_new_tokens, "batch size": args.batch_size, "ranks": world,
@@ -376,10 +393,55 @@ def run(args):
     return results
 
 
+# ----------------------------------------------------------------------------- multiple choice
+
+def mcq_main(args):
+    """Accuracy on data.py build-mcq's questions: each option scored by the model's mean log-prob of it as
+    the answer (mcq.option_scores); a checkpoint, or the bare base model with --ckpt none."""
+    import torch
+    import mcq
+    from ddp import compute_init
+    _, _, _, _, device = compute_init(args)
+    questions = mcq.read(args.mcq)
+    if args.limit is not None:  # the first N questions of each task
+        kept, seen = [], {}
+        for q in questions:
+            seen[q["task"]] = seen.get(q["task"], 0) + 1
+            if seen[q["task"]] <= args.limit:
+                kept.append(q)
+        questions = kept
+    if args.ckpt == "none":
+        import model as M
+        model, tok = M.load_model(args.base, device=device)
+        name, graphs, out_dir = f"base model {args.base} (no adapters, no graph)", False, None
+    else:
+        step_dir = resolve_checkpoint(args.ckpt)
+        model, tok, _ = load_checkpoint(step_dir, device, torch.float32)
+        name, graphs = f"checkpoint {os.path.abspath(step_dir)}", True
+        out_dir = eval_dir(step_dir)
+    out_dir = args.out or out_dir or os.path.dirname(os.path.abspath(args.mcq))
+    t0 = time.time()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    with autocast:
+        scores = mcq.option_scores(model, tok, questions, args.batch_size, graphs=graphs)
+    acc = mcq.accuracy(questions, scores)
+    meta = {"model": name, "questions": os.path.abspath(args.mcq), "items": len(questions),
+            "seconds": round(time.time() - t0, 2), "device": str(device)}
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "mcq_results.json"), "w") as f:
+        json.dump({"_meta": meta, **acc, "_scores": [{"id": q["id"], "task": q["task"], "answer": q["answer"],
+                                                      "scores": sc} for q, sc in zip(questions, scores)]}, f, indent=1)
+    print(f"# Multiple choice ({name})\n\n" + mcq.table(acc))
+    print(f"wrote {out_dir}/mcq_results.json")
+    return acc
+
+
 # ----------------------------------------------------------------------------- main
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.mcq:
+        return mcq_main(args)
     return score_main(args) if args.score else run(args)
 
 

@@ -1,0 +1,194 @@
+"""A verifiable benchmark: the test sets of the open-answer tasks as 4-option multiple choice.
+
+    python data.py build-mcq --data demo|PATH --out mcq.jsonl    # data.py loads the test records, build() here
+    python eval.py --mcq mcq.jsonl [--ckpt OUT | --ckpt none --base MODEL]   # accuracy per task, chance 0.25
+
+Overlap metrics under-rate a correct caption worded differently, and one reference under-rates a correct
+reaction answer; a question with one right option among four has a definite answer. Each test record of
+molcap, dqa, experiment and the Mol2Mol tasks becomes one JSON line
+    {"task", "id", "prompt", "options": [4 strings], "answer": index, "graph": graph-source SMILES or null}
+("graph" is what eval needs to splice the molecule in for the prompt's <mol>).
+
+How distractors are drawn (hard ones, so the benchmark separates models):
+- They come from the answers of OTHER test records of the same task, distinct from the correct answer and
+  from each other: by canonical molecule (stereo-free canonical SMILES, as the release compares molecules)
+  for molecule answers, by normalised text (lower case, single spaces, no final '.') for text answers.
+- Molecule answers: candidates ranked by Morgan (r=2, 2048 bits) Tanimoto of their answer molecule to the
+  correct answer molecule. Text answers: ranked by the Tanimoto of the records' INPUT molecules (the text of
+  a similar molecule), and for dqa the records asking the same question come first (an answer to another
+  question is easy to rule out).
+- Three are drawn from the HARD_POOL best-ranked candidates with a generator seeded by (seed, record id);
+  the answer positions of a task are a seeded permutation of 0,1,2,3,0,1,... so each position holds the
+  answer for a quarter of the questions (to within one). A record with fewer than 3 distinct other answers
+  is skipped and counted.
+Scoring (eval.py --mcq): the model's log-likelihood of each option as the answer (teacher forced, one
+forward per option, batched, no generation), averaged over the option's tokens (its end-of-turn included),
+so long options are not penalised for their length; the best-scoring option is the model's choice.
+"""
+import json
+import re
+from collections import Counter
+
+import numpy as np
+from rdkit import DataStructs, rdBase
+from rdkit.Chem import rdFingerprintGenerator
+
+import metrics
+from chem import _hash
+from verify import molecule_in_prompt
+
+MCQ_TASKS = ("forward", "reagent", "retrosynthesis", "solvent", "catalyst", "molediting", "molcap", "dqa", "experiment")
+TEXT_ANSWER = ("molcap", "dqa", "experiment")
+SAME_QUESTION_FIRST = ("dqa",)  # one question per record, of several kinds
+N_OPTIONS = 4
+HARD_POOL = 6   # distractors are drawn from this many most similar candidates
+CHANCE = 1.0 / N_OPTIONS
+_MORGAN = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
+
+
+def normalise_text(text: str) -> str:
+    return re.sub(r"\s+", " ", str(text).lower()).strip().rstrip(".").strip()
+
+
+def _fingerprint(smiles):
+    from rdkit import Chem
+    if not smiles:
+        return None
+    with rdBase.BlockLogs():
+        mol = Chem.MolFromSmiles(smiles)
+    return _MORGAN.GetFingerprint(mol) if mol is not None else None
+
+
+def _question(prompt: str) -> str:
+    """The prompt without its input molecule: records asking the same question share it."""
+    run = molecule_in_prompt(prompt)
+    return prompt.rsplit(run, 1)[0] if run else prompt
+
+
+def _task_questions(task, samples, seed, skipped):
+    """Questions of one task; samples: objects with .id, .prompt, .answer, .smiles (data.Sample)."""
+    text = task in TEXT_ANSWER
+    keys, fps, kept = [], [], []
+    for s in samples:
+        if text:
+            key, fp = normalise_text(s.answer), _fingerprint(s.smiles)
+        else:
+            mol, key = metrics.mol_from_selfies(s.answer.strip())
+            fp = _MORGAN.GetFingerprint(mol) if mol is not None else None
+        if not key:
+            skipped[task]["answer not a molecule" if not text else "empty answer"] += 1
+            continue
+        keys.append(key), fps.append(fp), kept.append(s)
+    questions = [_question(s.prompt) for s in kept] if task in SAME_QUESTION_FIRST else None
+    first_of = {}  # key -> index of the first record with that answer (its text is the option shown)
+    for i, k in enumerate(keys):
+        first_of.setdefault(k, i)
+    valid = [j for j, f in enumerate(fps) if f is not None]
+    out = []
+    for i, s in enumerate(kept):
+        sims = np.zeros(len(kept))  # a record without a molecule is similar to nothing
+        if fps[i] is not None and valid:
+            sims[valid] = DataStructs.BulkTanimotoSimilarity(fps[i], [fps[j] for j in valid])
+        best = {}  # candidate answer key -> rank of the best-ranked record holding that answer
+        for j, k in enumerate(keys):
+            if k == keys[i]:
+                continue
+            rank = (questions is not None and questions[j] == questions[i], float(sims[j]))
+            if k not in best or rank > best[k]:
+                best[k] = rank
+        if len(best) < N_OPTIONS - 1:
+            skipped[task][f"fewer than {N_OPTIONS - 1} distinct other answers"] += 1
+            continue
+        ranked = sorted(best, key=lambda k: (tuple(-x for x in best[k]), k))[:max(HARD_POOL, N_OPTIONS - 1)]
+        rng = np.random.default_rng([seed, _hash(f"{task}/{s.id}")])
+        picked = [ranked[j] for j in rng.choice(len(ranked), N_OPTIONS - 1, replace=False)]
+        out.append((s, [kept[first_of[k]].answer for k in picked]))
+    n = len(out)
+    positions = np.random.default_rng([seed, _hash(f"positions/{task}")]).permutation(np.resize(np.arange(N_OPTIONS), n))
+    lines = []
+    for (s, distractors), pos in zip(out, positions.tolist()):
+        options = list(distractors)
+        options.insert(pos, s.answer)
+        lines.append({"task": task, "id": s.id, "prompt": s.prompt, "options": options, "answer": pos,
+                      "graph": s.smiles})
+    return lines
+
+
+def build(samples, seed=0, tasks=MCQ_TASKS):
+    """Test samples (any order, any tasks) -> (questions, {task: {reason: skipped}}). Deterministic in seed."""
+    by_task, skipped = {}, {t: Counter() for t in tasks}
+    for s in samples:
+        if s.task in tasks:
+            by_task.setdefault(s.task, []).append(s)
+    questions = []
+    for task in tasks:
+        if task in by_task:
+            questions += _task_questions(task, by_task[task], seed, skipped)
+    return questions, {t: dict(c) for t, c in skipped.items() if c}
+
+
+def write(questions, path):
+    with open(path, "w") as f:
+        for q in questions:
+            f.write(json.dumps(q) + "\n")
+
+
+def read(path):
+    """mcq.jsonl -> questions; a line without the keys or with a bad answer index is an error naming the line."""
+    out = []
+    with open(path) as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                q = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{i}: not a JSON line ({e})") from None
+            missing = [k for k in ("task", "id", "prompt", "options", "answer") if k not in q]
+            if missing:
+                raise ValueError(f"{path}:{i}: missing key(s) {missing}")
+            if not (isinstance(q["options"], list) and len(q["options"]) >= 2
+                    and isinstance(q["answer"], int) and 0 <= q["answer"] < len(q["options"])):
+                raise ValueError(f"{path}:{i}: options must be a list of >= 2 strings and answer an index into it")
+            out.append(q)
+    return out
+
+
+# ----------------------------------------------------------------------------- scoring
+
+def option_scores(model, tok, questions, batch_size=16, graphs=True):
+    """-> per question a list of length-normalised log-likelihoods, one per option: the mean log p of the
+    option's tokens (end-of-turn included) after the question. graphs=False (a base model without the
+    molecule encoder) drops the <mol> placeholder: the prompt's SELFIES text is the model's only view."""
+    import likelihood
+    import molecule
+    from tokenizer import MOL_PLACEHOLDER
+    items, answers, owner = [], [], []
+    for qi, q in enumerate(questions):
+        g = molecule.smiles_to_graph(q["graph"]) if graphs and q.get("graph") else None
+        prompt = q["prompt"] if graphs else q["prompt"].replace(MOL_PLACEHOLDER, "")
+        for opt in q["options"]:
+            items.append((prompt, g)), answers.append(str(opt)), owner.append(qi)
+    lps = likelihood.answer_logprobs(model, tok, items, answers, batch_size=batch_size)
+    scores = [[] for _ in questions]
+    for qi, lp in zip(owner, lps):
+        scores[qi].append(float(lp.mean()))
+    return scores
+
+
+def accuracy(questions, scores):
+    """-> {task: {"accuracy", "chance", "N"}} and "all"; the choice is the first best option."""
+    hits = {}
+    for q, sc in zip(questions, scores):
+        hits.setdefault(q["task"], []).append(int(np.argmax(sc)) == q["answer"])
+    out = {t: {"accuracy": float(np.mean(h)), "chance": 1.0 / N_OPTIONS, "N": len(h)} for t, h in hits.items()}
+    every = [x for h in hits.values() for x in h]
+    if every:
+        out["all"] = {"accuracy": float(np.mean(every)), "chance": 1.0 / N_OPTIONS, "N": len(every)}
+    return out
+
+
+def table(acc) -> str:
+    lines = ["| task | accuracy | chance | N |", "|---|---|---|---|"]
+    lines += [f"| {t} | {v['accuracy']:.3f} | {v['chance']:.2f} | {v['N']} |" for t, v in acc.items()]
+    return "\n".join(lines)

@@ -152,8 +152,8 @@ def parse_molecule(text):
         if smiles == "" or (smiles is not None and not smiles.strip(".")):
             return None, "unparsable"  # e.g. "[nop]" or unknown tokens only: no atoms
     if smiles is None:
-        if any(c.isspace() for c in text):
-            return None, "unparsable"  # SMILES has no spaces: free text
+        if not text.isascii() or any(c.isspace() for c in text):
+            return None, "unparsable"  # SMILES is ASCII without spaces (rdkit skips some non-ASCII bytes silently)
         smiles = text
     with rdBase.BlockLogs():
         raw = Chem.MolFromSmiles(smiles, sanitize=False)

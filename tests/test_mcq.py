@@ -1,0 +1,206 @@
+"""mcq.py: the builder's properties (one correct option, distinct distractors drawn from similar records,
+deterministic under the seed, balanced answer positions) and option scoring on the tiny model against a direct
+computation of each option's log-likelihood (a plain forward per option, no batching, no likelihood.py)."""
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import selfies
+from rdkit import Chem, DataStructs
+from rdkit.Chem import rdFingerprintGenerator
+
+import mcq
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sf = selfies.encoder
+PHENOLS = ["Oc1ccccc1", "Oc1ccccc1C", "Oc1ccccc1CC", "Oc1ccc(C)cc1", "Oc1ccc(CC)cc1", "Oc1cccc(C)c1", "Oc1ccc(Cl)cc1"]
+OTHERS = ["CCCCCC", "CCCCO", "CC(=O)O", "NCCN", "C1CCCCC1", "CCN(CC)CC", "OCC(O)CO"]
+
+
+def sample(task, i, answer, smiles="CCO", prompt=None):
+    return SimpleNamespace(task=task, id=f"{task}:{i}", prompt=prompt or f"<mol>question {i} [C][C][O]",
+                           answer=answer, smiles=smiles)
+
+
+def molecule_samples():
+    answers = [sf(s) for s in PHENOLS + OTHERS] + [sf("c1ccc(O)cc1"), sf("C(O)C(O)CO")]  # two repeats, other spelling
+    return [sample("forward", i, a) for i, a in enumerate(answers)]
+
+
+def canon(s):
+    return Chem.MolToSmiles(Chem.MolFromSmiles(selfies.decoder(s)), isomericSmiles=False)
+
+
+def test_molecule_questions_have_one_correct_option_and_distinct_distractors():
+    samples = molecule_samples()
+    qs, skipped = mcq.build(samples, seed=0)
+    assert len(qs) == len(samples) and not skipped
+    by_id = {s.id: s for s in samples}
+    for q in qs:
+        assert set(q) == {"task", "id", "prompt", "options", "answer", "graph"} and len(q["options"]) == 4
+        ref = by_id[q["id"]].answer
+        assert q["options"][q["answer"]] == ref and q["prompt"] == by_id[q["id"]].prompt
+        keys = [canon(o) for o in q["options"]]
+        assert keys.count(canon(ref)) == 1               # exactly one correct option, by molecule
+        assert len(set(keys)) == 4                       # distractors distinct from each other too
+        assert all(o in {s.answer for s in samples} for o in q["options"])  # drawn from the same task's records
+
+
+def test_distractors_are_the_most_similar_molecules():
+    samples = molecule_samples()
+    qs, _ = mcq.build(samples, seed=0)
+    gen = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
+    fp = {canon(s.answer): gen.GetFingerprint(Chem.MolFromSmiles(canon(s.answer))) for s in samples}
+    for q in qs:
+        ref = canon(q["options"][q["answer"]])
+        others = sorted((DataStructs.TanimotoSimilarity(fp[ref], fp[k]), k) for k in fp if k != ref)[::-1]
+        cutoff = others[mcq.HARD_POOL - 1][0]            # similarity of the HARD_POOL-th best candidate
+        for j, o in enumerate(q["options"]):
+            if j != q["answer"]:
+                assert DataStructs.TanimotoSimilarity(fp[ref], fp[canon(o)]) >= cutoff
+        if ref in {canon(s) for s in PHENOLS}:           # a phenol's distractors are phenols (6 others exist)
+            assert all(canon(o) in {canon(s) for s in PHENOLS} for o in q["options"])
+
+
+def test_deterministic_under_the_seed_and_different_across_seeds():
+    samples = molecule_samples()
+    a, b, c = mcq.build(samples, seed=0)[0], mcq.build(list(reversed(samples)), seed=0)[0], mcq.build(samples, seed=1)[0]
+    assert a == mcq.build(samples, seed=0)[0]
+    assert sorted(map(json.dumps, a)) != sorted(map(json.dumps, c))
+    assert {q["id"] for q in b} == {q["id"] for q in a}
+
+
+@pytest.mark.parametrize("n", [8, 13, 14])
+def test_answer_positions_are_balanced(n):
+    samples = [sample("retrosynthesis", i, sf("C" * (i + 1) + "O")) for i in range(n)]
+    qs, _ = mcq.build(samples, seed=3)
+    counts = Counter(q["answer"] for q in qs)
+    assert sum(counts.values()) == n and max(counts.values()) - min(counts.get(p, 0) for p in range(4)) <= 1
+
+
+def test_too_few_distinct_answers_is_skipped_and_counted():
+    samples = [sample("solvent", i, sf(s)) for i, s in enumerate(["CO", "OC", "CCO", "CC#N"])]  # 3 distinct molecules
+    qs, skipped = mcq.build(samples, seed=0)
+    assert qs == [] and skipped == {"solvent": {"fewer than 3 distinct other answers": 4}}
+    bad = [sample("forward", 0, "[C][Xyz]")] + molecule_samples()
+    qs, skipped = mcq.build(bad, seed=0)
+    assert skipped == {"forward": {"answer not a molecule": 1}} and len(qs) == len(bad) - 1
+
+
+def test_text_distractors_answer_the_same_question_for_similar_molecules():
+    mols = PHENOLS + OTHERS
+    samples = []
+    for i, smi in enumerate(mols):
+        for kind in ("formula", "rings"):
+            prompt = f"<mol>What is the {kind} of this molecule? The compound SELFIES sequence is: {sf(smi)}"
+            samples.append(sample("dqa", f"{kind}{i}", f"Its {kind} is {kind[0]}{i}.", smi, prompt))
+    samples.append(sample("dqa", "dup", "its formula is f0", mols[1],
+                          f"<mol>What is the formula of this molecule? The compound SELFIES sequence is: {sf(mols[1])}"))
+    qs, _ = mcq.build(samples, seed=0)
+    assert len(qs) == len(samples)
+    for q in qs:
+        kind = "formula" if "formula" in q["prompt"] else "rings"
+        assert all(f"{kind} is" in o.lower() for o in q["options"])  # same question first
+        norm = [mcq.normalise_text(o) for o in q["options"]]
+        assert len(set(norm)) == 4                                     # "Its formula is f0." == "its formula is f0"
+        if q["id"] == "dqa:formula0":                                  # phenol: distractors from other phenols
+            assert all(int(o.split("f")[-1].rstrip(".")) < len(PHENOLS) for o in q["options"])
+
+
+def _data_folder(root):
+    """A few test records of two tasks in the published layout."""
+    os.makedirs(root / "test")
+    fwd = [{"instruction": "Product?", "input": sf(a) + "." + sf("CC(=O)Cl"), "output": sf(a), "metadata": {"split": "test"}}
+           for a in PHENOLS]
+    cap = [{"instruction": "", "input": sf(a), "output": f"The molecule number {i}.", "metadata": {"split": "test"}}
+           for i, a in enumerate(OTHERS)]
+    (root / "test" / "forward_prediction.json").write_text(json.dumps(fwd))
+    (root / "test" / "molcap.json").write_text(json.dumps(cap))
+    return root
+
+
+def test_data_py_build_mcq_cli(tmp_path):
+    data_dir = _data_folder(tmp_path / "data")
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "data.py"), "build-mcq", "--data", str(data_dir),
+                          "--out", str(tmp_path / "mcq.jsonl")], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    qs = mcq.read(tmp_path / "mcq.jsonl")
+    assert Counter(q["task"] for q in qs) == {"forward": len(PHENOLS), "molcap": len(OTHERS)}
+    assert "dqa: no test records" in out.stdout
+    assert all(q["prompt"].startswith("<mol>") and q["graph"] for q in qs)
+
+
+# ----------------------------------------------------------------------------- scoring on the tiny model
+
+def direct_scores(model, tok, q, graphs=True):
+    """Each option's mean log p(answer token | everything before), one unpadded forward per option."""
+    import torch
+    import molecule
+    out = []
+    for opt in q["options"]:
+        prompt = q["prompt"] if graphs else q["prompt"].replace("<mol>", "")
+        ids, labels = tok.encode_chat(prompt, opt)
+        g = molecule.smiles_to_graph(q["graph"]) if graphs and q.get("graph") else None
+        if g is None:
+            emb, lab = model.embed(torch.tensor([ids])), torch.tensor([labels])
+        else:
+            emb, _, lab = molecule.embed_inputs(model, [ids], [g], labels=[labels])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(inputs_embeds=emb)[0].double(), dim=-1)   # (T, V)
+        picked = [logp[t - 1, lab[0, t]].item() for t in range(1, lab.shape[1]) if lab[0, t] != -100]
+        out.append(sum(picked) / len(picked))
+    return out
+
+
+@pytest.fixture(scope="module")
+def questions():
+    qs, _ = mcq.build(molecule_samples()[:9] + [sample("molcap", i, f"caption number {i} of this one", s)
+                                                for i, s in enumerate(OTHERS)], seed=0)
+    for q in qs[::3]:
+        q["graph"] = PHENOLS[0]
+    qs[1]["graph"] = None
+    qs[1]["prompt"] = qs[1]["prompt"].replace("<mol>", "")
+    return qs
+
+
+def test_option_scores_match_a_direct_computation(questions):
+    import model as M
+    import molecule
+    model, tok = M.load_model("tiny")
+    molecule.attach_molecule(model)
+    got = mcq.option_scores(model, tok, questions, batch_size=5)   # batches cut across questions
+    want = [direct_scores(model, tok, q) for q in questions]
+    np.testing.assert_allclose(np.array(got), np.array(want), rtol=0, atol=1e-4)
+    acc = mcq.accuracy(questions, want)
+    for task in ("forward", "molcap"):
+        qs = [(q, w) for q, w in zip(questions, want) if q["task"] == task]
+        assert acc[task]["accuracy"] == pytest.approx(np.mean([int(np.argmax(w)) == q["answer"] for q, w in qs]))
+        assert acc[task]["chance"] == 0.25 and acc[task]["N"] == len(qs)
+
+
+def test_eval_mcq_base_model_and_checkpoint(questions, tmp_path):
+    import eval as E
+    import model as M
+    path = tmp_path / "mcq.jsonl"
+    mcq.write(questions, path)
+    acc = E.main(["--mcq", str(path), "--ckpt", "none", "--base", "tiny", "--batch-size", "7"])
+    saved = json.loads((tmp_path / "mcq_results.json").read_text())
+    model, tok = M.load_model("tiny")
+    want = [direct_scores(model, tok, q, graphs=False) for q in questions]   # the base model reads no graph
+    np.testing.assert_allclose([s["scores"] for s in saved["_scores"]], want, rtol=0, atol=1e-4)
+    assert acc == mcq.accuracy(questions, want) and "no adapters" in saved["_meta"]["model"]
+
+    from test_eval import _data_folder as eval_data, _tiny_checkpoint
+    step_dir, _ = _tiny_checkpoint(tmp_path / "out", eval_data(tmp_path / "d"))
+    acc = E.main(["--mcq", str(path), "--ckpt", str(tmp_path / "out"), "--limit", "2"])
+    saved = json.loads((tmp_path / "out" / "eval" / "mcq_results.json").read_text())
+    assert {t: v["N"] for t, v in acc.items()} == {"forward": 2, "molcap": 2, "all": 4}
+    model, tok, _ = E.load_checkpoint(str(step_dir), "cpu", __import__("torch").float32, log=lambda *a: None)
+    kept = [q for q in questions if q["id"] in {s["id"] for s in saved["_scores"]}]
+    np.testing.assert_allclose([s["scores"] for s in saved["_scores"]], [direct_scores(model, tok, q) for q in kept],
+                               rtol=0, atol=1e-4)

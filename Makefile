@@ -18,6 +18,8 @@ test: .venv/.installed
 demo: .venv/.installed
 	.venv/bin/torchrun --nproc_per_node=2 train.py --tasks all
 	$(PY) eval.py
+	$(PY) data.py build-mcq --data demo --out out/mcq.jsonl
+	$(PY) eval.py --mcq out/mcq.jsonl --limit 2
 
 bench: .venv/.installed
 	$(PY) bench.py

@@ -115,10 +115,8 @@ def score_rows(rows, release_compat=False, tokenize=None, tokenizer_name="nltk w
     by_task = {}
     for r in rows:
         by_task.setdefault(r["task"], []).append(r)
-    results = {task: metrics.score_task(task, rs, release_compat, tokenize, tokenizer_name, eos_text)
-               for task, rs in by_task.items()}
-    verify.add_to_results(results, verify.verify_rows(rows))
-    return results
+    return {task: metrics.score_task(task, rs, release_compat, tokenize, tokenizer_name, eos_text)
+            for task, rs in by_task.items()}
 
 
 def _fmt(v):
@@ -158,7 +156,7 @@ def compat_scores(rows, release_compat, tokenize=None, tokenizer_name="nltk word
     return score_rows(keep, True, tokenize, tokenizer_name, eos_text) if keep else None
 
 
-def write_results(results, out_dir, meta, rows=None, compat=None):
+def write_results(results, out_dir, meta, rows=None, compat=None, verified=None):
     os.makedirs(out_dir, exist_ok=True)
     results = {"_meta": meta, **results}
     with open(os.path.join(out_dir, "results.json"), "w") as f:
@@ -168,10 +166,12 @@ def write_results(results, out_dir, meta, rows=None, compat=None):
             for r in rows:  # "roundtrip": retrosynthesis only, the model's forward prediction from its answer
                 keys = ("task", "id", "prompt", "prediction", "reference") + (("roundtrip",) if "roundtrip" in r else ())
                 f.write(json.dumps({k: r.get(k) for k in keys}) + "\n")
-        with open(os.path.join(out_dir, "verified.json"), "w") as f:
-            json.dump(verify.verify_rows(rows), f, indent=1)
     head = "\n".join(f"- {k}: {v}" for k, v in meta.items()) + "\n"
     md = markdown(results, "# Omni-Mol eval\n\n" + head, compat)
+    if verified is not None:  # answers checked by chemistry (verify.py), beside the release's metrics above
+        with open(os.path.join(out_dir, "verified.json"), "w") as f:
+            json.dump(verified, f, indent=1)
+        md += "\n### Verified answers (verify.py)\n\n```\n" + verify.table(verified) + "\n```\n"
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write(md)
     return md
@@ -188,8 +188,11 @@ def score_main(args):
     out_dir = args.out or os.path.dirname(os.path.abspath(args.score))
     meta = {"scored": os.path.abspath(args.score), "items": len(rows), "release_compat": args.release_compat,
             "text tokens": tok_name}
-    print(write_results(results, out_dir, meta, compat=compat_scores(rows, args.release_compat, tokenize, tok_name)))
-    print(f"wrote {out_dir}/results.json and results.md")
+    verified = verify.verify_rows(rows)
+    verify.add_to_results(results, verified)
+    print(write_results(results, out_dir, meta, compat=compat_scores(rows, args.release_compat, tokenize, tok_name),
+                        verified=verified))
+    print(f"wrote {out_dir}/results.json, results.md and verified.json")
     return results
 
 
@@ -388,8 +391,10 @@ def run(args):
                 "generation CPU seconds (rank 0)": round(gen_cpu, 2),
                 "release_compat": args.release_compat, "text tokens": tok_name, "mol_format": mol_format}
     compat = compat_scores(rows, args.release_compat, llm_tokens(tok.tok), tok_name, tok.tok.id_to_token(tok.eot_id))
-    print(write_results(results, out_dir, run_meta, rows, compat))
-    print(f"wrote {out_dir}/results.json, predictions.jsonl and results.md")
+    verified = verify.verify_rows(rows)
+    verify.add_to_results(results, verified)
+    print(write_results(results, out_dir, run_meta, rows, compat, verified))
+    print(f"wrote {out_dir}/results.json, predictions.jsonl, results.md and verified.json")
     return results
 
 

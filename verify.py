@@ -15,9 +15,10 @@ What is checked, per task (the tolerances are the constants below, each with its
   InChI of the stereo-stripped molecule (the release's exact match), the answer read as SELFIES or SMILES.
   A multi-component answer (reagents "A.B") is one molecule for InChI, so component order does not matter.
 - retrosynthesis: many reactant sets make one product, so the reference is only one way to pass.
-  Without a model: valid reactants, none of them the product itself, and every heavy element of the
-  product present among them (atom-balance plausibility: "ok (atom balance only)"). With `roundtrip`:
-  also the forward prediction must contain the product.
+  Without a model: valid reactants, none of them the product itself, and every heavy atom of the product
+  accounted for: each element at least as often among the reactants as in the product (atom conservation;
+  reactants in USPTO's sense contribute every product atom, leaving groups add more). That is plausibility
+  only ("ok (atom balance only)"). With `roundtrip`: the model's forward prediction must contain the product.
 - weight / tpsa / logp: the first number of the answer within a tolerance of rdkit's value for the
   prompt's molecule (MolWt / CalcTPSA / Crippen MolLogP), whatever the reference label says.
 - molediting: a valid molecule, different from the source, QED >= 0.6 and Morgan (r=2, 2048 bits)
@@ -55,7 +56,7 @@ REASONS = (
     "constraint failed",        # molediting: QED or similarity below the threshold
     "unchanged",                # molediting: the answer is the source molecule
     "product among reactants",  # retrosynthesis: the "reactants" contain the product itself
-    "atoms unbalanced",         # retrosynthesis: a heavy element of the product is in no reactant
+    "atoms unbalanced",         # retrosynthesis: the reactants hold fewer atoms of some heavy element than the product
     "round trip failed",        # retrosynthesis: the model's forward prediction from the reactants is not the product
     "bad reference",            # the reference (or the prompt's molecule) cannot be parsed: the item is not the model's fault
     "not verifiable",           # free text, or a property we cannot compute (DRD2)
@@ -93,6 +94,7 @@ MAX_ATOMS = 500
 MOLECULE_TASKS = ("forward", "reagent", "solvent", "catalyst", "iupac", "textguidedmolgen")
 TEXT_TASKS = ("molcap", "dqa", "experiment")
 _MORGAN_BITS = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)  # the release's editing similarity
+_NUMBER = re.compile(r"(?<![\w.])[-+\u2212]?(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?")
 _SELFIES_ONLY = re.compile(r"(?:\[[^\[\]\s]*\]|\.)+")
 # a whole SELFIES molecule in a prompt, fragments included ("A.B"); metrics.prompt_molecule stops at a '.'
 _SELFIES_MOLECULE = re.compile(r"(?:\[[^\[\]\s]+\])+(?:\.(?:\[[^\[\]\s]+\])+)*")
@@ -181,8 +183,10 @@ def inchi(mol):
 
 
 def first_number(text):
-    """The first signed number of the text (metrics.first_number); None if none or not finite."""
-    x = metrics.first_number(text)
+    """The first signed number of the text that starts a word ("-1.2 g/mol", "LogP = −0.3"); a digit inside a
+    word ("[Ring1]", "C12") is not a number. None if there is none or it is not finite."""
+    m = _NUMBER.search(text)
+    x = float(m.group(0).replace("\u2212", "-")) if m else None
     return x if x is not None and math.isfinite(x) else None
 
 
@@ -214,8 +218,8 @@ def verify_molecule(prompt, prediction, reference, roundtrip=None):
     return OK if got == ref_inchi else _fail("wrong molecule")
 
 
-def _heavy_elements(mol):
-    return {a.GetSymbol() for a in mol.GetAtoms() if a.GetAtomicNum() > 1}
+def _heavy_atoms(mol) -> Counter:
+    return Counter(a.GetSymbol() for a in mol.GetAtoms() if a.GetAtomicNum() > 1)
 
 
 def _fragment_inchis(mol):
@@ -225,7 +229,7 @@ def _fragment_inchis(mol):
 
 
 def verify_retrosynthesis(prompt, prediction, reference, roundtrip=None):
-    """Valid reactants, not the product, every heavy element of the product among them; then the model's
+    """Valid reactants, not the product, every heavy atom of the product among them; then the model's
     forward prediction from them (roundtrip) must contain the product. The reference itself always passes."""
     product = _reference_mol(molecule_in_prompt(prompt) or "")
     product_inchi = inchi(product) if product is not None else None
@@ -242,7 +246,8 @@ def verify_retrosynthesis(prompt, prediction, reference, roundtrip=None):
         return OK  # the reference's reactants: the data set says they make the product
     if got == product_inchi or product_inchi in _fragment_inchis(mol):
         return _fail("product among reactants")
-    if not _heavy_elements(product) <= _heavy_elements(mol):
+    have = _heavy_atoms(mol)
+    if any(have[el] < n for el, n in _heavy_atoms(product).items()):
         return _fail("atoms unbalanced")
     if roundtrip is None:
         return Verdict(1.0, "ok (atom balance only)")

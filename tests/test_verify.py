@@ -85,6 +85,7 @@ def test_retrosynthesis_the_reference_and_other_plausible_reactants_pass():
     (sf("CC(=O)OC(C)=O.Nc1ccc(O)cc1"), sf("CC(=O)Oc1ccc(N)cc1"), "round trip failed"),  # O- instead of N-acylation
     (sf("CC(=O)OC(C)=O.Nc1ccc(O)cc1"), "garbage <|im_end|>", "round trip failed"),
     (sf("CC(=O)Cl.c1ccc(O)cc1"), None, "atoms unbalanced"),          # no nitrogen among the reactants
+    (sf("O=CCl.Nc1ccc(O)cc1"), None, "atoms unbalanced"),            # 7 carbons for a product with 8
     (sf("CC(=O)Nc1ccc(O)cc1.O"), None, "product among reactants"),   # "reactants" = product + water
     (sf(PARACETAMOL), None, "product among reactants"),
     ("CC(=O)Cl.N1ccc(O)cc1(", None, "unparsable"),
@@ -114,6 +115,8 @@ def test_weight_is_checked_against_the_molecule_not_the_label():
     assert reason("weight", p, "45.0", "46.07") == "out of tolerance"
     assert reason("weight", p, "about forty", "46.07") == "unparsable"
     assert reason("weight", p, "1e999", "46.07") == "unparsable"        # not a finite number
+    assert reason("weight", p, sf("c1ccccc1"), "46.07") == "unparsable"  # the "1" of [Ring1] is no number
+    assert reason("weight", p, "MW=46.1", "46.07") == "ok"
     assert reason("weight", p, "", "46.07") == "empty"
     assert reason("weight", "What is the weight?", "46.07", "46.07") == "bad reference"  # no molecule to check
 
@@ -139,6 +142,7 @@ def test_logp_keeps_its_sign():
     p = prop_prompt("OCC(O)CO")  # glycerol, Crippen MolLogP -1.668
     assert reason("logp", p, "-1.67", "x") == "ok"
     assert reason("logp", p, "LogP = \u22121.3", "x") == "ok"          # Unicode minus, 0.37 off
+    assert reason("logp", p, "-.9e0 or so", "x") == "out of tolerance" # read as -0.9
     assert reason("logp", p, "1.67", "x") == "out of tolerance"         # the release's unsigned reading would pass
     assert reason("logp", p, "-2.2", "x") == "out of tolerance"
 
@@ -284,4 +288,6 @@ def test_eval_score_reports_the_verified_column(tmp_path):
     res = E.main(["--score", str(path), "--out", str(tmp_path / "ev")])
     assert res["forward"]["Verified (verify.py)"] == 0.25 and res["molcap"]["Verified (verify.py)"] is None
     assert any(n.startswith("verify.py: ") for n in res["forward"]["notes"])
-    assert "| Verified (verify.py) | 0.2500 |" in (tmp_path / "ev" / "results.md").read_text()
+    md = (tmp_path / "ev" / "results.md").read_text()
+    assert "| Verified (verify.py) | 0.2500 |" in md and "### Verified answers (verify.py)" in md
+    assert json.loads((tmp_path / "ev" / "verified.json").read_text()) == V.verify_rows(ROWS)

@@ -291,3 +291,26 @@ def test_eval_score_reports_the_verified_column(tmp_path):
     md = (tmp_path / "ev" / "results.md").read_text()
     assert "| Verified (verify.py) | 0.2500 |" in md and "### Verified answers (verify.py)" in md
     assert json.loads((tmp_path / "ev" / "verified.json").read_text()) == V.verify_rows(ROWS)
+
+
+def test_eval_round_trip_answers_reach_the_verifier(monkeypatch, tmp_path):
+    """eval.roundtrip asks the model the forward question on each proposed reactant set; its answers are kept
+    per row ("roundtrip"), written to predictions.jsonl and used by verify (here a stand-in model)."""
+    import eval as E
+    asked = []
+
+    def fake_generate(model, tok, samples, *a, **k):
+        asked.extend(s.prompt for s in samples)
+        return [sf(PARACETAMOL) + "<|im_end|>", sf("CC(=O)Oc1ccc(N)cc1")][:len(samples)]
+    monkeypatch.setattr(E, "_sharded_generate", fake_generate)
+    rows = [{"task": "retrosynthesis", "id": i, "prompt": RETRO_PROMPT, "prediction": p, "reference": RETRO_REF}
+            for i, p in enumerate([sf("CC(=O)OC(C)=O.Nc1ccc(O)cc1"), sf("CC(=O)OC(C)=O.Nc1ccc(O)cc1"), "junk"])]
+    extra = E.roundtrip(None, None, rows, None, "cpu", 0, 1)
+    assert len(asked) == 2 and all(sf("CC(=O)OC(C)=O") in p for p in asked)   # the junk answer is not asked
+    assert extra["Round trip (forward reproduces product)"] == pytest.approx(1 / 3)
+    assert [r.get("roundtrip") for r in rows] == [sf(PARACETAMOL), sf("CC(=O)Oc1ccc(N)cc1"), None]
+    assert [V.verify(**{k: r.get(k) for k in ("task", "prompt", "prediction", "reference", "roundtrip")}).reason
+            for r in rows] == ["ok", "round trip failed", "unparsable"]
+    E.write_results({}, str(tmp_path), {}, rows)
+    saved = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert [("roundtrip" in r) for r in saved] == [True, True, False]

@@ -204,3 +204,15 @@ def test_eval_mcq_base_model_and_checkpoint(questions, tmp_path):
     kept = [q for q in questions if q["id"] in {s["id"] for s in saved["_scores"]}]
     np.testing.assert_allclose([s["scores"] for s in saved["_scores"]], [direct_scores(model, tok, q) for q in kept],
                                rtol=0, atol=1e-4)
+
+
+def test_the_input_similarity_shortcut_is_reported():
+    fwd = {"task": "forward", "prompt": "<mol>Product? " + sf("CC(=O)Cl.Nc1ccc(O)cc1"), "answer": 2,
+           "options": [sf("CCCCCC"), sf("OCC(O)CO"), sf("CC(=O)Nc1ccc(O)cc1"), "not a molecule"]}
+    cap = {"task": "molcap", "prompt": "<mol>Describe. " + sf("CCO"), "answer": 0, "options": ["a", "b", "c", "d"]}
+    sh = mcq.shortcut_scores([fwd, cap])
+    assert int(np.argmax(sh[0])) == 2 and sh[0][3] == -1.0 and sh[1] is None
+    acc = mcq.accuracy([fwd, cap], [[0, 1, 0, 0], [1, 0, 0, 0]])   # the "model" is wrong on forward, right on molcap
+    assert acc["forward"] == {"accuracy": 0.0, "chance": 0.25, "shortcut": 1.0, "N": 1}
+    assert acc["molcap"]["accuracy"] == 1.0 and acc["molcap"]["shortcut"] is None and acc["all"]["accuracy"] == 0.5
+    assert "| forward | 0.000 | 0.25 | 1.000 | 1 |" in mcq.table(acc)

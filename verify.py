@@ -74,8 +74,8 @@ WEIGHT_TOL = 0.5
 # value, which 3D-MoIT's labels come from).
 TPSA_TOL = 1.0
 # LogP, log units: half a log unit (a factor ~3 in the partition coefficient), the accuracy bar ether0 uses for
-# log-solubility (oracle_solubility_eval) and below the error of Crippen's model itself (s = 0.68, Wildman &
-# Crippen 1999). The truth is Crippen's MolLogP: labels from another method (3D-MoIT's PubChem XLogP3) differ
+# log-solubility (oracle_solubility_eval), and below the error of Crippen's model itself against experiment
+# (Wildman & Crippen, JCICS 1999, report s = 0.68 on their training set). The truth is Crippen's MolLogP: labels from another method (3D-MoIT's PubChem XLogP3) differ
 # from it by more than this for many molecules, so a perfect copy of those labels is not fully verified.
 LOGP_TOL = 0.5
 # HOMO / LUMO / gap, Hartree: 0.0016 Ha = 1 kcal/mol = 0.043 eV, the "chemical accuracy" used for QM9 orbital

@@ -466,7 +466,7 @@ def _build_mcq(args):
         if key in left_out or not task_files(root, TASKS[key], "test"):
             print(f"[mcq] {key}: no test records in {root}, left out")
             continue
-        samples += load_tasks(key, split="test", data=args.data, verbose=False)
+        samples += load_tasks(key, split="test", data=args.data, verbose=False, mol_format=args.mol_format)
     questions, skipped = mcq.build(samples, seed=args.seed, tasks=tasks)
     mcq.write(questions, args.out)
     counts = collections.Counter(q["task"] for q in questions)
@@ -496,6 +496,8 @@ def main(argv=None):
     m.add_argument("--out", default="mcq.jsonl")
     m.add_argument("--tasks", default=None, help="comma list; default: molcap, dqa, experiment and the Mol2Mol tasks")
     m.add_argument("--seed", type=int, default=0, help="distractor draws and answer positions")
+    m.add_argument("--mol-format", default="selfies", choices=MOL_FORMATS, help="molecules in prompts and options, "
+                   "as the checkpoint to be scored was trained")
     args = p.parse_args(argv)
     if args.cmd == "build-mcq":
         _build_mcq(args)

@@ -77,7 +77,7 @@ def _task_questions(task, samples, seed, skipped):
         if text:
             key, fp = normalise_text(s.answer), _fingerprint(s.smiles)
         else:
-            mol, key = metrics.mol_from_selfies(s.answer.strip())
+            mol, key = metrics.mol_from_text(s.answer.strip())  # SELFIES, or SMILES with --mol-format smiles
             fp = _MORGAN.GetFingerprint(mol) if mol is not None else None
         if not key:
             skipped[task]["answer not a molecule" if not text else "empty answer"] += 1
@@ -187,12 +187,12 @@ def shortcut_scores(questions):
     retrosynthesis and molediting this shortcut is strong; read a model's accuracy against it, not only chance."""
     out = []
     for q in questions:
-        src = metrics.mol_from_selfies(molecule_in_prompt(q["prompt"]) or "")[0]
+        src = metrics.mol_from_text(molecule_in_prompt(q["prompt"]) or "")[0]
         if q["task"] in TEXT_ANSWER or src is None:
             out.append(None)
             continue
         fp = _MORGAN.GetFingerprint(src)
-        mols = [metrics.mol_from_selfies(str(o).strip())[0] for o in q["options"]]
+        mols = [metrics.mol_from_text(str(o).strip())[0] for o in q["options"]]
         out.append([DataStructs.TanimotoSimilarity(fp, _MORGAN.GetFingerprint(m)) if m is not None else -1.0
                     for m in mols])
     return out

@@ -96,8 +96,6 @@ TEXT_TASKS = ("molcap", "dqa", "experiment")
 _MORGAN_BITS = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)  # the release's editing similarity
 _NUMBER = re.compile(r"(?<![\w.])[-+\u2212]?(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?")
 _SELFIES_ONLY = re.compile(r"(?:\[[^\[\]\s]*\]|\.)+")
-# a whole SELFIES molecule in a prompt, fragments included ("A.B"); metrics.prompt_molecule stops at a '.'
-_SELFIES_MOLECULE = re.compile(r"(?:\[[^\[\]\s]+\])+(?:\.(?:\[[^\[\]\s]+\])+)*")
 
 
 @dataclass(frozen=True)
@@ -191,9 +189,13 @@ def first_number(text):
 
 
 def molecule_in_prompt(prompt):
-    """The prompt's input molecule (SELFIES, all fragments): the last SELFIES molecule in the text."""
-    runs = _SELFIES_MOLECULE.findall(as_text(prompt))
-    return runs[-1] if runs else None
+    """The prompt's input molecule, SELFIES or SMILES, all fragments (metrics.prompt_molecule: the last word,
+    a reaction's product side); None if there is none or it is longer than MAX_CHARS."""
+    text = as_text(prompt)
+    words = text.split()
+    if words and len(words[-1]) > MAX_CHARS:
+        return None
+    return metrics.prompt_molecule(text)
 
 
 def _reference_mol(text):

@@ -216,3 +216,12 @@ def test_the_input_similarity_shortcut_is_reported():
     assert acc["forward"] == {"accuracy": 0.0, "chance": 0.25, "shortcut": 1.0, "N": 1}
     assert acc["molcap"]["accuracy"] == 1.0 and acc["molcap"]["shortcut"] is None and acc["all"]["accuracy"] == 0.5
     assert "| forward | 0.000 | 0.25 | 1.000 | 1 |" in mcq.table(acc)
+
+
+def test_smiles_answers_are_compared_as_molecules():
+    samples = [sample("forward", i, s) for i, s in enumerate(PHENOLS + OTHERS + ["c1ccc(O)cc1"])]  # --mol-format smiles
+    qs, skipped = mcq.build(samples, seed=0)
+    assert len(qs) == len(samples) and not skipped
+    for q in qs:
+        keys = [Chem.MolToSmiles(Chem.MolFromSmiles(o)) for o in q["options"]]
+        assert len(set(keys)) == 4

@@ -314,3 +314,12 @@ def test_eval_round_trip_answers_reach_the_verifier(monkeypatch, tmp_path):
     E.write_results({}, str(tmp_path), {}, rows)
     saved = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     assert [("roundtrip" in r) for r in saved] == [True, True, False]
+
+
+def test_prompts_in_smiles_as_with_mol_format_smiles():
+    """--mol-format smiles writes the prompt's molecule (and the answers) as SMILES: the same verdicts."""
+    assert reason("weight", "<mol>\nWhat is the weight? The molecule sequence is: CC(=O)[O-].[Na+]", "82.03", "x") == "ok"
+    p = "<mol>\nPlease suggest potential reactants. The product is: " + PARACETAMOL
+    assert reason("retrosynthesis", p, "CC(=O)OC(C)=O.Nc1ccc(O)cc1", "CC(=O)Cl.Nc1ccc(O)cc1") == "ok (atom balance only)"
+    assert reason("retrosynthesis", p, "CC(=O)Cl.c1ccc(O)cc1", "CC(=O)Cl.Nc1ccc(O)cc1") == "atoms unbalanced"
+    assert reason("molediting", "<mol>\nRaise its QED. The compound sequence is: " + EDIT_SOURCE, EDIT_GOOD, "x") == "ok"

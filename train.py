@@ -46,6 +46,7 @@ from ddp import all_sum, compute_init, print0, rank0_first  # noqa: F401 (train.
 import model as M
 import molecule
 import moge
+import packing
 
 # Defaults that depend on the data. The release's recipe for real data; for `--data demo` a run sized so
 # that `torchrun --nproc_per_node=2 train.py --tasks all` and then `python eval.py` finish within 15
@@ -259,20 +260,26 @@ class TrainStep(nn.Module):
     Returns the SUM of answer-token cross-entropies per sample (not a mean: the caller divides by the
     global token count) and the MoGE balance loss of this forward."""
 
-    def __init__(self, model):
+    def __init__(self, model, pack_len=0):
         super().__init__()
         self.model = model
+        self.pack_len = pack_len  # > 0: --pack, the micro-batch's samples packed into rows of this length
 
     def forward(self, input_ids, labels, graphs):
         m = self.model
         emb, mask, labels = molecule.embed_inputs(m, input_ids, graphs, labels=labels)  # right padded
-        # right padding + causal attention: real tokens never see padding, so no mask is needed
-        logits = m(inputs_embeds=emb)                                                 # (B, T, V)
+        if self.pack_len:  # the same samples in fewer rows, attention and positions per sample (packing.py)
+            p = packing.pack(emb, mask, labels, self.pack_len)
+            logits = m(inputs_embeds=p.embeds, doc_ids=p.doc_ids)                    # (R, T, V)
+            tgt, owner = p.targets, p.owner                                            # (R, T) each
+        else:  # right padding + causal attention: real tokens never see padding, so no mask is needed
+            logits = m(inputs_embeds=emb)                                             # (B, T, V)
+            tgt, owner = labels[:, 1:], None                                           # (B, T-1)
         # log-softmax over the vocabulary only where there is a target (answers are ~1/6 of the tokens)
-        tgt = labels[:, 1:]                                                           # (B, T-1)
         b, t = (tgt != M.IGNORE_INDEX).nonzero(as_tuple=True)                        # (N,) answer positions
         tok_ce = F.cross_entropy(logits[b, t].float(), tgt[b, t], reduction="none")  # (N,)
-        ce = torch.zeros(len(tgt), device=tok_ce.device, dtype=tok_ce.dtype).index_add(0, b, tok_ce)  # (B,) sums
+        sample = b if owner is None else owner[b, t]                                  # (N,) sample of each
+        ce = torch.zeros(len(labels), device=tok_ce.device, dtype=tok_ce.dtype).index_add(0, sample, tok_ce)
         # a batch without molecules leaves the projector out of the graph; touch it so every trainable
         # tensor gets a gradient each step (DDP runs with find_unused_parameters=False, see moge.py)
         ce = ce + 0.0 * sum(p.sum() for p in m.mm_projector.parameters())

@@ -363,6 +363,20 @@ def load_adapters(model, src) -> None:
             p.copy_(src[n])
 
 
+def cast_low_rank(model, dtype) -> int:
+    """Inference: store the low-rank A/B matrices (dense and experts) in `dtype`, e.g. bf16 on a GPU.
+    GALLinear and the Triton expert kernels cast A/B to the activation dtype before their matmuls, so
+    for them this is the same arithmetic minus those casts (at each decode step, inside CUDA graphs
+    too); the torch expert path (CPU) computes in fp32 from A/B, and then sees bf16-rounded values.
+    Routers and GAL scalars stay fp32 (the router runs in fp32). Returns the number of tensors cast."""
+    n = 0
+    for name, p in trainable_parameters(model).items():
+        if re.search(r"(lora_[AB]|_[AB])$", name) and p.dtype != dtype:
+            p.data = p.data.to(dtype)
+            n += 1
+    return n
+
+
 def merge_adapters(model) -> int:
     """Fold every dense GAL/LoRA adapter into its base weight (GALLinear -> nn.Linear; names are then
     the base model's). MoGE layers are routed and stay as they are. Returns the number merged."""

@@ -4,6 +4,7 @@ gradients arriving in fp32, the base untouched by an optimizer step, and train.p
 import os
 import sys
 
+import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -15,11 +16,11 @@ from test_pack import tiny_batch  # noqa: E402
 from train import TrainStep  # noqa: E402
 
 
-def build(dtype):
+def build(dtype, recipe="moge"):
     torch.manual_seed(0)
     m, tok = M.load_model("tiny", dtype=dtype)
     molecule.attach_molecule(m)
-    moge.attach_adapters(m, moge.MoGEConfig(r=4, dropout=0.0, n_experts=3, top_k=2))
+    moge.attach_adapters(m, moge.MoGEConfig(recipe=recipe, r=4, dropout=0.0, n_experts=3, top_k=2))
     g = torch.Generator().manual_seed(2)
     with torch.no_grad():
         for n, p in moge.trainable_parameters(m).items():
@@ -66,3 +67,23 @@ def test_train_py_with_bf16_base_on_cpu(tmp_path):
                 "--base-dtype", "bfloat16", "--pack"])
     log = [json.loads(ln) for ln in open(out / "log.jsonl")]
     assert len(log) == 2 and all(r["ce"] == r["ce"] and r["ce"] > 0 for r in log)
+
+
+@pytest.mark.parametrize("recipe", ["gal", "moge"])
+def test_cast_low_rank_in_bf16(recipe):
+    """eval.py on a GPU: bf16 base + moge.cast_low_rank. GALLinear casts A/B to the activation dtype
+    anyway, so the gal logits are bit-identical; MoGE experts on the CPU torch path computed in fp32
+    from A/B, so there the change is bf16 rounding. Routers and GAL scalars stay fp32."""
+    m, tok = build(torch.bfloat16, recipe)
+    ids = torch.randint(3, 300, (2, 29), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        before = m(ids)
+        n = moge.cast_low_rank(m, torch.bfloat16)
+        after = m(ids)
+    train = moge.trainable_parameters(m)
+    assert n == sum(1 for k in train if k.endswith(("_A", "_B"))) > 0
+    assert all(p.dtype == torch.float32 for k, p in train.items() if ".router." in k or k.endswith("gal"))
+    if recipe == "gal":
+        assert torch.equal(before, after)
+    else:
+        torch.testing.assert_close(after.float(), before.float(), atol=2e-2, rtol=2e-2)

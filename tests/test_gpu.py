@@ -48,6 +48,15 @@ def rel(a, b):
     return float((a - b).norm() / b.norm().clamp_min(1e-12))
 
 
+def grads_close(got, want, tol):
+    """All gradients as one vector: a small-norm tensor whose terms cancel (a GAL scalar's gradient
+    sums a whole layer) can have a large relative bf16 error on its own."""
+    names = [n for n, a in want.items() if a is not None]
+    assert all(got[n] is not None for n in names)
+    err = rel(torch.cat([got[n].flatten() for n in names]), torch.cat([want[n].flatten() for n in names]))
+    assert err < tol, err
+
+
 @pytest.mark.skipif(not bf16_ok(), reason="bf16 needs compute capability >= 8")
 def test_bf16_train_step_matches_fp32_cpu():
     ref_m, tok = build("cpu", torch.float32)
@@ -58,9 +67,7 @@ def test_bf16_train_step_matches_fp32_cpu():
     ce, g = ce_and_grads(m, batch, autocast=True)
     assert torch.isfinite(ce).all()
     torch.testing.assert_close(ce, ce_ref, rtol=3e-2, atol=0.0)
-    for n, a in g_ref.items():
-        if a is not None and a.norm() > 0:
-            assert rel(g[n], a) < 0.1, n
+    grads_close(g, g_ref, 0.05)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, pytest.param(torch.bfloat16, marks=pytest.mark.skipif(
@@ -99,9 +106,7 @@ def test_packed_equals_unpacked_on_gpu(backend, monkeypatch):
     ce0, g0 = ce_and_grads(m, batch)
     ce1, g1 = ce_and_grads(m, batch, pack_len=1024)
     torch.testing.assert_close(ce1, ce0, atol=1e-4, rtol=1e-4)
-    for n, a in g0.items():
-        if a is not None and a.norm() > 0:
-            assert rel(g1[n], a) < 1e-3, n
+    grads_close(g1, g0, 1e-4)
     if bf16_ok():
         mb, _ = build("cuda", torch.bfloat16)
         c0, _ = ce_and_grads(mb, batch, autocast=True)
@@ -122,7 +127,5 @@ def test_compiled_equals_eager_bf16():
     ce1p, _ = ce_and_grads(m, batch, pack_len=1024, autocast=True)
     torch.testing.assert_close(ce1, ce0, rtol=3e-2, atol=0.0)
     torch.testing.assert_close(ce1p, ce0p, rtol=3e-2, atol=0.0)
-    for n, a in g0.items():
-        if a is not None and a.norm() > 0:
-            assert rel(g1[n], a) < 0.1, n
+    grads_close(g1, g0, 0.05)
     torch._dynamo.reset()

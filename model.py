@@ -237,7 +237,8 @@ def _flex_attention():
     the eager one serves the tests)."""
     if "fn" not in _FLEX:
         from torch.nn.attention.flex_attention import flex_attention
-        _FLEX["fn"] = torch.compile(flex_attention, dynamic=False) if torch.cuda.is_available() else flex_attention
+        # dynamic=None: a second row shape compiles one dynamic-shape kernel instead of one per shape
+        _FLEX["fn"] = torch.compile(flex_attention) if torch.cuda.is_available() else flex_attention
     return _FLEX["fn"]
 
 

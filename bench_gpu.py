@@ -304,6 +304,15 @@ def bench_generate(args, device, cfg, results):
                                                                   answers_per_s=round(len(sub) / t3, 2))
         same = sum(ans[i] == a for i, a in zip(sub, hf_ans))
         prefix = [next((j for j, (x, y) in enumerate(zip(ans[i], a)) if x != y), n_new) for i, a in zip(sub, hf_ans)]
+        # random weights give near-flat logits, so bf16 rounding can flip a greedy argmax: the identity
+        # of the two implementations is checked in fp32 on a few prompts (batched vs one at a time)
+        few = sub[:args.fp32_prompts]
+        hf.float(), ours.float()
+        ours_f = [s for s in ours.generate([prompts[i] for i in few], max_new_tokens=n_new)]
+        hf_f = [hf_one(i, n_new).tolist() for i in few]
+        same_fp32 = sum(a == b for a, b in zip(ours_f, hf_f))
+        hf.to(dtype), ours.to(dtype)
+        del hf
         # ours with MoGE adapters attached (random B, bf16 A/B), as eval.py runs a checkpoint
         ours = attach(ours, r=args.r)
         import moge
@@ -317,6 +326,7 @@ def bench_generate(args, device, cfg, results):
     hf_rate = out["transformers generate, one prompt at a time"]["answers_per_s"]
     results["generate"] = dict(rows=out, speedup_vs_transformers=round(first / hf_rate, 2),
                                identical_answers=f"{same}/{len(sub)}", mean_common_prefix=sum(prefix) / len(prefix),
+                               identical_answers_fp32=f"{same_fp32}/{len(few)}", dtype=str(dtype).replace("torch.", ""),
                                prompts=len(prompts), new_tokens=n_new, batch=args.gen_batch,
                                prompt_lengths=[min(lens), max(lens)])
 
@@ -401,8 +411,8 @@ def markdown(res) -> str:
                   "| implementation | answers | seconds | answers/s |", "|---|---|---|---|"]
         lines += [f"| {k} | {v['answers']} | {v['seconds']} | {v['answers_per_s']} |" for k, v in gen["rows"].items()]
         lines += ["", f"speed-up vs transformers one at a time: {gen['speedup_vs_transformers']}x; identical greedy "
-                  f"answers on the transformers subset: {gen['identical_answers']} (mean common prefix "
-                  f"{gen['mean_common_prefix']:.1f} tokens)", ""]
+                  f"answers on the transformers subset: {gen['identical_answers']} in {gen['dtype']} (mean common prefix "
+                  f"{gen['mean_common_prefix']:.1f} tokens), {gen['identical_answers_fp32']} in fp32", ""]
     lay = res.get("moge_layer")
     if lay:
         lines += [f"## MoGE FFN layer fwd+bwd, {lay['tokens']} tokens, d {lay['d']}, FFN {lay['ffn']}, r {lay['r']}, "
@@ -436,7 +446,7 @@ def main(argv=None):
     cfg = hf_config(dry)
     sizes = dict(r=4 if dry else 64, batch=3 if dry else 12, min_len=20 if dry else 150, max_sample=60 if dry else 600,
                  max_len=160 if dry else 2048, n_batches=2 if dry else 4, warmup=2 if dry else 4, steps=2 if dry else 8,
-                 gen_prompts=6 if dry else 256, gen_batch=4 if dry else 64, hf_prompts=2 if dry else 16,
+                 gen_prompts=6 if dry else 256, gen_batch=4 if dry else 64, hf_prompts=2 if dry else 16, fp32_prompts=2 if dry else 4,
                  new_tokens=5 if dry else 64, layer_tokens=64 if dry else 8192, layer_iters=2 if dry else 20)
     for k, v in sizes.items():
         setattr(args, k, v)

@@ -306,6 +306,8 @@ def main(argv=None):
     ddp, rank, local_rank, world_size, device = compute_init(args)
     master = rank == 0
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    if device.type == "cuda":  # the release trains with --tf32 True: the fp32 matmuls (router, projector) in TF32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
     # ---------------------------------------------------------------- model, molecule tower, adapters
     torch.manual_seed(args.seed)  # same initial adapters and projector on every rank

@@ -22,7 +22,7 @@ import torch
 
 from tokenizer import IGNORE_INDEX
 
-ROW_MULTIPLE = 64  # rows are padded to a multiple of this (tensor-core tiles; fewer distinct shapes)
+ROW_MULTIPLE = 128  # rows are padded to a multiple of this: FlexAttention's block size, fewer distinct shapes
 
 
 def plan_rows(lengths: list[int], max_len: int) -> list[list[int]]:

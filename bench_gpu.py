@@ -127,15 +127,17 @@ def count_flops(cfg: dict, lengths, n_base: int, n_adapter_per_token: float) -> 
 
 
 def adapter_params_per_token(m) -> float:
-    """Adapter parameters one token uses: dense GAL/LoRA all, MoGE layers (k + 1) / (E + 1) of theirs."""
+    """Adapter parameters one token uses: dense GAL/LoRA all; a MoGE layer's stacked (E+1) experts
+    (k + 1) / (E + 1) of theirs; ReferenceMoGE's routed experts k / E, its shared expert all."""
     import moge
     n = 0.0
     for name, p in moge.trainable_parameters(m).items():
-        if name.startswith("mm_projector"):
+        if name.startswith("mm_projector") or not p.requires_grad:  # ReferenceMoGE's frozen base copies
             continue
         if ".mlp.experts." in name:
             layer = m.get_submodule(name.split(".mlp.experts.")[0] + ".mlp")
-            n += p.numel() * (layer.top_k + 1) / (layer.E + 1)
+            frac = layer.top_k / layer.E if isinstance(layer, moge.ReferenceMoGE) else (layer.top_k + 1) / (layer.E + 1)
+            n += p.numel() * frac
         else:
             n += p.numel()
     return n

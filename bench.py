@@ -4,6 +4,8 @@
     python bench.py --train        # training tokens/s vs transformers + peft LoRA (see train section)
     python bench.py --moge         # MoGE FFN layer vs dense FFN + GAL vs the release's deep-copy loop (GPU)
     python kernels/bench.py        # grouped-LoRA kernel vs the torch paths (GPU)
+    python bench.py --gpu          # the whole model on one GPU: training, eval generation, MoGE layer (bench_gpu.py)
+    python bench.py --gpu --dry-run  # the same script with tiny shapes, to check it end to end (CPU)
 """
 import argparse
 import copy
@@ -190,6 +192,11 @@ def bench_moge(args, T=8192):
 
 
 if __name__ == "__main__":
+    import sys
+    if "--gpu" in sys.argv[1:]:  # the whole-model GPU benchmark has its own options (bench_gpu.py --help)
+        import bench_gpu
+        bench_gpu.main([a for a in sys.argv[1:] if a != "--gpu"])
+        sys.exit(0)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--generate", action="store_true", help="batched generation vs transformers (CPU)")
     ap.add_argument("--train", action="store_true", help="training tokens/s vs transformers + peft (CPU)")

@@ -401,14 +401,22 @@ class Loader:
         return len(self.plan(self.epoch))
 
     def __iter__(self):
+        for idx, epoch, _ in self.positions():
+            yield self.collate(idx, epoch)
+
+    def positions(self):
+        """Endless (sample indices of the next batch, its epoch, state_dict() after it), advancing the
+        position (data.Prefetcher runs ahead on it; the epoch travels with the batch for epoch_prompt)."""
         while True:
             plan = self.plan(self.epoch)
             while self.step < len(plan):
                 idx = plan[self.step]
                 self.step += 1  # advanced before yielding: a checkpoint taken now resumes at the next batch
-                yield collate([epoch_prompt(self.samples[i], self.epoch, self.seed) for i in idx], self.tok,
-                              graphs=self.graphs)
+                yield idx, self.epoch, self.state_dict()
             self.epoch, self.step = self.epoch + 1, 0
+
+    def collate(self, idx: list[int], epoch: int) -> dict:
+        return collate([epoch_prompt(self.samples[i], epoch, self.seed) for i in idx], self.tok, graphs=self.graphs)
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "step": self.step, "seed": self.seed, "batch_size": self.bs,
@@ -421,6 +429,51 @@ class Loader:
                 raise ValueError(f"data position was saved with {k}={sd[k]} but this run has {k}={mine}; "
                                  f"an exact resume needs the same data, batch size, world size, seed and order")
         self.epoch, self.step = int(sd["epoch"]), int(sd["step"])
+
+
+class Prefetcher:
+    """A Loader's batches with tokenize + featurize done ahead in a background thread (train.py
+    --prefetch): `depth` batches are being collated while the current step runs, so the accelerator
+    does not wait on the host. The batches and their order are the Loader's exactly (the same
+    positions() stream); state_dict() is the position after the last batch handed out, not after
+    the last one prefetched, so a checkpoint resumes exactly. A thread, not processes: collate is
+    milliseconds of tokenizers (Rust) and RDKit calls per batch, while the training thread mostly
+    waits on the device with the GIL released; no pickling of samples or graphs is needed."""
+
+    def __init__(self, loader: Loader, depth: int = 2):
+        assert depth >= 1, f"depth {depth} < 1"
+        self.loader, self.depth = loader, depth
+        self._state = loader.state_dict()
+
+    def __len__(self):
+        return len(self.loader)
+
+    def state_dict(self) -> dict:
+        return dict(self._state)
+
+    def load_state_dict(self, sd: dict):
+        self.loader.load_state_dict(sd)
+        self._state = self.loader.state_dict()
+
+    def __iter__(self):
+        from concurrent.futures import ThreadPoolExecutor
+        pool = ThreadPoolExecutor(1, thread_name_prefix="prefetch")
+        positions, pending = self.loader.positions(), collections.deque()
+
+        def submit():
+            idx, epoch, state = next(positions)
+            pending.append((pool.submit(self.loader.collate, idx, epoch), state))
+        try:
+            for _ in range(self.depth):
+                submit()
+            while True:
+                fut, state = pending.popleft()
+                submit()
+                batch = fut.result()  # re-raises a collate error here, in the training thread
+                self._state = state
+                yield batch
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 def shard(items: list, rank: int, world_size: int) -> list:

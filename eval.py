@@ -340,7 +340,11 @@ def run(args):
     log = print if rank == 0 else (lambda *a, **k: None)
     step_dir = resolve_checkpoint(args.ckpt)
     log(f"checkpoint {step_dir}")
-    model, tok, meta = load_checkpoint(step_dir, device, torch.float32, log)
+    # GPU: a bf16 base (autocast would re-cast frozen fp32 weights at every decode step) and bf16 A/B
+    model, tok, meta = load_checkpoint(step_dir, device, torch.bfloat16 if device.type == "cuda" else torch.float32, log)
+    if device.type == "cuda":
+        import moge
+        moge.cast_low_rank(model, torch.bfloat16)
     data_src = args.data or meta.get("args", {}).get("data", "demo")
     if data_src == "demo":
         args.limit = DEMO_EVAL["limit"] if args.limit is None else args.limit

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from decode import Decoder, EagerDecoder, KVCache, StaticKVCache  # noqa: F401 (model.KVCache etc. stay importable)
 from tokenizer import (IGNORE_INDEX, MOL_PLACEHOLDER, MOL_TOKEN_ID, SYSTEM_PROMPT, Tokenizer,  # noqa: F401
                        bpe_tokenizer_from_gguf, byte_level_tokenizer)
 
@@ -125,22 +126,6 @@ def rotate_half(x):
     return torch.cat((-x2, x1), dim=-1)
 
 
-class KVCache:
-    """Preallocated per-layer keys/values (B, n_kv, T_max, D); `pos` is the number of filled slots."""
-
-    def __init__(self, cfg, batch, max_len, device, dtype):
-        shape = (batch, cfg.num_key_value_heads, max_len, cfg.head_dim)
-        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.num_hidden_layers)]
-        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.num_hidden_layers)]
-        self.pos = 0
-
-    def update(self, i, k, v):  # k, v: (B, n_kv, T_new, D)
-        t0, t1 = self.pos, self.pos + k.shape[2]
-        self.k[i][:, :, t0:t1] = k
-        self.v[i][:, :, t0:t1] = v
-        return self.k[i][:, :, :t1], self.v[i][:, :, :t1]
-
-
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -161,9 +146,13 @@ class Attention(nn.Module):
         k = k * cos + rotate_half(k) * sin
         if cache is not None:
             k, v = cache.update(layer_idx, k, v)
-        # mask None -> plain causal (no padding, no cache); else a (B, 1, T, S) boolean "may attend"
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
-                                           enable_gqa=self.n_kv != self.n_head)
+        # mask None -> plain causal (no padding, no cache); a (B, 1, T, S) boolean "may attend"; or a
+        # FlexAttention BlockMask (packed rows on CUDA: blocks across samples are skipped, not masked)
+        if _is_block_mask(mask):
+            y = _flex_attention()(q, k, v, block_mask=mask, enable_gqa=self.n_kv != self.n_head)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
+                                               enable_gqa=self.n_kv != self.n_head)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.hd))
 
 
@@ -199,6 +188,67 @@ class Backbone(nn.Module):  # HF's `model.` prefix
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
 
+# ----------------------------------------------------------------------------- packed rows
+
+def _is_block_mask(mask) -> bool:
+    return mask is not None and not isinstance(mask, torch.Tensor)
+
+
+_FLEX = {}
+
+
+def _flex_attention():
+    """flex_attention, compiled once on CUDA (eager flex materialises the whole score matrix; on CPU
+    the eager one serves the tests)."""
+    if "fn" not in _FLEX:
+        from torch.nn.attention.flex_attention import flex_attention
+        # dynamic=None: a second row shape compiles one dynamic-shape kernel instead of one per shape
+        _FLEX["fn"] = torch.compile(flex_attention) if torch.cuda.is_available() else flex_attention
+    return _FLEX["fn"]
+
+
+def attention_backend(device) -> str:
+    """'flex' (FlexAttention document mask) on CUDA when available, else 'dense' (an SDPA boolean mask).
+    OMNIMOL_ATTN=dense|flex forces one (read at each call)."""
+    mode = os.environ.get("OMNIMOL_ATTN", "auto")
+    if mode not in ("auto", "dense", "flex"):
+        raise ValueError(f"OMNIMOL_ATTN must be auto, dense or flex, got {mode!r}")
+    if mode != "auto":
+        return mode
+    try:
+        import torch.nn.attention.flex_attention  # noqa: F401
+    except ImportError:
+        return "dense"
+    return "flex" if torch.device(device).type == "cuda" else "dense"
+
+
+def doc_positions(doc_ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) document index per token (samples contiguous within a row) -> each token's position
+    within its own document: the sample counts from 0 as it would alone."""
+    T = doc_ids.shape[-1]
+    t = torch.arange(T, device=doc_ids.device).expand_as(doc_ids)
+    start = torch.ones_like(doc_ids, dtype=torch.bool)
+    start[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
+    return t - torch.where(start, t, 0).cummax(-1).values
+
+
+def doc_mask(doc_ids: torch.Tensor, backend: str = "dense"):
+    """Causal attention within each document of a packed row (no attention across samples).
+    doc_ids (B, T): padding gets its own id (it then sees only padding, so no row is empty).
+    -> (B, 1, T, T) bool for SDPA, or a FlexAttention BlockMask."""
+    B, T = doc_ids.shape
+    if backend == "flex":
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        def same_doc_causal(b, h, q, k):
+            return (doc_ids[b, q] == doc_ids[b, k]) & (q >= k)
+        return create_block_mask(same_doc_causal, B, None, T, T, device=doc_ids.device)
+    causal = torch.ones(T, T, dtype=torch.bool, device=doc_ids.device).tril()
+    return ((doc_ids[:, :, None] == doc_ids[:, None, :]) & causal)[:, None]
+
+
+# ----------------------------------------------------------------------------- the model
+
 class CausalLM(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -214,45 +264,58 @@ class CausalLM(nn.Module):
         return self.model.embed_tokens(input_ids)
 
     def forward(self, input_ids=None, *, inputs_embeds=None, attention_mask=None, position_ids=None,
-                cache=None, last_only=False):
+                cache=None, last_only=False, doc_ids=None):
         """-> logits (B, T, V) (or (B, 1, V) with last_only). attention_mask (B, S): 1 real, 0 padding,
-        covering the cached keys plus the new tokens when a cache is used."""
+        covering the cached keys plus the new tokens when a cache is used (all T_max slots for a
+        StaticKVCache). doc_ids (B, T): packed rows, several samples per row (see doc_mask); positions
+        then restart at 0 in each sample unless position_ids are given."""
         x = self.embed(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, D)
         B, T, _ = x.shape
-        past = cache.pos if cache is not None else 0
+        past = cache.pos if cache is not None and not cache.static else 0
         if position_ids is None:
-            if attention_mask is None:
+            if doc_ids is not None:
+                position_ids = doc_positions(doc_ids)
+            elif attention_mask is None:
                 position_ids = torch.arange(past, past + T, device=x.device).expand(B, T)
             else:  # left or right padding: a token's position counts the real tokens before it
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -T:]
         mask = None
-        if attention_mask is not None or past:
-            S = past + T
+        if doc_ids is not None:
+            assert cache is None and attention_mask is None, "packed rows (doc_ids) take no cache or attention_mask"
+            mask = doc_mask(doc_ids, attention_backend(x.device))
+        elif attention_mask is not None or past or (cache is not None and cache.static):
+            if cache is not None and cache.static:   # queries sit at the slots cache.idx, keys are all slots
+                S, q_idx = cache.max_len, cache.idx[:, None]
+            else:
+                S, q_idx = past + T, torch.arange(past, past + T, device=x.device)[:, None]
             am = attention_mask.bool() if attention_mask is not None else torch.ones(B, S, dtype=torch.bool,
                                                                                     device=x.device)
-            q_idx = torch.arange(past, S, device=x.device)[:, None]
             k_idx = torch.arange(S, device=x.device)[None, :]
             mask = (k_idx <= q_idx)[None] & am[:, None, :]          # (B, T, S) causal & real keys
             mask = mask | (k_idx == q_idx)[None]                    # a pad query sees itself: no NaN rows
             mask = mask[:, None]                                    # (B, 1, T, S)
-        inv = self.inv_freq.to(x.device)
-        freqs = position_ids[..., None].float() * inv               # (B, T, D/2), fp32 as HF
+        if self.inv_freq.device != x.device:  # moved once (a host-to-device copy cannot be graph-captured)
+            self.inv_freq = self.inv_freq.to(x.device)
+        freqs = position_ids[..., None].float() * self.inv_freq     # (B, T, D/2), fp32 as HF
         emb = torch.cat((freqs, freqs), dim=-1)
         cos, sin = emb.cos().to(x.dtype)[:, None], emb.sin().to(x.dtype)[:, None]  # (B, 1, T, D)
         for i, layer in enumerate(self.model.layers):
             x = layer(x, cos, sin, mask, cache, i)
-        if cache is not None:
+        if cache is not None and not cache.static:
             cache.pos += T
         x = self.model.norm(x[:, -1:] if last_only else x)
         return self.lm_head(x)
 
     @torch.no_grad()
     def generate(self, input_ids=None, *, inputs_embeds=None, attention_mask=None, max_new_tokens=64,
-                 temperature=0.0, top_p=1.0, eos_token_ids=None, generator=None, pad_token_id=0, top_k=0):
+                 temperature=0.0, top_p=1.0, eos_token_ids=None, generator=None, pad_token_id=0, top_k=0,
+                 static_cache=None):
         """Batched generation with a KV cache. `input_ids` is a list of token lists of any lengths (left
         padded here); or pass `inputs_embeds` (B, T, D) with a left-padding `attention_mask`.
         temperature 0 -> greedy; top_k > 0 keeps the k largest logits (HF's default 50). Returns the new
-        tokens per sample, cut before the first EOS."""
+        tokens per sample, cut before the first EOS.
+        static_cache: None -> on CUDA a static cache with a CUDA-graph decode step (Decoder), elsewhere
+        the growing cache; True/False force it (True on CPU: the static path, without graphs)."""
         dev = self.lm_head.weight.device
         if inputs_embeds is None:
             L = max(len(p) for p in input_ids)
@@ -263,8 +326,9 @@ class CausalLM(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones(B, T, dtype=torch.long, device=dev)
         eos = torch.tensor(sorted(set(eos_token_ids or [])), device=dev, dtype=torch.long)
-        cache = KVCache(self.config, B, T + max_new_tokens, dev, inputs_embeds.dtype)
-        logits = self(inputs_embeds=inputs_embeds, attention_mask=attention_mask, cache=cache, last_only=True)
+        static = dev.type == "cuda" if static_cache is None else static_cache
+        step = (Decoder if static else EagerDecoder)(self, inputs_embeds, attention_mask, max_new_tokens)
+        logits = step.prefill()                                      # (B, 1, V)
         out = torch.full((B, max_new_tokens), -1, dtype=torch.long, device=dev)
         done = torch.zeros(B, dtype=torch.bool, device=dev)
         for t in range(max_new_tokens):
@@ -274,8 +338,7 @@ class CausalLM(nn.Module):
             done = done | torch.isin(nxt, eos)
             if bool(done.all()) or t == max_new_tokens - 1:
                 break
-            attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
-            logits = self(nxt[:, None], attention_mask=attention_mask, cache=cache)
+            logits = step(nxt)
         res, stop = [], set(eos.tolist())
         for row in out.tolist():
             seq = []

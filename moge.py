@@ -46,7 +46,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from kernels import grouped_lora
+from kernels import grouped_lora, routing_plan
 
 RECIPES = ("moge", "gal", "lora", "rslora")
 # the release's moe_mode names -> MoE layer indices for L layers ([A] modeling_llava._get_moe_layers_by_mode);
@@ -201,8 +201,13 @@ class MoGEFFN(_Routed):
             ex.register_parameter(f"{name}_B", nn.Parameter(torch.zeros(n, d_out, r, device=dev, dtype=dt)))
             ex.register_parameter(f"{name}_gal", nn.Parameter(_gal_init(cfg.alpha, n).to(dev)))
 
-    def gammas(self, name):  # (E+1,) fp32
-        return gal_gamma(getattr(self.experts, f"{name}_gal"), self.alpha0, self.r)
+    def gammas(self, name=None):
+        """(E+1,) fp32 scales of one projection; without a name (gate, up, down) all three from one
+        gal_gamma call on the stacked (3, E+1, 3) scalars."""
+        if name is not None:
+            return gal_gamma(getattr(self.experts, f"{name}_gal"), self.alpha0, self.r)
+        ex = self.experts
+        return gal_gamma(torch.stack([ex.gate_gal, ex.up_gal, ex.down_gal]), self.alpha0, self.r).unbind(0)
 
     def forward(self, x):
         shape = x.shape
@@ -212,13 +217,17 @@ class MoGEFFN(_Routed):
         self.aux_loss, self.counts = _balance(probs, topi, self.E)
         ids = torch.cat([topi, topi.new_full((T, 1), self.E)], 1)        # (T, K): shared expert last
         gates = torch.cat([topw, topw.new_ones(T, 1)], 1)                 # (T, K) fp32
+        # the three projections share the routing: its metadata (the kernels' expert-sorted blocks, or
+        # the torch path's sort and its one host sync) is built once here, and the GAL scales once
+        plan = routing_plan(ids, self.E + 1, h)
+        g_gate, g_up, g_down = self.gammas()
         g = self.gate_proj(h)[:, None] + grouped_lora(F.dropout(h, p, self.training), ex.gate_A, ex.gate_B,
-                                                      self.gammas("gate"), ids)        # (T, K, f)
+                                                      g_gate, ids, plan=plan)          # (T, K, f)
         u = self.up_proj(h)[:, None] + grouped_lora(F.dropout(h, p, self.training), ex.up_A, ex.up_B,
-                                                    self.gammas("up"), ids)            # (T, K, f)
+                                                    g_up, ids, plan=plan)              # (T, K, f)
         a = F.silu(g) * u                                                 # (T, K, f) expert activations
         y = self.down_proj(_gated_sum(a, gates))                          # W_down sum_j c_j a_j: (T, d)
-        y = y + grouped_lora(F.dropout(a, p, self.training), ex.down_A, ex.down_B, self.gammas("down"), ids, gates)
+        y = y + grouped_lora(F.dropout(a, p, self.training), ex.down_A, ex.down_B, g_down, ids, gates, plan=plan)
         return y.view(shape)
 
 
@@ -352,6 +361,20 @@ def load_adapters(model, src) -> None:
     with torch.no_grad():
         for n, p in own.items():
             p.copy_(src[n])
+
+
+def cast_low_rank(model, dtype) -> int:
+    """Inference: store the low-rank A/B matrices (dense and experts) in `dtype`, e.g. bf16 on a GPU.
+    GALLinear and the Triton expert kernels cast A/B to the activation dtype before their matmuls, so
+    for them this is the same arithmetic minus those casts (at each decode step, inside CUDA graphs
+    too); the torch expert path (CPU) computes in fp32 from A/B, and then sees bf16-rounded values.
+    Routers and GAL scalars stay fp32 (the router runs in fp32). Returns the number of tensors cast."""
+    n = 0
+    for name, p in trainable_parameters(model).items():
+        if re.search(r"(lora_[AB]|_[AB])$", name) and p.dtype != dtype:
+            p.data = p.data.to(dtype)
+            n += 1
+    return n
 
 
 def merge_adapters(model) -> int:

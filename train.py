@@ -46,6 +46,7 @@ from ddp import all_sum, compute_init, print0, rank0_first  # noqa: F401 (train.
 import model as M
 import molecule
 import moge
+import packing
 
 # Defaults that depend on the data. The release's recipe for real data; for `--data demo` a run sized so
 # that `torchrun --nproc_per_node=2 train.py --tasks all` and then `python eval.py` finish within 15
@@ -141,6 +142,17 @@ def get_parser():
     g.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     g.add_argument("--grad-ckpt", action="store_true", help="activation checkpointing per decoder layer "
                    "(the release uses it): less memory, about 30%% more compute")
+    g.add_argument("--base-dtype", default="auto", choices=("auto", "float32", "bfloat16"), help="dtype of the "
+                   "frozen base weights; auto: bfloat16 on CUDA (halves their memory, and autocast no longer "
+                   "re-casts them every step), float32 on CPU. Adapters, routers, GAL scalars and the "
+                   "projector always keep fp32 masters")
+    g.add_argument("--pack", action="store_true", help="pack each micro-batch's samples into rows of up to "
+                   "--max-len tokens, attention and positions per sample (FlexAttention on CUDA): the same "
+                   "samples and loss as without, no compute on padding")
+    g.add_argument("--compile", action="store_true", help="torch.compile each decoder layer (the first "
+                   "steps are slow while it compiles; new shapes recompile)")
+    g.add_argument("--prefetch", type=int, default=2, help="batches tokenized + featurized ahead in a "
+                   "background thread (0: inline, in the training loop)")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads per process; default: the "
                    "available cores divided by the processes on this machine")
     # test hooks, not for users: make steps non-finite / kill the process in the middle of a save
@@ -179,6 +191,8 @@ def parse_args(argv=None):
         if not args.moe_layer_ids or min(args.moe_layer_ids) < 0:
             parser.error(f"--moe-layers: expected layer indices like 12,13,14,15 or one of {list(moge.MOE_MODES)}, "
                          f"got {args.moe_layers!r}")
+    if args.prefetch < 0:
+        parser.error(f"--prefetch must be >= 0, got {args.prefetch}")
     args.debug_nan_steps = {int(s) for s in args.debug_nan_steps.split(",") if s}
     return args
 
@@ -259,20 +273,26 @@ class TrainStep(nn.Module):
     Returns the SUM of answer-token cross-entropies per sample (not a mean: the caller divides by the
     global token count) and the MoGE balance loss of this forward."""
 
-    def __init__(self, model):
+    def __init__(self, model, pack_len=0):
         super().__init__()
         self.model = model
+        self.pack_len = pack_len  # > 0: --pack, the micro-batch's samples packed into rows of this length
 
     def forward(self, input_ids, labels, graphs):
         m = self.model
         emb, mask, labels = molecule.embed_inputs(m, input_ids, graphs, labels=labels)  # right padded
-        # right padding + causal attention: real tokens never see padding, so no mask is needed
-        logits = m(inputs_embeds=emb)                                                 # (B, T, V)
+        if self.pack_len:  # the same samples in fewer rows, attention and positions per sample (packing.py)
+            p = packing.pack(emb, mask, labels, self.pack_len)
+            logits = m(inputs_embeds=p.embeds, doc_ids=p.doc_ids)                    # (R, T, V)
+            tgt, owner = p.targets, p.owner                                            # (R, T) each
+        else:  # right padding + causal attention: real tokens never see padding, so no mask is needed
+            logits = m(inputs_embeds=emb)                                             # (B, T, V)
+            tgt, owner = labels[:, 1:], None                                           # (B, T-1)
         # log-softmax over the vocabulary only where there is a target (answers are ~1/6 of the tokens)
-        tgt = labels[:, 1:]                                                           # (B, T-1)
         b, t = (tgt != M.IGNORE_INDEX).nonzero(as_tuple=True)                        # (N,) answer positions
         tok_ce = F.cross_entropy(logits[b, t].float(), tgt[b, t], reduction="none")  # (N,)
-        ce = torch.zeros(len(tgt), device=tok_ce.device, dtype=tok_ce.dtype).index_add(0, b, tok_ce)  # (B,) sums
+        sample = b if owner is None else owner[b, t]                                  # (N,) sample of each
+        ce = torch.zeros(len(labels), device=tok_ce.device, dtype=tok_ce.dtype).index_add(0, sample, tok_ce)
         # a batch without molecules leaves the projector out of the graph; touch it so every trainable
         # tensor gets a gradient each step (DDP runs with find_unused_parameters=False, see moge.py)
         ce = ce + 0.0 * sum(p.sum() for p in m.mm_projector.parameters())
@@ -286,11 +306,15 @@ def main(argv=None):
     ddp, rank, local_rank, world_size, device = compute_init(args)
     master = rank == 0
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    if device.type == "cuda":  # the release trains with --tf32 True: the fp32 matmuls (router, projector) in TF32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
     # ---------------------------------------------------------------- model, molecule tower, adapters
     torch.manual_seed(args.seed)  # same initial adapters and projector on every rank
     with rank0_first(ddp, master):
-        model, tok = M.load_model(args.model, device=device, dtype=torch.float32)
+        base_dtype = {"auto": torch.bfloat16 if device.type == "cuda" else torch.float32, "float32": torch.float32,
+                      "bfloat16": torch.bfloat16}[args.base_dtype]
+        model, tok = M.load_model(args.model, device=device, dtype=base_dtype)  # adapters below: fp32
     molecule.attach_molecule(model, args.gin)
     moge_cfg = None
     if args.stage == 2:
@@ -316,9 +340,12 @@ def main(argv=None):
         from torch.utils.checkpoint import checkpoint
         for layer in model.model.layers:  # non-reentrant keeps the MoGE aux loss graph (moge.py)
             layer.forward = (lambda f: lambda *a: checkpoint(f, *a, use_reentrant=False))(layer.forward)
+    if args.compile:  # per layer: one small graph reused L times; the grouped-LoRA ops are custom ops
+        for layer in model.model.layers:
+            layer.compile()
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     raw_model = model
-    step_fn = TrainStep(model).train()  # GAL dropout on; the GIN stays in eval mode (molecule.py)
+    step_fn = TrainStep(model, pack_len=args.max_len if args.pack else 0).train()  # GAL dropout on; the GIN stays in eval mode (molecule.py)
     if ddp:
         step_fn = nn.parallel.DistributedDataParallel(step_fn, device_ids=[device.index] if device.type == "cuda"
                                                       else None)
@@ -326,7 +353,9 @@ def main(argv=None):
     n_train = sum(p.numel() for p in params.values())
     print0(f"model {args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
            f"{n_train / 1e6:.2f}M trainable ({args.recipe if args.stage == 2 else 'projector only'}), "
-           f"world size {world_size}, device {device}, {torch.get_num_threads()} threads per process")
+           f"world size {world_size}, device {device}, {torch.get_num_threads()} threads per process, base "
+           f"weights {str(base_dtype).replace('torch.', '')}{', packed rows' if args.pack else ''}"
+           f"{', compiled layers' if args.compile else ''}")
 
     # ---------------------------------------------------------------- data
     with rank0_first(ddp, master):
@@ -335,6 +364,8 @@ def main(argv=None):
                                     mol_format=args.mol_format, graph_only=args.stage == 1)
     loader = data.Loader(train_set, tok, args.batch_size, rank=rank, world_size=world_size, seed=args.seed,
                          order=args.order)
+    if args.prefetch:  # the same batches, collated ahead in a background thread (resume stays exact)
+        loader = data.Prefetcher(loader, depth=args.prefetch)
     tasks = sorted({s.task for s in train_set})
     steps_per_epoch = max(1, len(loader) // args.grad_accum)
     total_steps = args.max_steps or max(1, math.ceil(args.epochs * steps_per_epoch))

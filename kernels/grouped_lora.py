@@ -311,9 +311,15 @@ def _backward(ctx, dy, _ds):
 _fwd.register_autograd(_backward, setup_context=_setup)
 
 
-def grouped_lora_triton(x, A, B, gamma, ids, gates=None):
-    """The Triton path of `kernels.grouped_lora` (any device under TRITON_INTERPRET=1)."""
+def routing(ids, E):
+    """The block metadata of the Triton path, to share across the calls that use the same ids."""
+    return build_routing(ids, E, CFG["BM"])
+
+
+def grouped_lora_triton(x, A, B, gamma, ids, gates=None, plan=None):
+    """The Triton path of `kernels.grouped_lora` (any device under TRITON_INTERPRET=1). plan: a
+    routing(ids, E) built once for the calls that share ids."""
     _check(x, A, B, gamma, ids, gates)
-    rt = build_routing(ids, A.shape[0], CFG["BM"])
+    rt = plan if isinstance(plan, Routing) else build_routing(ids, A.shape[0], CFG["BM"])
     y, _ = _fwd(x, A, B, gamma, ids, gates, rt.slots, rt.block_expert, rt.expert_blocks)
     return y

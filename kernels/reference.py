@@ -6,7 +6,7 @@ free on CPU). `grouped_lora_dense` is the dense-masked variant (cuBLAS-friendly,
 every token meets every expert and a one-hot mask keeps the routed ones; it spends E/k times the
 low-rank FLOPs. Both keep the shrink output s in fp32.
 """
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -25,21 +25,35 @@ def _check(x, A, B, gamma, ids, gates):
     return T, k, E, r, d_in, B.shape[1]
 
 
-def grouped_lora_ref(x: torch.Tensor, A: torch.Tensor, B: torch.Tensor, gamma: torch.Tensor,
-                     ids: torch.Tensor, gates: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Same contract as `kernels.grouped_lora`: sorted-gather torch implementation."""
-    T, k, E, r, d_in, d_out = _check(x, A, B, gamma, ids, gates)
+class SortPlan(NamedTuple):
+    """The sort of grouped_lora_ref, shared by every call with the same ids (one router)."""
+    order: torch.Tensor   # (T*k,) slots sorted by expert (stable)
+    counts: list          # slots per expert (host ints: the one host sync of this path)
+    inv: torch.Tensor     # (T*k,) inverse permutation of order
+
+
+def sort_plan(ids: torch.Tensor, E: int) -> SortPlan:
     flat = ids.reshape(-1).long()
     order = torch.argsort(flat, stable=True)
     counts = torch.bincount(flat, minlength=E).tolist()
+    inv = torch.empty_like(order)
+    inv[order] = torch.arange(order.numel(), device=order.device)
+    return SortPlan(order, counts, inv)
+
+
+def grouped_lora_ref(x: torch.Tensor, A: torch.Tensor, B: torch.Tensor, gamma: torch.Tensor,
+                     ids: torch.Tensor, gates: Optional[torch.Tensor] = None,
+                     plan: Optional[SortPlan] = None) -> torch.Tensor:
+    """Same contract as `kernels.grouped_lora`: sorted-gather torch implementation. `plan`: a
+    sort_plan(ids, E) built once and shared by the calls that use the same ids."""
+    T, k, E, r, d_in, d_out = _check(x, A, B, gamma, ids, gates)
+    order, counts, inv = plan if isinstance(plan, SortPlan) else sort_plan(ids, E)  # another path's plan: rebuild
     rows = x.reshape(-1, d_in)[order // k if gates is None else order]
     outs = []
     for e, xe in enumerate(rows.split(counts)):
         s = xe.float() @ A[e].float().t()                       # (n_e, r) fp32
         outs.append((s @ B[e].float().t()) * gamma[e].float())   # (n_e, d_out) fp32
     y_sorted = torch.cat(outs) if outs else rows.new_zeros(0, d_out, dtype=torch.float32)
-    inv = torch.empty_like(order)
-    inv[order] = torch.arange(order.numel(), device=order.device)
     y = y_sorted[inv].view(T, k, d_out)
     if gates is not None:
         y = (y * gates.float()[..., None]).sum(1)
@@ -47,7 +61,7 @@ def grouped_lora_ref(x: torch.Tensor, A: torch.Tensor, B: torch.Tensor, gamma: t
 
 
 def grouped_lora_dense(x: torch.Tensor, A: torch.Tensor, B: torch.Tensor, gamma: torch.Tensor,
-                       ids: torch.Tensor, gates: Optional[torch.Tensor] = None) -> torch.Tensor:
+                       ids: torch.Tensor, gates: Optional[torch.Tensor] = None, plan=None) -> torch.Tensor:
     """Same contract, dense-masked: GEMMs against all E experts at once, no host sync."""
     T, k, E, r, d_in, d_out = _check(x, A, B, gamma, ids, gates)
     A_cat = A.to(x.dtype).reshape(E * r, d_in)

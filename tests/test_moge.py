@@ -363,3 +363,27 @@ def test_activation_checkpointing_keeps_aux_loss_gradient():
         layer.zero_grad()
     for n in grads[0]:
         assert torch.equal(grads[0][n], grads[1][n]), n
+
+
+def test_moge_layer_builds_its_routing_metadata_once(monkeypatch):
+    """The three projections of a MoGE layer share one routing plan (kernels.routing_plan), so the
+    torch path's sort (and its host sync) happens once per forward, not once per grouped_lora call."""
+    import kernels
+    import kernels.reference as ref_mod
+    counts = {"plan": 0, "fallback": 0}
+    real_plan, real_fallback = kernels.sort_plan, ref_mod.sort_plan
+
+    def plan(*a):
+        counts["plan"] += 1
+        return real_plan(*a)
+
+    def fallback(*a):
+        counts["fallback"] += 1
+        return real_fallback(*a)
+    monkeypatch.setattr(kernels, "sort_plan", plan)            # what routing_plan calls (CPU path)
+    monkeypatch.setattr(ref_mod, "sort_plan", fallback)        # what grouped_lora_ref calls without a plan
+    monkeypatch.setenv("OMNIMOL_GLORA", "torch")
+    layer = make_layer()
+    randomize(layer)
+    layer(torch.randn(13, 24)).sum().backward()
+    assert counts == {"plan": 1, "fallback": 0}

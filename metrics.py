@@ -104,8 +104,9 @@ _SELFIES_LIKE = re.compile(r"(?:\[[^\[\]\s]+\]|\.)+")
 
 def mol_from_smiles(s):
     """SMILES -> (rdkit Mol, canonical SMILES without stereo) or (None, None), canonicalised as
-    mol_from_selfies. Never raises."""
-    if not s:
+    mol_from_selfies. Never raises. Non-ASCII text is not a SMILES: rdkit would skip such bytes
+    ("\ufffd\ufffdC" would parse as methane)."""
+    if not s or not s.isascii():
         return None, None
     try:
         mol = Chem.MolFromSmiles(s)

@@ -193,7 +193,7 @@ def test_smiles_and_selfies_answers_score_alike(pred, ref):
     assert r["Read as SMILES"] == (pred != ETHANOL)
 
 
-@pytest.mark.parametrize("garbage", ["C1CC", "hello", "CC(", "[C]garbage", "[C][invalid]"])
+@pytest.mark.parametrize("garbage", ["C1CC", "hello", "CC(", "[C]garbage", "[C][invalid]", "\ufffd\ufffdC", "C\u00e9"])
 def test_invalid_smiles_answers_are_invalid(garbage):
     assert M.molecule_metrics([garbage], ["CCO"])["Validity"] == 0.0
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+import reactions  # ORD (.pb.gz) reaction files as a data source
 # the task table, molecule strings and file readers live in their own files; data.py re-exports them
 from chem import (_hash, canonical, heavy_atoms, selfies_text_to_smiles, selfies_to_smiles,  # noqa: F401
                   smiles_to_selfies)
@@ -209,7 +210,7 @@ def load_tasks(spec="all", split="train", data="demo", seed=42, tokenizer=None, 
         task = TASKS[key]
         if key in left_out:
             if verbose:
-                print(f"[data] {key}: not in the demo data ({left_out[key]})")
+                print(f"[data] {key}: not in this data ({left_out[key]})")
             continue
         files = task_files(root, task, split)
         if not files:
@@ -219,7 +220,10 @@ def load_tasks(spec="all", split="train", data="demo", seed=42, tokenizer=None, 
         task_samples = []
         for path, es, split_folder in files:
             stem = os.path.basename(path)
-            recs, keep = read_records(path), []
+            ord_skipped = collections.Counter()  # reactions an ORD file could not give (reactions.py)
+            recs, keep = read_records(path, key, ord_skipped), []
+            for reason, n in ord_skipped.items():
+                rep.counts[key][reason] += n
             for i, rec in enumerate(recs):
                 meta = rec.get("metadata") if isinstance(rec.get("metadata"), dict) else {}
                 rsplit = meta.get("split")
@@ -258,19 +262,21 @@ def load_tasks(spec="all", split="train", data="demo", seed=42, tokenizer=None, 
 
 
 def resolve_data(data) -> tuple[str, dict]:
-    """"demo" (built on first use) or a folder -> (folder, {task left out: why})."""
+    """"demo" (built on first use), a folder, or ORD reaction files (a .pb.gz file or a folder of them)
+    -> (folder or file, {task left out: why})."""
     if data in (None, "demo"):
         root = os.environ.get("OMNIMOL_DATA") or os.path.join(REPO, "data", "demo")
         ensure_demo(root)
     else:
         root = data
-        if not os.path.isdir(root):
-            raise FileNotFoundError(f"data folder {root} does not exist")
+        if not os.path.isdir(root) and not reactions.ord_files(root):
+            raise FileNotFoundError(f"data folder {root} does not exist (nor is it an ORD .pb.gz file)")
     manifest = os.path.join(root, "manifest.json")
     left_out = {}
     if os.path.isfile(manifest):
         with open(manifest) as f:
             left_out = json.load(f).get("left_out", {})
+    left_out.update(reactions.left_out(root))  # ORD files feed the reaction tasks only
     return root, left_out
 
 

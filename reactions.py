@@ -153,9 +153,12 @@ def _reaction(r, name: str, skipped: collections.Counter) -> Reaction | None:
     else:
         reactants = _join(roles[pb.ReactionRole.REACTANT])
         agents = _join(roles[pb.ReactionRole.REAGENT] + roles[pb.ReactionRole.CATALYST] + roles[pb.ReactionRole.SOLVENT])
-    product = _unmapped(product) if product else None
     if not product:
         skipped["no product"] += 1
+        return None
+    product = _unmapped(product)
+    if not product:
+        skipped["unparsable product SMILES"] += 1
         return None
     solvents, catalysts = _join(roles[pb.ReactionRole.SOLVENT]), _join(roles[pb.ReactionRole.CATALYST])
     if not reactants or None in (agents, solvents, catalysts):

@@ -30,7 +30,7 @@ import reactions
 from chem import _hash, canonical, selfies_to_smiles, smiles_to_selfies
 from tasks import TASKS
 
-DEMO_TRAIN, DEMO_TEST = 1200, 45  # records per task (caps); yield: half of each per HTE set
+DEMO_TRAIN, DEMO_TEST = 1000, 45  # records per task (caps); yield: half of each per HTE set
 POOL = 8000                        # SMILES drawn from NCI + WEHI for the molecule tasks
 MAX_RXN_CHARS = 800                # reaction records: input + output SELFIES characters (fits max_len 1024)
 MAX_PROCEDURE_CHARS = 500          # experiment: procedures up to this long (the median patent text is ~620)
@@ -172,7 +172,7 @@ def qm9_rows(paths, n=None, rng=None, skipped=None):
         yield {"index": int(row["Index"]), "smiles": row["SMILES"], "canonical": c, **vals}
 
 
-def pubchem_rows(path, n=None, rng=None, skipped=None, max_atoms=60):
+def pubchem_rows(path, n=None, rng=None, skipped=None, max_atoms=40):
     """chemicals' PubChem identifier table (tab-separated, no header: CID, CAS, formula, MW, SMILES, InChI,
     InChIKey, IUPAC name, common name, synonyms...) -> dicts {cid, name, canonical, selfies} for rows
     whose SMILES rdkit parses to the stored InChIKey; n: stop after n kept rows, in a seeded random order.

@@ -280,13 +280,23 @@ def resolve_data(data) -> tuple[str, dict]:
     return root, left_out
 
 
+def _demo_current(manifest: str) -> bool:
+    """A demo folder built by the current recipe (demo_data.RECIPE); an older one is rebuilt."""
+    from demo_data import RECIPE
+    try:
+        with open(manifest) as f:
+            return json.load(f).get("recipe") == RECIPE
+    except (OSError, ValueError):
+        return False
+
+
 def ensure_demo(root: str, timeout: float = 1800):
     """Build the demo once: the first process (e.g. rank 0 of torchrun) takes a lock file and builds,
-    the others wait for its manifest."""
+    the others wait for its manifest. A demo of an older recipe is moved aside and rebuilt."""
     manifest = os.path.join(root, "manifest.json")
     lock = root.rstrip("/") + ".lock"
     t0 = time.time()
-    while not os.path.isfile(manifest):
+    while not _demo_current(manifest):
         try:
             os.makedirs(os.path.dirname(os.path.abspath(lock)), exist_ok=True)
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -298,8 +308,13 @@ def ensure_demo(root: str, timeout: float = 1800):
             time.sleep(1)
             continue
         try:
-            if not os.path.isfile(manifest):
+            if not _demo_current(manifest):
                 from demo_data import build_demo  # the builder is its own concept (demo_data.py)
+                if os.path.isdir(root):  # an older recipe's demo
+                    import shutil
+                    old = f"{root.rstrip('/')}.old-{os.getpid()}"
+                    os.rename(root, old)
+                    shutil.rmtree(old, ignore_errors=True)
                 build_demo(root)
         finally:
             os.close(fd)

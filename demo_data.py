@@ -30,6 +30,7 @@ import reactions
 from chem import _hash, canonical, selfies_to_smiles, smiles_to_selfies
 from tasks import TASKS
 
+RECIPE = 2                         # bump when the records change: data.ensure_demo rebuilds older demos
 DEMO_TRAIN, DEMO_TEST = 1000, 45  # records per task (caps); yield: half of each per HTE set
 POOL = 8000                        # SMILES drawn from NCI + WEHI for the molecule tasks
 MAX_RXN_CHARS = 800                # reaction records: input + output SELFIES characters (fits max_len 1024)
@@ -228,7 +229,7 @@ def build_demo(out: str, seed: int = 0, verbose: bool = True, small: bool = Fals
 
 
 def _build_demo(out, seed, verbose):
-    from rdkit import Chem, DataStructs, RDLogger
+    from rdkit import DataStructs, RDLogger
     from rdkit.Chem import QED, Crippen, Descriptors, rdFingerprintGenerator, rdMolDescriptors
     RDLogger.DisableLog("rdApp.*")
     t0 = time.time()
@@ -243,7 +244,7 @@ def _build_demo(out, seed, verbose):
         return "test" if _is_test(c) else "train"
 
     side = {c: side_of(c) for c, _, _ in pool}
-    files, manifest = {}, {"tasks": {}, "left_out": {}, "seed": seed}
+    files, manifest = {}, {"recipe": RECIPE, "tasks": {}, "left_out": {}, "seed": seed}
 
     def rng_for(name):
         return np.random.default_rng([seed, _hash(name) % 2**32])

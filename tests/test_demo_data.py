@@ -98,3 +98,27 @@ def test_pubchem_rows_stop_after_n():
     assert len(rows) == 25
     for r in rows[:10]:  # each kept row: its SMILES really is the stored structure
         assert Chem.MolToInchiKey(Chem.MolFromSmiles(r["canonical"])) != ""
+
+
+def test_an_older_demo_is_rebuilt(tmp_path, monkeypatch):
+    """data.ensure_demo: a demo folder from an older recipe (e.g. the GFN2-xTB one) is moved aside and rebuilt."""
+    import json
+
+    import data
+    root = tmp_path / "demo"
+    root.mkdir()
+    (root / "manifest.json").write_text(json.dumps({"tasks": {}, "left_out": {"iupac": "old"}}))
+    (root / "stale.json").write_text("[]")
+    built = []
+
+    def fake_build(out):
+        os.makedirs(out)
+        with open(os.path.join(out, "manifest.json"), "w") as f:
+            json.dump({"recipe": demo_data.RECIPE, "tasks": {}, "left_out": {}}, f)
+        built.append(out)
+
+    monkeypatch.setattr(demo_data, "build_demo", fake_build)
+    data.ensure_demo(str(root))
+    assert built == [str(root)] and not (root / "stale.json").exists()
+    data.ensure_demo(str(root))  # current: nothing to do
+    assert len(built) == 1 and sorted(os.listdir(tmp_path)) == ["demo"]

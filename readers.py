@@ -3,12 +3,18 @@ task's files sit in a data folder (the published layout, the release code's layo
 import json
 import os
 
+import reactions
 from chem import canonical, smiles_to_selfies
 from tasks import Task
 
-def read_records(path: str) -> list[dict]:
-    """A JSON list of records, JSON lines, or a ChEBI-20 text file (CID, SMILES, description).
-    A malformed JSON line is a ValueError naming the file and the line."""
+
+def read_records(path: str, task: str | None = None, skipped=None) -> list[dict]:
+    """A JSON list of records, JSON lines, a ChEBI-20 text file (CID, SMILES, description), or an ORD
+    dataset file (.pb.gz / .pb: that task's records, reactions.py; reactions left out are counted in the
+    Counter `skipped`). A malformed JSON line is a ValueError naming the file and the line; an unreadable
+    ORD file is a reactions.OrdError naming the file."""
+    if reactions.ord_files(path) == [path]:
+        return reactions.task_records(path, task, skipped)
     if path.endswith((".txt", ".tsv")):
         return read_chebi20(path)
     with open(path, encoding="utf-8") as f:
@@ -113,4 +119,6 @@ def _task_files(root, task, split):
     if not out and os.path.isdir(root):
         hits = sorted(f for f in os.listdir(root) if task.code in f and f.endswith((".json", ".jsonl")))
         out = [(os.path.join(root, hits[0]), task.key, False)] if hits else []
+    if not out and task.key in reactions.ORD_TASKS:  # 4. ORD dataset files (a file or a folder of them)
+        out = [(p, task.key, False) for p in reactions.ord_files(root)]
     return out

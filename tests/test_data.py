@@ -1,5 +1,6 @@
 """data.py: the release's prompts per task, readers and name maps, answer-only masking, bad input,
 ratios, DDP sharding and exact resume, the demo data (no leakage), and a smoke test on real files."""
+import csv
 import json
 import os
 import random
@@ -451,7 +452,7 @@ def _canon_inputs(samples):
 
 def test_demo_every_task_no_leakage(demo, tok):
     root, left_out = demo
-    assert set(left_out) == {"iupac"}
+    assert left_out == {}  # all 16 tasks, iupac included
     with open(os.path.join(root, "manifest.json")) as f:
         man = json.load(f)
     for key in TASKS:
@@ -468,11 +469,43 @@ def test_demo_every_task_no_leakage(demo, tok):
     tr = data.load_tasks(",".join(mol_tasks), "train", root, verbose=False)
     te = data.load_tasks(",".join(mol_tasks), "test", root, verbose=False)
     assert not {data.canonical(s.smiles) for s in tr} & {data.canonical(s.smiles) for s in te}
-    tg_te = data.load_tasks("textguidedmolgen", "test", root, verbose=False)
-    answers_te = {data.canonical(data.selfies_to_smiles(s.answer)) for s in tg_te}
-    assert not answers_te & {data.canonical(s.smiles) for s in tr}
+    for key in ("textguidedmolgen", "iupac"):  # text -> molecule: the answer molecule's side is global too
+        answers_te = {data.canonical(data.selfies_to_smiles(s.answer)) for s in data.load_tasks(key, "test", root, verbose=False)}
+        assert not answers_te & {data.canonical(s.smiles) for s in tr}, key
     # every sample fits the max length with the real chat template
     assert max(s.length for s in data.load_tasks("all", "train", root, tokenizer=tok, verbose=False)) <= data.MAX_LEN
+
+
+def test_demo_manifest_names_sources_and_labels_are_real(demo):
+    root, _ = demo
+    with open(os.path.join(root, "manifest.json")) as f:
+        man = json.load(f)
+    assert set(man["tasks"]) == set(TASKS)
+    src = {k: v["source"] for k, v in man["tasks"].items()}
+    assert "qm9pack" in src["homolumo"] and "chemicals" in src["iupac"] and "pubchem large.tsv" in src["iupac"]
+    for k in ("forward", "retrosynthesis", "reagent", "solvent", "catalyst", "experiment"):
+        assert "orderly" in src[k] and ".pb.gz" in src[k], k
+    for k in ("homolumo", "iupac", "forward", "retrosynthesis", "reagent", "solvent", "catalyst"):
+        assert man["tasks"][k]["labels"].startswith("real"), k
+    assert "not the release's action sequences" in man["tasks"]["experiment"]["labels"]
+    # homolumo answers are QM9's own numbers: look each test molecule up in the shipped CSVs
+    with open(os.path.join(root, "test", "property_prediction.json")) as f:
+        recs = json.load(f)
+    want = {f'"dsgdb9nsd_{r["metadata"]["qm9_index"]:06d}.xyz"': r for r in recs}
+    col = {"HOMO energy": "HOMO_au", "LUMO energy": "LUMO_au", "gap": "HOMO_LUMO_gap_au"}
+    found = 0
+    for name in demo_data.QM9_FILES:
+        with open(demo_data._package_file("qm9pack", "data", name), encoding="utf-8") as f:
+            header = next(csv.reader([f.readline()]))
+            for line in f:
+                r = want.get(line.split(",", 1)[0])
+                if r is not None:
+                    row = dict(zip(header, next(csv.reader([line]))))
+                    k = next(v for q, v in col.items() if q in r["instruction"])
+                    assert r["output"] == float(row[k])
+                    assert data.canonical(data.selfies_to_smiles(r["input"])) == data.canonical(row["SMILES"])
+                    found += 1
+    assert found == len(recs) > 0
 
 
 # ----------------------------------------------------------------------------- real benchmark files

@@ -118,9 +118,38 @@ def test_empty_text_scores_zero():
 
 
 def test_meteor_matches_stems_without_wordnet():
-    r = M.text_metrics(["the cats sat"], ["the cat sat"])
+    r = M.text_metrics(["the cats sat"], ["the cat sat"], use_wordnet=False)
     # 3 of 3 unigrams match (cats~cat by Porter stem), one chunk: 1 - 0.5 * (1/3)^3
-    assert r[M.METEOR_KEY] == pytest.approx(1 - 0.5 / 27)
+    assert r[M.METEOR_FALLBACK_KEY] == pytest.approx(1 - 0.5 / 27) and M.METEOR_KEY not in r
+    assert any("no WordNet" in n for n in r["notes"])
+
+
+def test_meteor_with_wordnet_matches_synonyms():
+    """car ~ auto share a WordNet 3.0 synset (nltk matches synonyms after exact and stem matching)."""
+    pred, ref = ["the car is here"], ["the auto is here"]
+    wn = M.text_metrics(pred, ref)
+    stem_only = M.text_metrics(pred, ref, use_wordnet=False)
+    # WordNet: 4 of 4 unigrams match in one chunk -> 1 - 0.5 * (1/4)^3
+    assert wn[M.METEOR_KEY] == pytest.approx(1 - 0.5 / 4 ** 3)
+    # stem only: 3 of 4 match (P = R = 3/4) in 2 chunks -> 0.75 * (1 - 0.5 * (2/3)^3)
+    assert stem_only[M.METEOR_FALLBACK_KEY] == pytest.approx(0.75 * (1 - 0.5 * (2 / 3) ** 3))
+    assert wn[M.METEOR_KEY] > stem_only[M.METEOR_FALLBACK_KEY]
+    assert any("WordNet 3.0" in n for n in wn["notes"])
+
+
+def test_wordnet_install_strips_crs_and_is_private(tmp_path):
+    import wordnet_data
+    root = wordnet_data.install(str(tmp_path / "nltk"))
+    d = tmp_path / "nltk" / "corpora" / "wordnet"
+    assert root == str(tmp_path / "nltk")
+    noun = (d / "data.noun").read_bytes()
+    assert b"\r" not in noun and len(noun) == 15_300_280  # Princeton's data.noun, byte offsets intact
+    for p in [d, *d.iterdir()]:
+        assert p.stat().st_mode & 0o022 == 0, p  # nltk refuses group/world-writable corpus files
+    # nltk's reader seeks to each synset's byte offset in data.noun: check one by hand
+    line = next(l for l in (d / "index.noun").read_text().splitlines() if l.startswith("dog n "))
+    offset = int(line.split()[-1])
+    assert noun[offset:offset + 8] == f"{offset:08d}".encode()
 
 
 def test_rouge_sees_the_end_token_only_in_release_mode():

@@ -16,10 +16,15 @@ import molecule
 from tokenizer import IGNORE_INDEX
 
 
-def answer_logprobs(model, tok, items, answers, batch_size=16, grad=False):
+def answer_logprobs(model, tok, items, answers, batch_size=16, grad=False, answer_ids=None, temperature=1.0):
     """items: [(user_text, graph or None)]; answers: [str] -> per item a 1-D fp32 tensor of
     log p(token) for every supervised answer token, in order. Right-padded batches (causal attention
-    never sees the padding). With grad=False it runs under no_grad and returns detached tensors."""
+    never sees the padding). With grad=False it runs under no_grad and returns detached tensors.
+    answer_ids (GRPO, rl.py): per item the answer as token ids, used as they are instead of encoding
+    `answers` (pass None): sampled ids, the stop token included when one was sampled, since decoding and
+    re-encoding can change the tokens. temperature: log softmax(logits / temperature), the sampling policy."""
+    if answer_ids is not None:
+        answers = answer_ids
     if len(items) != len(answers):
         raise ValueError(f"{len(items)} items but {len(answers)} answers")
     out = [None] * len(items)
@@ -27,13 +32,19 @@ def answer_logprobs(model, tok, items, answers, batch_size=16, grad=False):
     with ctx:
         for b in range(0, len(items), batch_size):
             idx = list(range(b, min(b + batch_size, len(items))))
-            enc = [tok.encode_chat(items[i][0], answers[i]) for i in idx]
+            if answer_ids is None:
+                enc = [tok.encode_chat(items[i][0], answers[i]) for i in idx]
+            else:
+                prompts = [tok.encode_chat(items[i][0])[0] for i in idx]
+                enc = [(p + list(answer_ids[i]), [IGNORE_INDEX] * len(p) + list(answer_ids[i]))
+                       for p, i in zip(prompts, idx)]
             emb, _, labels = molecule.embed_inputs(model, [e[0] for e in enc], [items[i][1] for i in idx],
                                                    labels=[e[1] for e in enc])
             logits = model(inputs_embeds=emb)                         # (B, T, V)
             tgt = labels[:, 1:]                                       # (B, T-1): token t+1 predicted at t
             rows, cols = (tgt != IGNORE_INDEX).nonzero(as_tuple=True)  # (N,) supervised positions, row-major
-            lp = torch.log_softmax(logits[rows, cols].float(), dim=-1).gather(1, tgt[rows, cols, None])[:, 0]
+            lp = torch.log_softmax(logits[rows, cols].float() / temperature, dim=-1)  # (N, V)
+            lp = lp.gather(1, tgt[rows, cols, None])[:, 0]                 # (N,)
             counts = (tgt != IGNORE_INDEX).sum(1).tolist()
             for i, piece in zip(idx, lp.split(counts)):
                 out[i] = piece

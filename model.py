@@ -309,13 +309,17 @@ class CausalLM(nn.Module):
     @torch.no_grad()
     def generate(self, input_ids=None, *, inputs_embeds=None, attention_mask=None, max_new_tokens=64,
                  temperature=0.0, top_p=1.0, eos_token_ids=None, generator=None, pad_token_id=0, top_k=0,
-                 static_cache=None):
+                 static_cache=None, return_logprobs=False):
         """Batched generation with a KV cache. `input_ids` is a list of token lists of any lengths (left
         padded here); or pass `inputs_embeds` (B, T, D) with a left-padding `attention_mask`.
         temperature 0 -> greedy; top_k > 0 keeps the k largest logits (HF's default 50). Returns the new
         tokens per sample, cut before the first EOS.
         static_cache: None -> on CUDA a static cache with a CUDA-graph decode step (Decoder), elsewhere
-        the growing cache; True/False force it (True on CPU: the static path, without graphs)."""
+        the growing cache; True/False force it (True on CPU: the static path, without graphs).
+        return_logprobs (GRPO's old-policy log-probs, rl.py): return instead (tokens (B, T_new) long, the
+        first EOS kept and -1 after it; logprobs (B, T_new) fp32, log softmax(logits / temperature) of each
+        sampled token (temperature 1 when greedy; before the top-k / top-p cuts, which are the sampler's,
+        not the policy's), 0 after the EOS)."""
         dev = self.lm_head.weight.device
         if inputs_embeds is None:
             L = max(len(p) for p in input_ids)
@@ -331,14 +335,20 @@ class CausalLM(nn.Module):
         logits = step.prefill()                                      # (B, 1, V)
         out = torch.full((B, max_new_tokens), -1, dtype=torch.long, device=dev)
         done = torch.zeros(B, dtype=torch.bool, device=dev)
+        lps = torch.zeros((B, max_new_tokens), device=dev) if return_logprobs else None
         for t in range(max_new_tokens):
             nxt = sample_next(logits[:, -1].float(), temperature, top_p, generator, top_k)  # (B,)
+            if return_logprobs:
+                lp = torch.log_softmax(logits[:, -1].float() / (temperature if temperature > 0 else 1.0), -1)
+                lps[:, t] = lp.gather(-1, nxt[:, None])[:, 0].masked_fill(done, 0.0)
             nxt = torch.where(done, torch.full_like(nxt, pad_token_id), nxt)
             out[:, t] = torch.where(done, -1, nxt)
             done = done | torch.isin(nxt, eos)
             if bool(done.all()) or t == max_new_tokens - 1:
                 break
             logits = step(nxt)
+        if return_logprobs:
+            return out, lps
         res, stop = [], set(eos.tolist())
         for row in out.tolist():
             seq = []

@@ -1,0 +1,169 @@
+"""rl.py on CPU with the tiny model: a toy verifiable reward rises, advantages are zero-mean per group,
+the clipped objective and the KL term match hand formulas (KL exactly 0 at step 0), the sampling pass's
+log-probs equal the teacher-forced ones, resume is exact and eval.py loads an RL checkpoint.
+
+The toy rewards here are test stand-ins for verify.verify (same call and verdict shape); rl.py itself
+uses verify.py."""
+import collections
+import json
+import math
+import os
+import sys
+
+import pytest
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import eval as E  # noqa: E402
+import likelihood  # noqa: E402
+import moge  # noqa: E402
+import molecule  # noqa: E402
+import rl  # noqa: E402
+import train  # noqa: E402
+
+Verdict = collections.namedtuple("Verdict", "score reason")
+SMILES = ["CCO", "c1ccccc1", "CC(=O)O", "CCN", "OCCO", "CCCC", "C1CC1", "CC(C)O", "CC#N", "C=CC=C",
+          "CS", "NCC(=O)O"]
+LETTERS = set("abcdefghijklmnopqrstuvwxyz")
+
+
+def letters_reward(task, prompt, prediction, reference):
+    """Toy verifiable reward: the fraction of the answer's characters that are lowercase letters."""
+    if not prediction:
+        return Verdict(0.0, "unparsable")
+    frac = sum(c in LETTERS for c in prediction) / len(prediction)
+    return Verdict(frac, "ok" if frac == 1.0 else "out of tolerance")
+
+
+@pytest.fixture(scope="module")
+def sft(tmp_path_factory):
+    """A tiny data folder (weight: train and test records) and a 2-step train.py checkpoint on it."""
+    import selfies
+    root = tmp_path_factory.mktemp("rl")
+    from rdkit import Chem
+    from rdkit.Chem import Descriptors
+    recs = [{"instruction": "What is the molecular weight of this molecule?", "input": selfies.encoder(s),
+             "output": f"{Descriptors.MolWt(Chem.MolFromSmiles(s)):.2f}", "metadata": {"split": split}}
+            for split in ("train", "test") for s in SMILES]
+    os.makedirs(root / "data" / "train")
+    os.makedirs(root / "data" / "test")
+    for split in ("train", "test"):
+        (root / "data" / split / "Molecular_Weight.json").write_text(
+            json.dumps([r for r in recs if r["metadata"]["split"] == split]))
+    train.main(["--model", "tiny", "--data", str(root / "data"), "--tasks", "weight", "--out", str(root / "sft"),
+                "--lora-r", "4", "--max-steps", "2", "--batch-size", "2", "--max-len", "512", "--threads", "1"])
+    return root, train.checkpoint_dirs(root / "sft")[-1]
+
+
+def rl_args(sft, out, *extra):
+    root, ckpt = sft
+    return ["--ckpt", ckpt, "--tasks", "weight", "--out", str(out), "--threads", "1", "--prompts", "2",
+            "--group-size", "4", "--max-new-tokens", "6", *map(str, extra)]
+
+
+def read_log(out):
+    with open(os.path.join(out, "log.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+# ----------------------------------------------------------------------------- pieces against hand formulas
+
+def test_advantages_zero_mean_per_group():
+    r = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.2, 0.9, 0.4, 0.0])
+    for std in (True, False):
+        a = rl.group_advantages(r, 4, std=std).view(3, 4)
+        assert a.sum(1).abs().max() < 1e-6
+        assert torch.equal(a[1], torch.zeros(4))  # all equal: no signal
+    a = rl.group_advantages(r, 4).view(3, 4)
+    g = [0.2, 0.9, 0.4, 0.0]  # by hand: (r - mean) / (sample std + 1e-4)
+    m = sum(g) / 4
+    s = math.sqrt(sum((x - m) ** 2 for x in g) / 3)
+    assert a[2].tolist() == pytest.approx([(x - m) / (s + 1e-4) for x in g], rel=1e-5)
+    assert a[0].tolist() == pytest.approx([x / (math.sqrt(1 / 3) + 1e-4) for x in (0.5, -0.5, -0.5, 0.5)], rel=1e-5)
+
+
+def test_clipped_objective_and_kl_by_hand():
+    logp = torch.tensor([-1.0, -1.0, -2.0, -0.5], requires_grad=True)
+    old = torch.tensor([-1.0, -1.5, -1.0, -0.5])
+    adv = torch.tensor([1.0, 1.0, -1.0, -2.0])
+    ref = torch.tensor([-1.0, -0.8, -2.5, -0.1])
+    loss, kl, clipped = rl.grpo_token_loss(logp, old, adv, ref, 0.2, 0.3, beta=0.1)
+    want_kl, want = [], []
+    for lp, o, a, rf in zip(logp.tolist(), old.tolist(), adv.tolist(), ref.tolist()):
+        rho = math.exp(lp - o)
+        k = math.exp(rf - lp) - (rf - lp) - 1
+        want_kl.append(k)
+        want.append(-min(rho * a, min(max(rho, 0.8), 1.3) * a) + 0.1 * k)
+    assert kl.tolist() == pytest.approx(want_kl, abs=1e-6) and kl[0] == 0
+    assert loss.tolist() == pytest.approx(want, abs=1e-6)
+    # token 1: rho = e^0.5 > 1.3 with A > 0 -> clipped, no policy gradient (only the KL's)
+    # token 2: rho = e^-1 < 0.8 with A < 0 -> clipped as well
+    assert clipped.tolist() == [False, True, True, False]
+    loss.sum().backward()
+    d = ref[1].item() - logp[1].item()
+    assert logp.grad[1].item() == pytest.approx(0.1 * (1 - math.exp(d)), abs=1e-6)
+
+
+def test_shaping_options():
+    v = Verdict(0.0, "out of tolerance")
+    assert rl.shaped_reward("weight", v, "46.07", "46.07") == 0.0  # no shaping: the verifier's score
+    s = rl.PARTIAL_SCALE["weight"]
+    assert rl.shaped_reward("weight", v, "50.0", "46.07", partial_credit=True) == pytest.approx(1 / (1 + 3.93 / s))
+    assert rl.shaped_reward("weight", v, "about 46.07", "46.07", partial_credit=True) == 1.0
+    assert rl.shaped_reward("weight", Verdict(0.0, "unparsable"), "no idea", "46.07", True, 0.1) == 0.0
+    assert rl.shaped_reward("weight", v, "999", "46.07", False, 0.1) == 0.1
+    assert rl.shaped_reward("forward", Verdict(1.0, "ok"), "CCO", "CCO", True, 0.1) == 1.0
+    assert rl.shaped_reward("weight", Verdict(float("nan"), "ok"), "x", "1") == 0.0
+
+
+def test_swapped_parameters_come_back(sft):
+    model, _, _ = E.load_checkpoint(sft[1], "cpu", torch.float32, log=lambda *a: None)
+    params = moge.trainable_parameters(model)
+    live = {n: p.detach().clone() for n, p in params.items()}
+    zeros = {n: torch.zeros_like(p) for n, p in params.items()}
+    with rl.swapped(params, zeros):
+        assert all(torch.equal(p, zeros[n]) for n, p in params.items())
+    assert all(torch.equal(p, live[n]) for n, p in params.items())
+    assert all(p.requires_grad for p in params.values())
+
+
+def test_sampling_logprobs_equal_teacher_forced(sft):
+    """The old-policy log-probs from the KV-cache sampling pass (model.generate) equal the teacher-forced
+    log-probs of the same token ids (likelihood.answer_logprobs with answer_ids), at temperature T."""
+    import data
+    model, tok, meta = E.load_checkpoint(sft[1], "cpu", torch.float32, log=lambda *a: None)
+    samples = data.load_tasks("weight", split="train", data=meta["args"]["data"], verbose=False)[:3]
+    items = [(s.prompt, data.featurize(s)) for s in samples for _ in range(2)]
+    ids = [tok.encode_chat(u)[0] for u, _ in items]
+    with torch.no_grad():
+        emb, mask, _ = molecule.embed_inputs(model, ids, [g for _, g in items], padding_side="left")
+        out, lps = model.generate(inputs_embeds=emb, attention_mask=mask, max_new_tokens=7, temperature=0.7,
+                                  eos_token_ids=tok.eos_token_ids, generator=torch.Generator().manual_seed(0),
+                                  pad_token_id=tok.pad_token_id, return_logprobs=True)
+    answers = [[t for t in row if t >= 0] for row in out.tolist()]
+    tf = likelihood.answer_logprobs(model, tok, items, None, answer_ids=answers, temperature=0.7)
+    for a, lp, row in zip(answers, tf, lps):
+        assert len(lp) == len(a)
+        torch.testing.assert_close(lp, row[:len(a)], atol=1e-5, rtol=1e-5)
+        assert torch.all(row[len(a):] == 0)
+    # without return_logprobs the answers are the same tokens, cut before the stop token
+    with torch.no_grad():
+        plain = model.generate(inputs_embeds=emb, attention_mask=mask, max_new_tokens=7, temperature=0.7,
+                               eos_token_ids=tok.eos_token_ids, generator=torch.Generator().manual_seed(0),
+                               pad_token_id=tok.pad_token_id)
+    assert plain == [a[:-1] if a and a[-1] in tok.eos_token_ids else a for a in answers]
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def test_toy_reward_rises(sft, tmp_path):
+    out = tmp_path / "rise"
+    rl.main(rl_args(sft, out, "--max-steps", 30, "--lr", 3e-2, "--temperature", 0.3, "--prompts", 4,
+                    "--group-size", 8), reward_fn=letters_reward)
+    log = read_log(out)
+    first, last = [r["reward"] for r in log[:5]], [r["reward"] for r in log[-5:]]
+    print("reward", [round(r["reward"], 3) for r in log])
+    assert sum(last) / 5 > sum(first) / 5 + 0.1, (first, last)
+    assert all(r["kl"] is None and not r["skipped"] for r in log)

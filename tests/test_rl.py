@@ -226,3 +226,35 @@ def test_nonfinite_steps_are_skipped_then_stop(sft, tmp_path):
         rl.main(rl_args(sft, tmp_path / "nan2", "--max-steps", 5, "--debug-nan-steps", "2,3", "--max-bad-steps", 2,
                         *TOY), reward_fn=letters_reward)
     assert e.value.code == 1 and len(read_log(tmp_path / "nan2")) == 3
+
+
+TOY_SCRIPT = '''
+import os, sys
+sys.path[:0] = [{repo!r}, {tests!r}]
+import moge, rl, test_rl
+from safetensors.torch import save_file
+model = rl.main(sys.argv[1:], reward_fn=test_rl.letters_reward)
+save_file({{n: t.contiguous() for n, t in moge.adapter_state_dict(model).items()}},
+          os.path.join(sys.argv[sys.argv.index("--out") + 1], f"rank{{os.environ.get('RANK', 0)}}.safetensors"))
+'''
+
+
+def test_torchrun_two_ranks_stay_in_sync(sft, tmp_path):
+    """Two ranks sample different answers to different prompts; the summed gradients keep their adapters
+    identical, and the log counts both ranks' answers."""
+    import subprocess
+    script = tmp_path / "toy_rl.py"
+    script.write_text(TOY_SCRIPT.format(repo=REPO, tests=os.path.dirname(os.path.abspath(__file__))))
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        str(script), *rl_args(sft, out, "--max-steps", 2, "--kl-coef", 0.05, *TOY)],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    from safetensors.torch import load_file
+    a, b = load_file(out / "rank0.safetensors"), load_file(out / "rank1.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    saved = load_file(os.path.join(train.checkpoint_dirs(out)[-1], "adapters.safetensors"))
+    assert all(torch.equal(a[k], saved[k]) for k in a)
+    log = read_log(out)
+    assert [r["answers"] for r in log] == [16, 16] and log[0]["kl"] == 0.0  # 2 ranks x 2 prompts x 4 answers

@@ -62,8 +62,9 @@ from ddp import all_sum, compute_init, print0, rank0_first
 
 # Defaults that depend on the data: `--data demo` (the default of a demo checkpoint) is sized so that a
 # run finishes in minutes on CPU cores; otherwise a starting point for a GPU run (tune to your budget).
-DEMO = dict(prompts=2, group_size=4, max_new_tokens=24, max_steps=8, lr=1e-4)
-FULL = dict(prompts=8, group_size=8, max_new_tokens=256, max_steps=500, lr=1e-5)
+# The demo's micro-batch of 4 sequences keeps the SmolLM2 update pass near 4 GB of host memory.
+DEMO = dict(prompts=2, group_size=4, max_new_tokens=24, max_steps=8, lr=2e-5, micro_batch=4)
+FULL = dict(prompts=8, group_size=8, max_new_tokens=256, max_steps=500, lr=1e-5, micro_batch=16)
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -105,8 +106,9 @@ def get_parser():
                    "group's std (Dr. GRPO)")
     g.add_argument("--updates", type=int, default=1, help="optimizer updates per batch of samples (GRPO's "
                    "mu); > 1 reuses the samples off-policy, where the clip matters")
-    g.add_argument("--micro-batch", type=int, default=0, help="sequences per forward/backward of the update "
-                   "(gradients accumulate); 0: all of a rank's sequences at once")
+    g.add_argument("--micro-batch", type=int, default=None, help="sequences per forward/backward of the update "
+                   f"(gradients accumulate; memory grows with it); 0: all of a rank's sequences at once. Default "
+                   f"{FULL['micro_batch']} ({DEMO['micro_batch']} with --data demo)")
     g.add_argument("--aux-coef", type=float, default=None, help="MoGE balance-loss weight; default: the "
                    "checkpoint's")
 
@@ -114,8 +116,9 @@ def get_parser():
     g.add_argument("--partial-credit", action="store_true", help="number tasks (weight, tpsa, logp) also earn "
                    "1 / (1 + |error| / s), s = the paper's MAE for the task: an answer as close as the paper's "
                    "average error earns 0.5")
-    g.add_argument("--format-reward", type=float, default=0.0, help="an answer the verifier could read (any "
-                   "reason but unparsable / invalid molecule / not verifiable) earns at least this")
+    g.add_argument("--format-reward", type=float, default=0.0, help="an answer the verifier could read (a "
+                   "reason other than empty, unparsable, invalid molecule, not verifiable, ...: NO_FORMAT) earns at "
+                   "least this")
 
     g = p.add_argument_group("optimizer")
     g.add_argument("--max-steps", type=int, default=None, help=f"steps (batches of samples) in the run; "
@@ -151,6 +154,10 @@ def parse_args(argv=None):
         args.task_ratios = data.parse_tasks(args.tasks)
     except ValueError as e:
         parser.error(str(e))
+    text = sorted(set(args.task_ratios) & set(metrics.TEXT_TASKS))
+    if text:
+        parser.error(f"--tasks {','.join(text)}: free-text answers have no verifiable reward (verify.py scores them "
+                     "'not verifiable')")
     if args.temperature <= 0:
         parser.error("--temperature must be > 0: GRPO needs different answers to compare")
     for k in ("prompts", "group_size", "max_new_tokens", "max_steps", "updates", "keep_last", "max_bad_steps"):
@@ -165,8 +172,9 @@ def parse_args(argv=None):
 
 # ----------------------------------------------------------------------------- rewards and advantages
 
-# verify.REASONS meaning "no answer could be read": no format credit
-NO_FORMAT = ("unparsable", "invalid molecule", "not verifiable")
+# verify.REASONS under which no answer was read (or none can be checked): no format credit
+NO_FORMAT = ("empty", "too long", "unparsable", "invalid molecule", "not verifiable", "unknown task", "bad reference",
+             "verifier error")
 # partial-credit scale per number task: the paper's MAE (Table 3, eval.PAPER)
 PARTIAL_SCALE = {t: ev.PAPER[t]["Average MAE"] for t in metrics.NUMBER_TASKS}
 

@@ -118,6 +118,16 @@ def test_shaping_options():
     assert rl.shaped_reward("weight", Verdict(float("nan"), "ok"), "x", "1") == 0.0
 
 
+def test_real_verifier_plugs_in():
+    verify = pytest.importorskip("verify")  # helper "verify"'s module; rl.py's default reward
+    assert set(rl.NO_FORMAT) <= set(verify.REASONS)
+    assert rl.default_reward() is verify.verify
+    prompt = "What is the molecular weight of this molecule? The molecule SELFIES sequence is: <mol>[C][C][O]"
+    for answer, want in (("46.07", 1.0), ("50.07", 1 / (1 + 4 / rl.PARTIAL_SCALE["weight"])), ("no idea", 0.0)):
+        v = verify.verify("weight", prompt, answer, "46.07")
+        assert rl.shaped_reward("weight", v, answer, "46.07", partial_credit=True) == pytest.approx(want, abs=1e-3)
+
+
 def test_swapped_parameters_come_back(sft):
     model, _, _ = E.load_checkpoint(sft[1], "cpu", torch.float32, log=lambda *a: None)
     params = moge.trainable_parameters(model)

@@ -158,6 +158,10 @@ def test_sampling_logprobs_equal_teacher_forced(sft):
         assert len(lp) == len(a)
         torch.testing.assert_close(lp, row[:len(a)], atol=1e-5, rtol=1e-5)
         assert torch.all(row[len(a):] == 0)
+    # answer_ids of an encoded text answer (+ the end-of-turn token) give that text's log-probs
+    text = likelihood.answer_logprobs(model, tok, items[:1], ["46.07"])[0]
+    ids = likelihood.answer_logprobs(model, tok, items[:1], None, answer_ids=[tok.encode("46.07") + [tok.eot_id]])[0]
+    assert torch.equal(text, ids)
     # without return_logprobs the answers are the same tokens, cut before the stop token
     with torch.no_grad():
         plain = model.generate(inputs_embeds=emb, attention_mask=mask, max_new_tokens=7, temperature=0.7,

@@ -1,6 +1,6 @@
 """Reinforcement learning with verifiable rewards (GRPO) on top of a train.py checkpoint.
 
-    python rl.py --ckpt out/checkpoints/step_000016 --tasks weight,tpsa,logp    # CPU demo sizes (--data demo)
+    python rl.py --ckpt out/checkpoints/step_000016 --tasks weight,tpsa,logp --partial-credit   # CPU demo sizes
     torchrun --nproc_per_node=8 rl.py --ckpt OUT --tasks weight,tpsa,logp,forward --data PATH --out rl_out
     python rl.py ... --resume                     # continue from the newest rl_out/checkpoints/step_*
     python eval.py --ckpt rl_out                  # an RL checkpoint is a train.py checkpoint: eval scores it
@@ -400,7 +400,7 @@ def main(argv=None, reward_fn=None):
         t_gen = time.time() - t0
 
         # 2. rewards, 3. advantages
-        st = collections.defaultdict(float)
+        st = dict.fromkeys(("verified", "trained_tokens", "clipped", "logp_gap", "kl"), 0.0)  # every rank: every key
         reasons, per_task = collections.Counter(), {}
         rewards = []
         for s, text in zip(samples, texts):

@@ -232,6 +232,15 @@ def test_rl_checkpoint_loads_in_eval(sft, tmp_path, capsys):
     assert "weight" in res and f"loaded {ckpt}" in capsys.readouterr().out.replace("/adapters.safetensors", "")
 
 
+def test_steps_without_signal_run(sft, tmp_path):
+    """All answers score 0: every advantage is 0, no sequence is trained, the step still logs and saves."""
+    out = tmp_path / "flat"
+    rl.main(rl_args(sft, out, "--max-steps", 2, *TOY), reward_fn=lambda *a: Verdict(0.0, "unparsable"))
+    log = read_log(out)
+    assert [r["groups_with_signal"] for r in log] == [0.0, 0.0] and log[0]["reasons"] == {"unparsable": 8}
+    assert log[0]["grad_norm"] == 0.0 and not any(r["skipped"] for r in log)
+
+
 def test_micro_batches_take_the_same_step(sft, tmp_path):
     """Gradient accumulation over micro-batches of 3 sequences == one pass over all 8 (balance loss off: it is a
     per-forward statistic): the same loss and gradient norm, and step 2 samples from the same updated policy.

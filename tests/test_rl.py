@@ -172,9 +172,10 @@ def test_sampling_logprobs_equal_teacher_forced(sft):
 
 # ----------------------------------------------------------------------------- the loop
 
-# the tiny model's tied 0.02-std embeddings bound its logits to about +-1.3, so at T = 1 its policy is nearly
-# uniform whatever the adapters do; at T = 0.2 the toy reward is learnable in a few dozen steps
-TOY = ("--lr", 3e-2, "--temperature", 0.2)
+# T = 0.2: the tiny model's HF-style init (tied 0.02-std embeddings) bounds its logits to about +-1.3, so at
+# T = 1 no adapter can make its policy much less uniform; at T = 0.2 the toy reward is learnable in 20 steps
+# with this init (measured 0.06 -> 0.65) and with the learnable init of issue 13 (0.08 -> 1.0)
+TOY = ("--lr", 1e-2, "--temperature", 0.2)
 
 
 def test_toy_reward_rises(sft, tmp_path):
@@ -182,7 +183,7 @@ def test_toy_reward_rises(sft, tmp_path):
     rl.main(rl_args(sft, out, "--max-steps", 20, "--group-size", 8, *TOY), reward_fn=letters_reward)
     log = read_log(out)
     first, last = [r["reward"] for r in log[:5]], [r["reward"] for r in log[-5:]]
-    assert sum(last) / 5 > sum(first) / 5 + 0.2, (first, last)  # measured: 0.2 -> 0.69
+    assert sum(last) / 5 > sum(first) / 5 + 0.2, (first, last)
     assert all(r["kl"] is None and not r["skipped"] for r in log)
     assert log[0]["logp_gap"] < 1e-4  # sampling-pass and teacher-forced log-probs agree (rho = 1 at the start)
     assert set(log[0]["task_reward"]) == {"weight"} and sum(log[0]["reasons"].values()) == log[0]["answers"] == 16

@@ -26,7 +26,7 @@ that stage 2 of train.py trains (the base model and the GIN stay frozen):
     et al. 2025: long answers are not down-weighted), plus the MoGE balance loss as in train.py.
 
 Deliberate choices: the policy is softmax(logits / T) at the sampling temperature (TRL's GRPOTrainer does
-the same); top-p is a cut in the sampler, not part of the policy's log-probs. Adapter dropout is OFF (the
+the same); top-p / top-k are cuts in the sampler, not part of the policy's log-probs. Adapter dropout is OFF (the
 model runs in eval mode): the sampling pass and the trained pass must be one function, or rho is noise
 (at step 0 rho = 1 up to the KV-cache vs full-pass float differences, logged as logp_gap). When beta = 0 a
 sequence with A = 0 has no gradient, so it skips the training pass (it still counts in the token count).
@@ -88,6 +88,8 @@ def get_parser():
     g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature; the trained policy "
                    "is softmax(logits / T)")
     g.add_argument("--top-p", type=float, default=1.0, help="nucleus cut of the sampler")
+    g.add_argument("--top-k", type=int, default=0, help="keep the k largest logits in the sampler (0: off; "
+                   "eval.py's default is 50, the release's HF default)")
     g.add_argument("--max-new-tokens", type=int, default=None, help=f"answer budget; default "
                    f"{FULL['max_new_tokens']} ({DEMO['max_new_tokens']} with --data demo: its property "
                    "answers are ~6 tokens)")
@@ -306,13 +308,15 @@ def main(argv=None, reward_fn=None):
     # ---------------------------------------------------------------- prompts
     with rank0_first(ddp, master):
         train_set = data.load_tasks(args.task_ratios, split="train", data=data_src, seed=args.seed,
-                                    tokenizer=tok, max_len=args.max_len - args.max_new_tokens, verbose=master)
+                                    tokenizer=tok, max_len=args.max_len - args.max_new_tokens, verbose=master,
+                                    mol_format=sft_meta["args"].get("mol_format", "selfies"))  # as trained
     loader = data.Loader(train_set, tok, args.prompts, rank=rank, world_size=world, seed=args.seed)
     tasks = sorted({s.task for s in train_set})
     total_steps = args.max_steps
     save_every = args.save_every or max(10, total_steps // 10)
     print0(f"data {data_src}: {len(train_set)} prompts in {len(tasks)} tasks; {total_steps} steps of {args.prompts} "
-           f"prompts x {G} answers x {world} ranks, T={T}, top-p {args.top_p}, {args.max_new_tokens} new tokens")
+           f"prompts x {G} answers x {world} ranks, T={T}, top-p {args.top_p}, top-k {args.top_k or 'off'}, "
+           f"{args.max_new_tokens} new tokens")
 
     # ---------------------------------------------------------------- optimizer
     optimizer = torch.optim.AdamW(params.values(), lr=args.lr, betas=(0.9, 0.999), eps=1e-8,
@@ -333,7 +337,8 @@ def main(argv=None, reward_fn=None):
         rl = meta.get("rl") or {}
         if rl.get("sft_checkpoint") != step_dir:
             raise SystemExit(f"--resume: {ckpts[-1]} started from {rl.get('sft_checkpoint')}, not --ckpt {step_dir}")
-        for k in ("tasks", "seed", "prompts", "group_size", "temperature", "top_p", "max_new_tokens", "kl_coef"):
+        for k in ("tasks", "seed", "prompts", "group_size", "temperature", "top_p", "top_k", "max_new_tokens",
+                  "kl_coef"):
             if rl["args"][k] != getattr(args, k):
                 raise SystemExit(f"--resume: {ckpts[-1]} ran with --{k.replace('_', '-')} {rl['args'][k]!r}, "
                                  f"this run has {getattr(args, k)!r}")
@@ -389,8 +394,9 @@ def main(argv=None, reward_fn=None):
             ids = [tok.encode_chat(user)[0] for user, _ in items]
             emb, mask, _ = molecule.embed_inputs(model, ids, [g for _, g in items], padding_side="left")
             out, old_lp = model.generate(inputs_embeds=emb, attention_mask=mask, max_new_tokens=args.max_new_tokens,
-                                         temperature=T, top_p=args.top_p, eos_token_ids=tok.eos_token_ids,
-                                         generator=gen, pad_token_id=tok.pad_token_id, return_logprobs=True)
+                                         temperature=T, top_p=args.top_p, top_k=args.top_k, generator=gen,
+                                         eos_token_ids=tok.eos_token_ids, pad_token_id=tok.pad_token_id,
+                                         return_logprobs=True)
         answer_ids, old = [], []
         for row, lp in zip(out.tolist(), old_lp.float().cpu()):
             n = next((i for i, t in enumerate(row) if t < 0), len(row))  # the stop token kept

@@ -302,8 +302,9 @@ def main(argv=None, reward_fn=None):
     args.max_len = args.max_len or sft_meta["args"].get("max_len", data.MAX_LEN)
     aux_coef = sft_meta["moge"].get("aux_coef", 0.0) if args.aux_coef is None else args.aux_coef
     G, T = args.group_size, args.temperature
-    print0(f"RL from {step_dir} (SFT step {sft_meta.get('step')}): {sum(p.numel() for p in params.values()) / 1e6:.2f}M "
-           f"trainable, world size {world}, device {device}, {torch.get_num_threads()} threads per process")
+    n_train = sum(p.numel() for p in params.values())
+    print0(f"RL from {step_dir} (SFT step {sft_meta.get('step')}): {n_train / 1e6:.2f}M trainable, world size "
+           f"{world}, device {device}, {torch.get_num_threads()} threads per process")
 
     # ---------------------------------------------------------------- prompts
     with rank0_first(ddp, master):
@@ -490,8 +491,9 @@ def main(argv=None, reward_fn=None):
                "groups_with_signal": tot["groups_signal"] / tot["groups"], "clip_frac": tot["clipped"] / nt,
                "logp_gap": tot["logp_gap"] / nt, "loss": loss_global, "grad_norm": grad_norm, "lr": lr,
                "skipped": not finite, "answers": n, "step_time": round(time.time() - t0, 3),
-               "gen_time": round(t_gen, 3), "example": {"task": samples[0].task, "answer": texts[0][:200],
-                                                        "reference": samples[0].answer[:200], "reward": rewards[0].item()}}
+               "gen_time": round(t_gen, 3),
+               "example": {"task": samples[0].task, "answer": texts[0][:200], "reference": samples[0].answer[:200],
+                           "reward": rewards[0].item()}}
         if master:
             with open(log_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")

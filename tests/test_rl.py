@@ -153,6 +153,12 @@ def test_sampling_logprobs_equal_teacher_forced(sft):
                                   eos_token_ids=tok.eos_token_ids, generator=torch.Generator().manual_seed(0),
                                   pad_token_id=tok.pad_token_id, return_logprobs=True)
     answers = [[t for t in row if t >= 0] for row in out.tolist()]
+    with torch.no_grad():  # the static-cache decode path (CUDA graphs on a GPU) returns the same
+        out2, lps2 = model.generate(inputs_embeds=emb, attention_mask=mask, max_new_tokens=7, temperature=0.7,
+                                    eos_token_ids=tok.eos_token_ids, generator=torch.Generator().manual_seed(0),
+                                    pad_token_id=tok.pad_token_id, return_logprobs=True, static_cache=True)
+    assert torch.equal(out, out2)
+    torch.testing.assert_close(lps, lps2, atol=1e-5, rtol=1e-5)
     tf = likelihood.answer_logprobs(model, tok, items, None, answer_ids=answers, temperature=0.7)
     for a, lp, row in zip(answers, tf, lps):
         assert len(lp) == len(a)

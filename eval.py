@@ -2,7 +2,7 @@
 
     python eval.py [--ckpt out/] [--tasks all] [--data demo|PATH] [--limit N] [--greedy]
     torchrun --nproc_per_node=N eval.py ...   # prompts sharded over ranks, answers gathered on rank 0
-    python eval.py --score predictions.jsonl   # no model: score a file of answers
+    python eval.py --score predictions.jsonl [--data demo|PATH]   # no model: score a file of answers
     python eval.py --mcq mcq.jsonl [--ckpt out/ | --ckpt none --base default]   # multiple choice (mcq.py)
 
 A checkpoint is exactly the folder it names (or the newest OUT/checkpoints/step_* under an OUT
@@ -14,8 +14,18 @@ instead of one sample at a time. Prompts use the checkpoint's --mol-format (meta
 
 Writes OUT/eval/results.json ({task: {metric: value}}, plus "_meta": checkpoint, decoding, speed),
 predictions.jsonl (one {"task", "id", "prompt", "prediction", "reference"} per line, the schema --score
-reads) and results.md (a table per task, the paper's reported numbers beside ours where known, and beside
-them our value under --release-compat scoring, the paper's definitions, where they differ: LogP, editing).
+reads), baselines.json ({task: {baseline: {metric: value}}}: trivial predictors from the training split,
+baselines.py, scored on the same items by the same scorer) and results.md (a summary table, then a table
+per task: ours, ours under --release-compat scoring (the paper's definitions) where they differ, the
+baselines and the paper's reported numbers where known).
+
+Held-out answer NLL: a teacher-forced pass over the test items (likelihood.py, no generation) gives the
+answer loss in nats/token per task for the checkpoint and for the base model with freshly attached,
+untrained adapters (train.py's step-0 model): the cheapest honest signal that training helped.
+Speed: each task's answers get a budget of its longest training answer + BUDGET_MARGIN tokens (capped by
+--max-new-tokens; --fixed-budget gives every task the cap, as the release's 512), a batch holds one task,
+generation stops at the end token, and the dense GAL adapters are folded into the base weights once
+(moge.merge_adapters; the MoGE layers stay routed).
 Metric definitions: metrics.py; --release-compat reproduces the release's scoring flaws.
 Text metrics: BLEU/METEOR count the LLM's own tokens, as the release does. --score has no model, so it
 uses --tokenizer (a tokenizer.json) when given, else nltk's wordpunct words; the output names which.
@@ -30,8 +40,11 @@ import os
 import re
 import time
 
+import baselines
 import metrics
 import verify
+from heldout import BUDGET_MARGIN, answer_budgets, untrained_model  # noqa: F401 (eval.untrained_model etc.)
+from heldout import heldout_nll as _heldout_nll
 
 # Paper Table 3 as summarised publicly (SPEC section 3); keys are metrics.py's.
 PAPER = {
@@ -45,9 +58,14 @@ PAPER = {
 }
 
 
-# The demo's eval profile: a handful of items per task and a shorter answer budget, so train + eval of the
-# embedded default fit in 15 minutes on 2 CPU cores; any explicit --limit / --max-new-tokens wins.
-DEMO_EVAL = {"limit": 6, "max_new_tokens": 160}
+# The demo's eval profile on CPU: a handful of items per task and a shorter answer cap, so train + eval of the
+# embedded default fit in 12 minutes on 2 CPU cores; any explicit --limit / --max-new-tokens wins.
+DEMO_EVAL = {"limit": 4, "max_new_tokens": 160}
+NLL = "Answer NLL (nats/token)"
+NLL_UNTRAINED = "Answer NLL, untrained adapters (nats/token)"
+# the one metric per task the summary table shows (results.md, the end of `make demo`)
+HEADLINE = {"molecule": "Exact Match (InChI, all items)", "molediting": "Sim>=0.4,QED>=0.6", "homolumo": "Average",
+            "number": "Average MAE", "yield": "R2 Score", "text": "ROUGE-L"}
 
 
 def parse_args(argv=None):
@@ -55,16 +73,17 @@ def parse_args(argv=None):
     p.add_argument("--ckpt", default="out/", help="a checkpoint folder (OUT/checkpoints/step_NNNNNN) or an OUT folder, "
                    "whose newest checkpoint is used")
     p.add_argument("--tasks", default="all", help="'all' or a comma list of task keys")
-    p.add_argument("--data", default=None, help="demo or a data folder; default: the data the checkpoint was trained on")
+    p.add_argument("--data", default=None, help="demo or a data folder; default: the data the checkpoint was trained "
+                   "on. With --score: the data whose training split gives the baselines (none without it)")
     p.add_argument("--limit", type=int, default=None, help="at most N test items per task (the first N); default: all, "
-                   f"or {DEMO_EVAL['limit']} with the demo data (sized so `make demo` fits 15 minutes on 2 CPU cores)")
+                   f"or {DEMO_EVAL['limit']} with the demo data on CPU (sized so `make demo` fits 12 minutes on 2 cores)")
     p.add_argument("--greedy", action="store_true", help="greedy decoding instead of the release's sampling at T=0.2")
     p.add_argument("--temperature", type=float, default=0.2)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=50, help="sample from the k most likely tokens only; 50 is HF "
                    "generate's default, on in the release; 0 turns it off")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: 512 (the release), or "
-                   f"{DEMO_EVAL['max_new_tokens']} with the demo data (its longest answers are ~200 tokens)")
+                   f"{DEMO_EVAL['max_new_tokens']} with the demo data on CPU; each task's budget stays below it (see --fixed-budget)")
     p.add_argument("--batch-size", type=int, default=16, help="prompts per generate call; lower it if memory runs out")
     p.add_argument("--seed", type=int, default=42, help="sampling seed (rank r uses seed + r)")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
@@ -81,6 +100,13 @@ def parse_args(argv=None):
                    "(data.py build-mcq) by option log-likelihood; no generation")
     p.add_argument("--base", default="default", help="with --ckpt none: the bare base model (default|tiny|PATH), "
                    "no adapters and no molecule encoder (the <mol> placeholder is dropped; the prompt's SELFIES remain)")
+    p.add_argument("--fixed-budget", action="store_true", help="every task may generate --max-new-tokens (the "
+                   "release: 512); default: the task's longest training answer + %d tokens, capped by it" % BUDGET_MARGIN)
+    p.add_argument("--no-baselines", action="store_true", help="skip the training-split baselines (and with "
+                   "--fixed-budget, reading the training split at all)")
+    p.add_argument("--no-nll", action="store_true", help="skip the held-out answer NLL (trained and untrained)")
+    p.add_argument("--no-merge", action="store_true", help="generate with the unmerged adapters (the reference "
+                   "path; slower, same answers up to fp32 rounding)")
     p.add_argument("--release-compat", action="store_true", help="reproduce the release's scoring flaws (unsigned "
                    "numbers, ROUGE with the end token, edit success over valid answers only): see metrics.py")
     return p.parse_args(argv)
@@ -127,22 +153,46 @@ def _fmt(v):
     return str(v)
 
 
-def markdown(results, header="", compat=None):
-    """compat: the same rows scored with --release-compat, shown beside the paper's numbers (and molediting,
-    whose success rates the release defines over valid answers): the like-for-like comparison."""
-    lines = [header] if header else []
+def summary_table(results, base_scores=None):
+    """One row per task: N, held-out answer NLL untrained -> trained, the task's headline metric for the model
+    and for every baseline (blank where a baseline does not apply)."""
+    base_scores = base_scores or {}
+    names = [n for n in baselines.NAMES if any(n in b for b in base_scores.values())]
+    lines = ["| task | N | NLL untrained | NLL trained | metric | ours | " + "".join(f"{n} | " for n in names),
+             "|---|---|---|---|---|---|" + "---|" * len(names)]
     for task, res in results.items():
         if task.startswith("_"):
             continue
-        paper, rel = PAPER.get(task, {}), (compat or {}).get(task)
+        key = HEADLINE.get(metrics.answer_kind(task), "")
+        cells = [_fmt(base_scores[task][n].get(key)) if n in base_scores.get(task, {}) else "" for n in names]
+        lines.append(f"| {task} | {res.get('N', '')} | {_fmt(res.get(NLL_UNTRAINED))} | {_fmt(res.get(NLL))} | {key} | "
+                     f"{_fmt(res.get(key))} | " + "".join(f"{c} | " for c in cells))
+    return "\n".join(lines)
+
+
+def markdown(results, header="", base_scores=None, compat=None):
+    """base_scores: {task: {baseline: metrics}} shown beside ours; compat: the same rows scored with
+    --release-compat, shown beside the paper's numbers (and molediting, whose success rates the release
+    defines over valid answers): the like-for-like comparison."""
+    base_scores = base_scores or {}
+    lines = [header] if header else []
+    lines += ["## Summary", "", "Baselines: trivial predictors from the training split on the same items "
+              "(baselines.py). NLL: held-out answer loss, nats/token (lower is better).", "",
+              summary_table(results, base_scores), ""]
+    for task, res in results.items():
+        if task.startswith("_"):
+            continue
+        paper, base, rel = PAPER.get(task, {}), base_scores.get(task, {}), (compat or {}).get(task)
         shown = lambda k: rel is not None and (k in paper or task == "molediting") and k in rel  # noqa: E731
-        if rel is None:
-            lines += [f"### {task}", "", "| metric | ours | paper (Omni-Mol) |", "|---|---|---|"]
-        else:
-            lines += [f"### {task}", "", "| metric | ours | ours, release's scoring (--release-compat) | "
-                      "paper (Omni-Mol) |", "|---|---|---|---|"]
-        lines += [f"| {k} | {_fmt(v)} |" + (f" {_fmt(rel[k]) if shown(k) else ''} |" if rel is not None else "") +
-                  f" {paper.get(k, '')} |" for k, v in res.items() if k != "notes"]
+        lines += [f"### {task}", "", "| metric | ours | "
+                  + ("ours, release's scoring (--release-compat) | " if rel is not None else "")
+                  + "".join(f"{n} | " for n in base) + "paper (Omni-Mol) |",
+                  "|---|---|" + ("---|" if rel is not None else "") + "---|" * len(base) + "---|"]
+        for k, v in res.items():
+            if k != "notes":
+                cells = (f"{_fmt(rel[k]) if shown(k) else ''} | " if rel is not None else "")
+                cells += "".join(f"{_fmt(b[k]) if k in b else ''} | " for b in base.values())
+                lines.append(f"| {k} | {_fmt(v)} | {cells}{paper.get(k, '')} |")
         lines += [""] + [f"- {n}" for n in res.get("notes", [])] + [""]
     return "\n".join(lines)
 
@@ -156,7 +206,7 @@ def compat_scores(rows, release_compat, tokenize=None, tokenizer_name="nltk word
     return score_rows(keep, True, tokenize, tokenizer_name, eos_text) if keep else None
 
 
-def write_results(results, out_dir, meta, rows=None, compat=None, verified=None):
+def write_results(results, out_dir, meta, rows=None, base_scores=None, compat=None, verified=None):
     os.makedirs(out_dir, exist_ok=True)
     results = {"_meta": meta, **results}
     with open(os.path.join(out_dir, "results.json"), "w") as f:
@@ -166,8 +216,11 @@ def write_results(results, out_dir, meta, rows=None, compat=None, verified=None)
             for r in rows:  # "roundtrip": retrosynthesis only, the model's forward prediction from its answer
                 keys = ("task", "id", "prompt", "prediction", "reference") + (("roundtrip",) if "roundtrip" in r else ())
                 f.write(json.dumps({k: r.get(k) for k in keys}) + "\n")
+    if base_scores is not None:
+        with open(os.path.join(out_dir, "baselines.json"), "w") as f:
+            json.dump(base_scores, f, indent=1)
     head = "\n".join(f"- {k}: {v}" for k, v in meta.items()) + "\n"
-    md = markdown(results, "# Omni-Mol eval\n\n" + head, compat)
+    md = markdown(results, "# Omni-Mol eval\n\n" + head, base_scores, compat)
     if verified is not None:  # answers checked by chemistry (verify.py), beside the release's metrics above
         with open(os.path.join(out_dir, "verified.json"), "w") as f:
             json.dump(verified, f, indent=1)
@@ -175,6 +228,20 @@ def write_results(results, out_dir, meta, rows=None, compat=None, verified=None)
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write(md)
     return md
+
+
+def training_items(data_src, task_names, seed=42, log=print, mol_format="selfies"):
+    """The training split of the scored sets' tasks -> (samples, baselines.py items {"task", "prompt",
+    "reference", "smiles"}); yield's items say "yield" (yield_BH and yield_SM both draw on them). A task
+    without training files is left out with a message (no budget from it, no baselines for it)."""
+    import data
+    samples = []
+    for key in sorted({baselines.base_task(t) for t in task_names} & set(data.TASKS)):
+        try:
+            samples += data.load_tasks(key, split="train", data=data_src, seed=seed, verbose=False, mol_format=mol_format)
+        except FileNotFoundError as e:
+            log(f"no baselines or answer budget for {key}: {e}")
+    return samples, [{"task": s.eval_set, "prompt": s.prompt, "reference": s.answer, "smiles": s.smiles} for s in samples]
 
 
 def score_main(args):
@@ -188,11 +255,27 @@ def score_main(args):
     out_dir = args.out or os.path.dirname(os.path.abspath(args.score))
     meta = {"scored": os.path.abspath(args.score), "items": len(rows), "release_compat": args.release_compat,
             "text tokens": tok_name}
+    base_scores = None
+    if args.data and not args.no_baselines:
+        import data
+        tasks = {r["task"] for r in rows}
+        _, train = training_items(args.data, tasks)
+        # the graph-source SMILES of the test items (experiment's prompts name molecules only as $k$), by id
+        smiles = {}
+        for key in sorted({baselines.base_task(t) for t in tasks} & set(data.TASKS)):
+            try:
+                smiles.update({s.id: s.smiles for s in data.load_tasks(key, split="test", data=args.data, verbose=False)})
+            except FileNotFoundError:
+                pass  # the prompts' own SELFIES still give fingerprints
+        items = [{**r, "smiles": smiles.get(r.get("id"))} for r in rows]
+        base_scores = baselines.score(train, items, lambda rs: score_rows(rs, args.release_compat, tokenize, tok_name))
+        meta["baselines from"] = f"training split of {args.data}"
     verified = verify.verify_rows(rows)
     verify.add_to_results(results, verified)
-    print(write_results(results, out_dir, meta, compat=compat_scores(rows, args.release_compat, tokenize, tok_name),
-                        verified=verified))
-    print(f"wrote {out_dir}/results.json, results.md and verified.json")
+    print(write_results(results, out_dir, meta, base_scores=base_scores,
+                        compat=compat_scores(rows, args.release_compat, tokenize, tok_name), verified=verified))
+    print(f"wrote {out_dir}/results.json, {'baselines.json, ' if base_scores is not None else ''}results.md and "
+          "verified.json")
     return results
 
 
@@ -246,24 +329,39 @@ def load_checkpoint(step_dir, device, dtype, log=print):
     return model, tok, meta
 
 
+def heldout_nll(model, tok, samples, rank=0, world=1, batch_size=None):
+    """{scored set: nats per answer token} over the test items (heldout.heldout_nll keyed by scored_as)."""
+    kw = {} if batch_size is None else {"batch_size": batch_size}
+    return _heldout_nll(model, tok, samples, scored_as, rank, world, **kw)
+
+
 # ----------------------------------------------------------------------------- generation
 
-def generate_answers(model, tok, items, args, device, rank=0, bar=None, stats=None):
+def generate_answers(model, tok, items, args, device, rank=0, bar=None, stats=None, groups=None, budgets=None):
     """items: [(user_text, graph or None)] -> decoded answers. Batched left-padded generation with the KV
-    cache, longest prompts first so a batch holds prompts of similar length. stats["tokens"] counts the
-    generated tokens (end token excluded)."""
+    cache. groups (one key per item, e.g. its task) keep a batch to one group, whose budget (budgets[key],
+    else --max-new-tokens) caps its new tokens; within a group longest prompts first, so a batch holds
+    prompts of similar length. stats["tokens"] counts the generated tokens (end token excluded)."""
     import torch
     import molecule
     ids = [tok.encode_chat(user)[0] for user, _ in items]
-    order = sorted(range(len(items)), key=lambda i: -len(ids[i]))
+    groups = groups or [""] * len(items)
+    order = sorted(range(len(items)), key=lambda i: (str(groups[i]), -len(ids[i])))
+    batches, cur = [], []
+    for i in order:  # consecutive runs of one group, at most batch_size long
+        if cur and (len(cur) == args.batch_size or groups[cur[0]] != groups[i]):
+            batches.append(cur)
+            cur = []
+        cur.append(i)
+    batches += [cur] if cur else []
     gen = torch.Generator(device=device).manual_seed(args.seed + rank)
     answers = [None] * len(items)
-    for b in range(0, len(order), args.batch_size):
-        idx = order[b:b + args.batch_size]
+    for idx in batches:
         embeds, mask, _ = molecule.embed_inputs(model, [ids[i] for i in idx], [items[i][1] for i in idx], padding_side="left")
-        out = model.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=args.max_new_tokens,
-                             temperature=0.0 if args.greedy else args.temperature, top_p=args.top_p, top_k=args.top_k,
-                             eos_token_ids=tok.eos_token_ids, generator=gen, pad_token_id=tok.pad_token_id)
+        out = model.generate(inputs_embeds=embeds, attention_mask=mask,
+                             max_new_tokens=(budgets or {}).get(groups[idx[0]], args.max_new_tokens),
+                             temperature=0.0 if args.greedy else args.temperature, top_p=args.top_p,
+                             top_k=args.top_k, eos_token_ids=tok.eos_token_ids, generator=gen, pad_token_id=tok.pad_token_id)
         for i, seq in zip(idx, out):
             answers[i] = tok.decode(seq)
         if stats is not None:
@@ -278,15 +376,17 @@ def generate_answers(model, tok, items, args, device, rank=0, bar=None, stats=No
 ROUNDTRIP_INSTRUCTION = "Based on the given reactants and reagents, suggest a possible product."  # Mol-Instructions
 
 
-def _sharded_generate(model, tok, samples, args, device, rank, world, desc, stats=None):
-    """Generate for this rank's share of samples (every world-th), gather (index, answer) on rank 0."""
+def _sharded_generate(model, tok, samples, args, device, rank, world, desc, stats=None, budgets=None):
+    """Generate for this rank's share of samples (every world-th), in batches of one task with that task's
+    budget (budgets: {task key: max new tokens}), and gather (index, answer) on rank 0."""
     import torch.distributed as dist
     import data
     from tqdm import tqdm
     mine = list(range(len(samples)))[rank::world]
     bar = tqdm(total=len(mine), desc=desc, unit="answer", disable=rank != 0, dynamic_ncols=True)
     items = [(samples[i].prompt, data.featurize(samples[i])) for i in mine]
-    local = list(zip(mine, generate_answers(model, tok, items, args, device, rank, bar, stats)))
+    groups = [samples[i].task for i in mine]
+    local = list(zip(mine, generate_answers(model, tok, items, args, device, rank, bar, stats, groups, budgets)))
     bar.close()
     if world > 1:
         parts = [None] * world
@@ -298,7 +398,7 @@ def _sharded_generate(model, tok, samples, args, device, rank, world, desc, stat
     return answers
 
 
-def roundtrip(model, tok, rows, args, device, rank, world, mol_format="selfies"):
+def roundtrip(model, tok, rows, args, device, rank, world, mol_format="selfies", budgets=None):
     """Retrosynthesis verified by the model itself: ask it the forward question on its own proposed reactants;
     a hit is a predicted product with the InChI of the original product. Over all items (invalid = miss)."""
     import data
@@ -313,7 +413,8 @@ def roundtrip(model, tok, rows, args, device, rank, world, mol_format="selfies")
             continue  # not a usable molecule: a miss
         if data.featurize(sample) is not None:
             jobs.append((j, sample))
-    answers = _sharded_generate(model, tok, [s for _, s in jobs], args, device, rank, world, "round trip")
+    answers = _sharded_generate(model, tok, [s for _, s in jobs], args, device, rank, world, "round trip",
+                                budgets=budgets)
     for (j, _), a in zip(jobs, answers):
         rows[j]["roundtrip"] = metrics.cut_answer(a)  # verify.py's round-trip input
     hits = sum(metrics.same_molecule(rows[j]["roundtrip"], metrics.prompt_molecule(rows[j]["prompt"])) for j, _ in jobs)
@@ -341,15 +442,16 @@ def run(args):
     step_dir = resolve_checkpoint(args.ckpt)
     log(f"checkpoint {step_dir}")
     # GPU: a bf16 base (autocast would re-cast frozen fp32 weights at every decode step) and bf16 A/B
-    model, tok, meta = load_checkpoint(step_dir, device, torch.bfloat16 if device.type == "cuda" else torch.float32, log)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model, tok, meta = load_checkpoint(step_dir, device, dtype, log)
+    import moge
     if device.type == "cuda":
-        import moge
         moge.cast_low_rank(model, torch.bfloat16)
     data_src = args.data or meta.get("args", {}).get("data", "demo")
-    if data_src == "demo":
+    if data_src == "demo" and device.type != "cuda":  # on a GPU the whole demo test split fits easily
         args.limit = DEMO_EVAL["limit"] if args.limit is None else args.limit
         args.max_new_tokens = args.max_new_tokens or DEMO_EVAL["max_new_tokens"]
-        log(f"demo data: --limit {args.limit} per task, --max-new-tokens {args.max_new_tokens} (pass them to change)")
+        log(f"demo data on CPU: --limit {args.limit} per task, --max-new-tokens {args.max_new_tokens} (pass them to change)")
     args.max_new_tokens = args.max_new_tokens or 512
     mol_format = meta.get("args", {}).get("mol_format", "selfies")  # prompts as the checkpoint was trained
     samples = data.load_tasks(args.tasks, split="test", data=data_src, seed=meta.get("args", {}).get("seed", 42),
@@ -363,33 +465,64 @@ def run(args):
         samples = kept
     if not samples:
         raise ValueError(f"no test samples for --tasks {args.tasks} in {data_src}")
+    seed = meta.get("args", {}).get("seed", 42)
+    train_samples, train_items = [], []
+    if not (args.no_baselines and args.fixed_budget):  # the training split: answer budgets and baselines
+        train_samples, train_items = training_items(data_src, {scored_as(s) for s in samples}, seed, log, mol_format)
+    budgets = None if args.fixed_budget else answer_budgets(tok, train_samples, args.max_new_tokens)
     decoding = "greedy" if args.greedy else f"sampling T={args.temperature} top_k={args.top_k} top_p={args.top_p}"
-    log(f"{len(samples)} test items, {decoding}, {args.max_new_tokens} new tokens max, batch {args.batch_size}, "
-        f"{world} rank(s) on {device}")
+    log(f"{len(samples)} test items, {decoding}, {args.max_new_tokens} new tokens max"
+        + (f" (per task: {', '.join(f'{t} {n}' for t, n in sorted(budgets.items()))})" if budgets else "")
+        + f", batch {args.batch_size}, {world} rank(s) on {device}")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-    t0, cpu0, stats = time.time(), time.process_time(), {}
+    nll, nll_untrained, nll_s = {}, {}, 0.0
     with torch.no_grad(), autocast:
-        answers = _sharded_generate(model, tok, samples, args, device, rank, world, "eval", stats)
+        if not args.no_nll:  # teacher-forced, on the exact (unmerged) model, then on train.py's step-0 model
+            t0 = time.time()
+            nll = heldout_nll(model, tok, samples, rank, world)
+            fresh = untrained_model(meta, device, dtype)
+            if device.type == "cuda":
+                moge.cast_low_rank(fresh, torch.bfloat16)
+            nll_untrained = heldout_nll(fresh, tok, samples, rank, world)
+            del fresh
+            nll_s = time.time() - t0
+            log("held-out answer NLL (nats/token), untrained -> trained: "
+                + ", ".join(f"{t} {nll_untrained[t]:.3f} -> {nll[t]:.3f}" for t in nll))
+        if not args.no_merge:
+            log(f"generation: {moge.merge_adapters(model)} dense GAL adapters folded into the base weights")
+        t0, cpu0, stats = time.time(), time.process_time(), {}
+        answers = _sharded_generate(model, tok, samples, args, device, rank, world, "eval", stats, budgets)
         gen_s, gen_cpu = time.time() - t0, time.process_time() - cpu0  # CPU time: stable on a shared machine
         rows = [{"task": scored_as(s), "id": s.id, "prompt": s.prompt, "prediction": a, "reference": s.answer}
                 for s, a in zip(samples, answers)]
         retro = [r for r in rows if r["task"] == "retrosynthesis"]
-        extra = (roundtrip(model, tok, retro, args, device, rank, world, mol_format)
+        extra = (roundtrip(model, tok, retro, args, device, rank, world, mol_format, budgets)
                  if retro and not args.no_roundtrip else {})
     if ddp:
         dist.destroy_process_group()
     if rank != 0:
         return None
     tok_name = f"LLM tokenizer of {meta.get('base_model', meta['args']['model'])}"
-    results = score_rows(rows, args.release_compat, llm_tokens(tok.tok), tok_name,
-                         eos_text=tok.tok.id_to_token(tok.eot_id))
+    scorer = lambda rs: score_rows(rs, args.release_compat, llm_tokens(tok.tok), tok_name,  # noqa: E731
+                                   eos_text=tok.tok.id_to_token(tok.eot_id))
+    results = scorer(rows)
     if extra:
         results["retrosynthesis"].update(extra)
+    for task, res in results.items():
+        if task in nll:
+            res[NLL], res[NLL_UNTRAINED] = nll[task], nll_untrained[task]
+    base_scores = None
+    if not args.no_baselines:
+        items = [{**r, "smiles": s.smiles} for r, s in zip(rows, samples)]
+        base_scores = baselines.score(train_items, items, scorer)
     out_dir = args.out or eval_dir(step_dir)
     run_meta = {"checkpoint": os.path.abspath(step_dir), "step": meta.get("step"), "base model": meta.get("base_model"),
                 "graph encoder": meta.get("gin"), "data": data_src, "items": len(rows), "decoding": decoding,
-                "max_new_tokens": args.max_new_tokens, "batch size": args.batch_size, "ranks": world,
+                "max_new_tokens": args.max_new_tokens,
+                "answer budgets": "fixed" if budgets is None else f"longest training answer + {BUDGET_MARGIN}",
+                "adapters merged for generation": not args.no_merge, "batch size": args.batch_size, "ranks": world,
                 "device": str(device), "threads per rank": torch.get_num_threads(),
+                "NLL seconds (both models)": round(nll_s, 2),
                 "generation seconds": round(gen_s, 2), "answers/s": round(len(rows) / gen_s, 3),
                 "new tokens/s (rank 0)": round(stats.get("tokens", 0) / gen_s, 1),
                 "generation CPU seconds (rank 0)": round(gen_cpu, 2),
@@ -397,8 +530,10 @@ def run(args):
     compat = compat_scores(rows, args.release_compat, llm_tokens(tok.tok), tok_name, tok.tok.id_to_token(tok.eot_id))
     verified = verify.verify_rows(rows)
     verify.add_to_results(results, verified)
-    print(write_results(results, out_dir, run_meta, rows, compat, verified))
-    print(f"wrote {out_dir}/results.json, predictions.jsonl, results.md and verified.json")
+    print(write_results(results, out_dir, run_meta, rows, base_scores, compat, verified))
+    print(f"wrote {out_dir}/results.json, predictions.jsonl, {'baselines.json, ' if base_scores else ''}results.md "
+          "and verified.json\n")
+    print(summary_table(results, base_scores))  # the table a reader wants last on the screen
     return results
 
 

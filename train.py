@@ -52,8 +52,12 @@ import packing
 # that `torchrun --nproc_per_node=2 train.py --tasks all` and then `python eval.py` finish within 15
 # minutes on 2 CPU cores (timing in BENCHMARKS.md): the demo's longest sample is ~800 tokens, so max_len
 # 1024 drops none; few steps need a larger learning rate than the release's 15 epochs do.
-DEMO = dict(max_steps=16, batch_size=2, max_len=1024, lora_r=16, lr=5e-4)
-RELEASE = dict(max_steps=None, batch_size=12, max_len=2048, lora_r=64, lr=8e-5)
+DEMO = dict(max_steps=16, epochs=None, batch_size=2, max_len=1024, lora_r=16, lr=5e-4)
+# `--data demo` on a CUDA device: enough steps to learn (3 epochs of the 4,400 demo samples, ~1,650 steps of 8
+# on one GPU), at a learning rate between the CPU demo's and the release's
+DEMO_CUDA = dict(max_steps=None, epochs=3, batch_size=8, max_len=1024, lora_r=16, lr=2e-4)
+RELEASE = dict(max_steps=None, epochs=15, batch_size=12, max_len=2048, lora_r=64, lr=8e-5)
+PROFILES = {"demo (CPU)": DEMO, "demo (CUDA)": DEMO_CUDA, "release": RELEASE}
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -91,8 +95,9 @@ def get_parser():
     g = p.add_argument_group("schedule and batch (release recipe; --data demo shrinks the run)")
     g.add_argument("--max-steps", type=int, default=None, help="optimizer steps in the whole run (sets the "
                    f"cosine schedule); default: --epochs worth of data, or {DEMO['max_steps']} with --data demo")
-    g.add_argument("--epochs", type=float, default=15, help="used when --max-steps is not given (the release "
-                   "trains 15 epochs and reports epoch 14)")
+    g.add_argument("--epochs", type=float, default=None, help="used when --max-steps is not given; default "
+                   f"{RELEASE['epochs']} (the release trains 15 epochs and reports epoch 14), {DEMO_CUDA['epochs']} "
+                   "with --data demo on CUDA")
     g.add_argument("--batch-size", type=int, default=None, help="sequences per device per micro-step; "
                    f"default {RELEASE['batch_size']} ({DEMO['batch_size']} with --data demo); lower it if "
                    "memory runs out and raise --grad-accum to keep the global batch")
@@ -164,8 +169,10 @@ def get_parser():
 def parse_args(argv=None):
     parser = get_parser()
     args = parser.parse_args(argv)
-    profile = DEMO if args.data == "demo" else RELEASE
-    for k in ("batch_size", "max_len", "lora_r", "max_steps", "lr"):
+    cuda = torch.cuda.is_available() if args.device is None else args.device.startswith("cuda")
+    args.profile = ("demo (CUDA)" if cuda else "demo (CPU)") if args.data == "demo" else "release"
+    profile = PROFILES[args.profile]
+    for k in ("batch_size", "max_len", "lora_r", "max_steps", "lr", "epochs"):
         if getattr(args, k) is None:
             setattr(args, k, 2e-3 if k == "lr" and args.stage == 1 else profile[k])
     if args.stage == 1:
@@ -351,6 +358,8 @@ def main(argv=None):
                                                       else None)
     torch.manual_seed(args.seed + rank)  # different dropout masks per rank from here on
     n_train = sum(p.numel() for p in params.values())
+    print0(f"profile {args.profile}: " + ", ".join(f"{k} {getattr(args, k)}" for k in PROFILES[args.profile])
+           + " (explicit flags win)")
     print0(f"model {args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
            f"{n_train / 1e6:.2f}M trainable ({args.recipe if args.stage == 2 else 'projector only'}), "
            f"world size {world_size}, device {device}, {torch.get_num_threads()} threads per process, base "

@@ -86,4 +86,5 @@ def test_cast_low_rank_in_bf16(recipe):
     if recipe == "gal":
         assert torch.equal(before, after)
     else:
-        torch.testing.assert_close(after.float(), before.float(), atol=2e-2, rtol=2e-2)
+        # bf16 rounding, relative to the logits' scale (the tiny model's logits have std ~2)
+        torch.testing.assert_close(after.float(), before.float(), atol=1e-2 * before.abs().max().item(), rtol=2e-2)

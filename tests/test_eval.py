@@ -89,10 +89,17 @@ def _data_folder(root):
                             selfies.encoder("CC(=O)O.Nc1ccc(O)cc1")) for m in mols[1:]],
         "molcap": [("", selfies.encoder(m), "The molecule is an alcohol.") for m in mols],
     }
-    os.makedirs(root / "test")
-    for stem, rs in recs.items():
-        (root / "test" / f"{stem}.json").write_text(json.dumps(
-            [{"instruction": i, "input": x, "output": y, "metadata": {"split": "test"}} for i, x, y in rs]))
+    train = {  # a training split for the baselines and answer budgets (molcap has none: it must be left out)
+        "Molecular_Weight": [("What is the molecular weight of this molecule?", selfies.encoder(m), w)
+                             for m, w in (("CCCO", "60.10"), ("c1ccccc1", "78.11"), ("CC(=O)Nc1ccc(O)cc1", "151.16"))],
+        "retrosynthesis": [("Please suggest potential reactants for the given product.", selfies.encoder("CC(=O)Oc1ccccc1"),
+                            selfies.encoder("CC(=O)O.Oc1ccccc1"))],
+    }
+    for split, sets in (("test", recs), ("train", train)):
+        os.makedirs(root / split)
+        for stem, rs in sets.items():
+            (root / split / f"{stem}.json").write_text(json.dumps(
+                [{"instruction": i, "input": x, "output": y, "metadata": {"split": split}} for i, x, y in rs]))
     return root
 
 
@@ -149,6 +156,19 @@ def test_eval_tiny_checkpoint_end_to_end(tiny_run, capsys):
     # the written predictions score to the same numbers with --score and the same tokenizer choice
     rescored = E.score_rows(rows)
     assert rescored["weight"]["Average MAE"] == res["weight"]["Average MAE"]
+    # baselines from the training split, on the same items, with the model's metric keys
+    base = json.loads((ev / "baselines.json").read_text())
+    assert set(base) == {"weight", "retrosynthesis"} and "no baselines or answer budget for molcap" in printed
+    assert set(base["weight"]) == {"mean", "median", "nearest neighbour"}
+    assert set(base["retrosynthesis"]) == {"copy input", "nearest neighbour"}
+    w = [float(r["reference"]) for r in rows if r["task"] == "weight"]
+    assert base["weight"]["mean"]["Average MAE"] == pytest.approx(sum(abs(x - (60.10 + 78.11 + 151.16) / 3) for x in w) / 2)
+    assert base["weight"]["mean"].keys() <= saved["weight"].keys()
+    # held-out answer NLL, trained and untrained, and the summary table
+    for task in ("weight", "retrosynthesis", "molcap"):
+        assert 0 < saved[task][E.NLL] < 20 and 0 < saved[task][E.NLL_UNTRAINED] < 20
+    md = (ev / "results.md").read_text()
+    assert "## Summary" in md and "| weight | 2 |" in md and "| Average MAE |" in md
 
 
 def test_eval_loads_exactly_the_saved_adapters(tiny_run):
@@ -244,3 +264,81 @@ def test_eval_uses_the_checkpoints_mol_format(tiny_run, tmp_path):
     assert all("SMILES sequence" in r["prompt"] for r in rows if r["task"] == "weight")
     assert {r["reference"] for r in rows if r["task"] == "retrosynthesis"} == {"CC(=O)O.Nc1ccc(O)cc1"}
     assert json.loads((tmp_path / "ev" / "results.json").read_text())["_meta"]["mol_format"] == "smiles"
+
+
+# ----------------------------------------------------------------------------- fast eval: merge, budgets, groups; NLL
+
+def test_merged_adapters_give_the_unmerged_logits_and_answers(tiny_run):
+    import copy
+    import torch
+    import data
+    import molecule
+    import moge
+    _, step_dir, _ = tiny_run
+    model, tok, meta = E.load_checkpoint(str(step_dir), "cpu", torch.float32, log=lambda *a: None)
+    merged = copy.deepcopy(model)
+    assert moge.merge_adapters(merged) > 0 and moge.moge_layers(merged)  # dense GAL folded, MoGE still routed
+    samples = data.load_tasks("weight,molcap,retrosynthesis", split="test", data=meta["args"]["data"], verbose=False)
+    items = [(s.prompt, data.featurize(s)) for s in samples]
+    ids = [tok.encode_chat(u)[0] for u, _ in items]
+    with torch.no_grad():
+        outs = []
+        for m in (model, merged):
+            emb, mask, _ = molecule.embed_inputs(m, ids, [g for _, g in items], padding_side="left")
+            outs.append(m(inputs_embeds=emb, attention_mask=mask))
+    scale = outs[0].abs().max().item()
+    assert (outs[0] - outs[1]).abs().max().item() <= 1e-5 * scale   # fp32 rounding of W + gamma B A
+    assert (outs[0] - outs[1]).abs().max().item() > 0 or scale == 0  # really a different computation
+    args = E.parse_args(["--greedy", "--max-new-tokens", "8"])
+    assert E.generate_answers(model, tok, items, args, "cpu") == E.generate_answers(merged, tok, items, args, "cpu")
+
+
+def test_answer_budgets_and_task_grouped_batches(tiny_run):
+    import torch
+    import data
+    _, step_dir, _ = tiny_run
+    model, tok, meta = E.load_checkpoint(str(step_dir), "cpu", torch.float32, log=lambda *a: None)
+    train, _ = E.training_items(meta["args"]["data"], ["weight", "retrosynthesis"], log=lambda *a: None)
+    budgets = E.answer_budgets(tok, train, cap=40, margin=3)
+    want = {}
+    for s in train:  # direct: tokens of the answer + its end token + margin, capped
+        want[s.task] = min(40, max(want.get(s.task, 0), len(tok.tok.encode(s.answer, add_special_tokens=False).ids) + 1 + 3))
+    assert budgets == want and budgets["weight"] < 40 == budgets["retrosynthesis"]
+    samples = data.load_tasks("weight,molcap,retrosynthesis", split="test", data=meta["args"]["data"], verbose=False)
+    items, groups = [(s.prompt, data.featurize(s)) for s in samples], [s.task for s in samples]
+    calls, generate = [], model.generate
+
+    def spy(**kw):
+        calls.append((len(kw["inputs_embeds"]), kw["max_new_tokens"]))
+        return generate(**kw)
+    model.generate = spy
+    args = E.parse_args(["--greedy", "--max-new-tokens", "12", "--batch-size", "2"])
+    grouped = E.generate_answers(model, tok, items, args, "cpu", groups=groups, budgets=budgets)
+    # weight (3 items) -> batches of 2 + 1 at its budget; molcap (3) at the cap (no training split); retro (2)
+    assert sorted(calls) == sorted([(2, budgets["weight"]), (1, budgets["weight"]), (2, 12), (1, 12),
+                                    (2, budgets["retrosynthesis"])])
+    model.generate = generate
+    for i, (item, g) in enumerate(zip(items, groups)):  # = each item alone with its own budget
+        args.max_new_tokens = budgets.get(g, 12)
+        assert grouped[i] == E.generate_answers(model, tok, [item], args, "cpu")[0]
+
+
+def test_heldout_nll_equals_the_training_loss(tiny_run):
+    import torch
+    import data
+    import train
+    from tokenizer import IGNORE_INDEX
+    _, step_dir, _ = tiny_run
+    model, tok, meta = E.load_checkpoint(str(step_dir), "cpu", torch.float32, log=lambda *a: None)
+    samples = data.load_tasks("weight,molcap,retrosynthesis", split="test", data=meta["args"]["data"], verbose=False)
+    got = E.heldout_nll(model, tok, samples, batch_size=2)
+    step = train.TrainStep(model).eval()  # the training loss: per-sample CE sums over the answer tokens
+    for task in ("weight", "molcap", "retrosynthesis"):
+        b = data.collate([s for s in samples if s.task == task], tok)
+        with torch.no_grad():
+            ce, _, _ = step(b["input_ids"], b["labels"], b["graphs"])
+        n = sum(sum(y != IGNORE_INDEX for y in lab) for lab in b["labels"])
+        assert got[task] == pytest.approx(ce.sum().item() / n, rel=1e-5)
+    fresh = E.untrained_model(meta, "cpu", torch.float32)  # step-0 adapters: B = 0, so not the checkpoint's
+    assert all(float(p.detach().abs().sum()) == 0 for n, p in fresh.named_parameters() if n.endswith(("lora_B", "_B")))
+    assert E.heldout_nll(fresh, tok, samples)["weight"] != pytest.approx(got["weight"])

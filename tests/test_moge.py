@@ -240,7 +240,8 @@ def test_b0_logits_equal_base(recipe):
         mlp.forward = lambda x: (1 + torch.softmax(router(x), -1).topk(2, -1).values.sum(-1, keepdim=True)) * fwd(x)
         want = base(ids)
     got = model(ids)
-    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6) if recipe == "moge" else \
+    # fp32 rounding of the reordered FFN sum, relative to the logits' scale (tiny's logits have std ~2)
+    torch.testing.assert_close(got, want, atol=1e-6 * want.abs().max().item(), rtol=1e-5) if recipe == "moge" else \
         assert_equal(got, want)
 
 

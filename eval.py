@@ -45,6 +45,7 @@ import metrics
 import verify
 from heldout import BUDGET_MARGIN, answer_budgets, untrained_model  # noqa: F401 (eval.untrained_model etc.)
 from heldout import heldout_nll as _heldout_nll
+from readers import read_jsonl
 
 # Paper Table 3 as summarised publicly (SPEC section 3); keys are metrics.py's.
 PAPER = {
@@ -116,20 +117,7 @@ def parse_args(argv=None):
 
 def read_predictions(path):
     """predictions.jsonl -> rows; a malformed line is an error naming file and line."""
-    rows = []
-    with open(path) as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{i}: not a JSON line ({e})") from None
-            missing = [k for k in ("task", "prediction", "reference") if k not in row]
-            if missing:
-                raise ValueError(f"{path}:{i}: missing key(s) {missing}; expected task, id, prompt, prediction, reference")
-            rows.append(row)
-    return rows
+    return read_jsonl(path, ("task", "prediction", "reference"), "task, id, prompt, prediction, reference")
 
 
 def llm_tokens(hf_tokenizer):

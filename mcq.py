@@ -39,6 +39,7 @@ from rdkit.Chem import rdFingerprintGenerator
 
 import metrics
 from chem import _hash
+from readers import read_jsonl
 from verify import molecule_in_prompt
 
 MCQ_TASKS = ("forward", "reagent", "retrosynthesis", "solvent", "catalyst", "molediting", "molcap", "dqa", "experiment")
@@ -139,22 +140,12 @@ def write(questions, path):
 
 def read(path):
     """mcq.jsonl -> questions; a line without the keys or with a bad answer index is an error naming the line."""
-    out = []
-    with open(path) as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                q = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{i}: not a JSON line ({e})") from None
-            missing = [k for k in ("task", "id", "prompt", "options", "answer") if k not in q]
-            if missing:
-                raise ValueError(f"{path}:{i}: missing key(s) {missing}")
-            if not (isinstance(q["options"], list) and len(q["options"]) >= 2
-                    and isinstance(q["answer"], int) and 0 <= q["answer"] < len(q["options"])):
-                raise ValueError(f"{path}:{i}: options must be a list of >= 2 strings and answer an index into it")
-            out.append(q)
+    out = read_jsonl(path, ("task", "id", "prompt", "options", "answer"))
+    for i, q in enumerate(out, 1):
+        if not (isinstance(q["options"], list) and len(q["options"]) >= 2
+                and isinstance(q["answer"], int) and 0 <= q["answer"] < len(q["options"])):
+            raise ValueError(f"{path}: question {i} ({q['id']}): options must be a list of >= 2 strings and "
+                             "answer an index into it")
     return out
 
 

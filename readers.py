@@ -40,6 +40,29 @@ def read_records(path: str, task: str | None = None, skipped=None) -> list[dict]
     return recs
 
 
+def read_jsonl(path: str, required=(), expected: str = "") -> list[dict]:
+    """One JSON object per line (predictions.jsonl, mcq.jsonl). Bytes that are not UTF-8 are replaced (a
+    model's bytes never stop a run); a line that is not a JSON object, or lacks a `required` key, is a
+    ValueError naming the file and the line."""
+    rows = []
+    with open(path, "rb") as f:
+        for i, raw in enumerate(f, 1):
+            line = raw.decode("utf-8", errors="replace")
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{i}: not a JSON line ({e})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{i}: a JSON {type(row).__name__}, not an object")
+            missing = [k for k in required if k not in row]
+            if missing:
+                raise ValueError(f"{path}:{i}: missing key(s) {missing}" + (f"; expected {expected}" if expected else ""))
+            rows.append(row)
+    return rows
+
+
 def read_chebi20(path: str) -> list[dict]:
     """ChEBI-20 (MolT5) split files -> molcap records; split from the file name (train/validation/test)."""
     name = os.path.basename(path).lower()

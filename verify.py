@@ -41,6 +41,7 @@ from rdkit import Chem, DataStructs, RDLogger, rdBase
 from rdkit.Chem import QED, Crippen, Descriptors, rdFingerprintGenerator, rdMolDescriptors
 
 import metrics
+from readers import read_jsonl
 
 RDLogger.DisableLog("rdApp.*")
 
@@ -395,22 +396,8 @@ def add_to_results(results, verified):
 # ----------------------------------------------------------------------------- CLI
 
 def read_rows(path):
-    """predictions.jsonl -> rows. Bytes that are not UTF-8 are replaced (a model's bytes never stop us);
-    a line that is not a JSON object is an error naming file and line."""
-    rows = []
-    with open(path, "rb") as f:
-        for i, raw in enumerate(f, 1):
-            line = raw.decode("utf-8", errors="replace")
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{i}: not a JSON line ({e})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{i}: a JSON {type(row).__name__}, not an object")
-            rows.append(row)
-    return rows
+    """predictions.jsonl -> rows (readers.read_jsonl: non-UTF-8 bytes replaced, a bad line named)."""
+    return read_jsonl(path)
 
 
 def table(verified) -> str:

@@ -455,8 +455,6 @@ def main(argv=None, reward_fn=None):
                 tok_loss, kl, clipped = grpo_token_loss(logp, old_c, adv_c, ref_c, args.clip_eps,
                                                         args.clip_eps_high, args.kl_coef)
                 loss = tok_loss.sum() / max(n_global, 1.0) + aux_coef * aux / (len(chunks) * world)
-                if step + 1 in args.debug_nan_steps and master:
-                    loss = loss * float("nan")
                 loss.backward()
                 loss_local += float(loss.detach())
                 if u == 0:  # the statistics of the on-policy update
@@ -465,6 +463,8 @@ def main(argv=None, reward_fn=None):
                     st["logp_gap"] += float((logp.detach() - old_c).abs().sum())
                     if kl is not None:
                         st["kl"] += float(kl.detach().sum())
+            if step + 1 in args.debug_nan_steps and master:  # test hook; also for a step without live groups
+                loss_local = float("nan")
             all_reduce_grads(plist)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(plist, args.clip))  # same value on every rank
             loss_global = all_sum(torch.tensor(loss_local, dtype=torch.float64)).item()

@@ -206,18 +206,26 @@ def _reference_mol(text):
 
 # ----------------------------------------------------------------------------- verifiers, one per answer kind
 
+def _answer_molecule(prediction):
+    """-> (mol, InChI, None) for a readable answer molecule, else (None, None, the failing Verdict)."""
+    mol, why = parse_molecule(answer_text(prediction))
+    if mol is None:
+        return None, None, _fail(why)
+    got = inchi(mol)
+    if got is None:
+        return None, None, _fail("invalid molecule")
+    return mol, got, None
+
+
 def verify_molecule(prompt, prediction, reference, roundtrip=None):
     """forward, reagent, solvent, catalyst, iupac, textguidedmolgen: same InChI as the reference."""
     ref = _reference_mol(reference)
     ref_inchi = inchi(ref) if ref is not None else None
     if ref_inchi is None:
         return _fail("bad reference")
-    mol, why = parse_molecule(answer_text(prediction))
-    if mol is None:
-        return _fail(why)
-    got = inchi(mol)
-    if got is None:
-        return _fail("invalid molecule")
+    mol, got, failed = _answer_molecule(prediction)
+    if failed:
+        return failed
     return OK if got == ref_inchi else _fail("wrong molecule")
 
 
@@ -238,12 +246,9 @@ def verify_retrosynthesis(prompt, prediction, reference, roundtrip=None):
     product_inchi = inchi(product) if product is not None else None
     if product_inchi is None:
         return _fail("bad reference")
-    mol, why = parse_molecule(answer_text(prediction))
-    if mol is None:
-        return _fail(why)
-    got = inchi(mol)
-    if got is None:
-        return _fail("invalid molecule")
+    mol, got, failed = _answer_molecule(prediction)
+    if failed:
+        return failed
     ref = _reference_mol(reference)
     if ref is not None and got == inchi(ref):
         return OK  # the reference's reactants: the data set says they make the product
@@ -298,12 +303,9 @@ def verify_molediting(prompt, prediction, reference=None, roundtrip=None):
     source_inchi = inchi(source) if source is not None else None
     if source_inchi is None:
         return _fail("bad reference")
-    mol, why = parse_molecule(answer_text(prediction))
-    if mol is None:
-        return _fail(why)
-    got = inchi(mol)
-    if got is None:
-        return _fail("invalid molecule")
+    mol, got, failed = _answer_molecule(prediction)
+    if failed:
+        return failed
     if got == source_inchi:
         return _fail("unchanged")
     sim = DataStructs.TanimotoSimilarity(_MORGAN_BITS.GetFingerprint(source), _MORGAN_BITS.GetFingerprint(mol))

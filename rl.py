@@ -45,7 +45,6 @@ import contextlib
 import json
 import math
 import os
-import sys
 import time
 
 import torch
@@ -501,16 +500,7 @@ def main(argv=None, reward_fn=None):
                             len=f"{rec['answer_len']:.1f}", skipped=skipped)
             bar.update(1)
         if not finite:
-            print0(f"\nstep {step}: non-finite loss ({loss_global}) or gradient norm ({grad_norm}); update skipped "
-                   f"({bad_in_row} in a row, {skipped} in this run)")
-            if bad_in_row >= args.max_bad_steps:
-                bar.close()
-                good = train.checkpoint_dirs(args.out)
-                print0(f"stopping: {bad_in_row} non-finite steps in a row (--max-bad-steps {args.max_bad_steps}). "
-                       f"Last good checkpoint: {good[-1] if good else 'none written yet'}. Lower --lr, then --resume.")
-                if ddp:
-                    dist.destroy_process_group()
-                sys.exit(1)
+            train.report_bad_step(args, step, loss_global, grad_norm, bad_in_row, skipped, bar, ddp)
         if (step % save_every == 0 and finite) or step == stop_at:
             save()
     bar.close()

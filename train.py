@@ -237,6 +237,22 @@ def checkpoint_dirs(out: str) -> list:
     return [os.path.join(root, n) for n in names]
 
 
+def report_bad_step(args, step, loss, grad_norm, bad_in_row, skipped, bar, ddp):
+    """A skipped non-finite step: say so; after --max-bad-steps in a row, stop (exit 1) naming the last good
+    checkpoint. Shared by train.py and rl.py."""
+    print0(f"\nstep {step}: non-finite loss ({loss}) or gradient norm ({grad_norm}); update skipped "
+           f"({bad_in_row} in a row, {skipped} in this run)")
+    if bad_in_row >= args.max_bad_steps:
+        bar.close()
+        good = checkpoint_dirs(args.out)
+        print0(f"stopping: {bad_in_row} non-finite steps in a row (--max-bad-steps {args.max_bad_steps}). "
+               f"Last good checkpoint: {good[-1] if good else 'none written yet'}. Lower --lr or look at "
+               "the data, then continue with --resume.")
+        if ddp:
+            dist.destroy_process_group()
+        sys.exit(1)
+
+
 def save_checkpoint(out, step, raw_model, optimizer, scheduler, meta, keep_last, crash_after_adapters=False):
     """Rank 0 only. Written into a temporary folder, then renamed: a crash mid-save leaves the previous
     checkpoints whole, and a half-written folder is never mistaken for a checkpoint."""
@@ -505,17 +521,7 @@ def main(argv=None):
             bar.set_postfix(loss=f"{total:.4f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:.0f}", skipped=skipped)
             bar.update(1)
         if not finite:
-            print0(f"\nstep {step}: non-finite loss ({total}) or gradient norm ({grad_norm}); update skipped "
-                   f"({bad_in_row} in a row, {skipped} in this run)")
-            if bad_in_row >= args.max_bad_steps:
-                bar.close()
-                good = checkpoint_dirs(args.out)
-                print0(f"stopping: {bad_in_row} non-finite steps in a row (--max-bad-steps {args.max_bad_steps}). "
-                       f"Last good checkpoint: {good[-1] if good else 'none written yet'}. Lower --lr or look at "
-                       "the data, then continue with --resume.")
-                if ddp:
-                    dist.destroy_process_group()
-                sys.exit(1)
+            report_bad_step(args, step, total, grad_norm, bad_in_row, skipped, bar, ddp)
         if (step % save_every == 0 and finite) or step == stop_at:
             save()
     bar.close()

@@ -277,19 +277,25 @@ PROPERTIES = {  # task -> (rdkit values that count as true, tolerance)
 }
 
 
+def _answer_number(prediction):
+    """-> (the answer's first number, None), else (None, the failing Verdict)."""
+    text = answer_text(prediction)
+    if not text:
+        return None, _fail("empty")
+    if len(text) > MAX_CHARS:
+        return None, _fail("too long")
+    x = first_number(text)
+    return (x, None) if x is not None else (None, _fail("unparsable"))
+
+
 def verify_property(task, prompt, prediction, reference=None):
     """weight / tpsa / logp: the first number within the tolerance of rdkit's value for the prompt's molecule."""
     mol = _reference_mol(molecule_in_prompt(prompt) or "")
     if mol is None:
         return _fail("bad reference")
-    text = answer_text(prediction)
-    if not text:
-        return _fail("empty")
-    if len(text) > MAX_CHARS:
-        return _fail("too long")
-    x = first_number(text)
-    if x is None:
-        return _fail("unparsable")
+    x, failed = _answer_number(prediction)
+    if failed:
+        return failed
     fn, tol = PROPERTIES[task]
     return OK if any(abs(x - t) <= tol for t in fn(mol)) else _fail("out of tolerance")
 
@@ -316,14 +322,9 @@ def _verify_close(prediction, reference, tol):
     r = first_number(as_text(reference))
     if r is None:
         return _fail("bad reference")
-    text = answer_text(prediction)
-    if not text:
-        return _fail("empty")
-    if len(text) > MAX_CHARS:
-        return _fail("too long")
-    x = first_number(text)
-    if x is None:
-        return _fail("unparsable")
+    x, failed = _answer_number(prediction)
+    if failed:
+        return failed
     return OK if abs(x - r) <= tol else _fail("out of tolerance")
 
 

@@ -6,8 +6,8 @@
     Decoder        the static path: fixed-address inputs, the decode step captured as a CUDA graph on CUDA
 
 A decoder is built from (model, inputs_embeds (B, T, D), left-padding attention_mask (B, T),
-max_new_tokens); `prefill()` -> logits (B, 1, V) of the last prompt position, `step(nxt (B,))` ->
-logits (B, 1, V) of the next one. Both give the same tokens (tests/test_static_decode.py, test_gpu.py).
+max_new_tokens); `prefill()` -> logits (B, 1, V) of the last prompt position, `expand(k)` copies each
+prompt's cache k times (k samples per prompt from one prefill), `step(nxt (B,))` -> logits (B, 1, V) of the next one. Both give the same tokens (tests/test_static_decode.py, test_gpu.py).
 This file imports nothing of ours: the model is passed in.
 """
 import torch
@@ -60,6 +60,11 @@ class EagerDecoder:
     def prefill(self):
         return self.model(inputs_embeds=self.embeds, attention_mask=self.mask, cache=self.cache, last_only=True)
 
+    def expand(self, k):  # after prefill: each prompt's cache copied k times (B -> B * k rows, prompt-major)
+        self.cache.k = [t.repeat_interleave(k, 0) for t in self.cache.k]
+        self.cache.v = [t.repeat_interleave(k, 0) for t in self.cache.v]
+        self.mask = self.mask.repeat_interleave(k, 0)
+
     def __call__(self, nxt):  # (B,) -> logits (B, 1, V) of the next position
         self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
         return self.model(nxt[:, None], attention_mask=self.mask, cache=self.cache)
@@ -93,6 +98,12 @@ class Decoder:
                             cache=self.cache, last_only=True)
         self.cache.idx = self.slot
         return logits
+
+    def expand(self, k):  # after prefill, before the first step (and its capture): B -> B * k rows
+        self.cache.k = [t.repeat_interleave(k, 0) for t in self.cache.k]
+        self.cache.v = [t.repeat_interleave(k, 0) for t in self.cache.v]
+        self.key_mask, self.pos = self.key_mask.repeat_interleave(k, 0), self.pos.repeat_interleave(k, 0)
+        self.tok = self.tok.repeat_interleave(k, 0)
 
     def _step(self):  # reads tok/pos/slot/key_mask, writes the cache at `slot`: idempotent for given inputs
         self.key_mask.index_fill_(1, self.slot, 1)

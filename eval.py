@@ -42,6 +42,7 @@ import time
 
 import baselines
 import metrics
+import significance
 import verify
 from heldout import BUDGET_MARGIN, answer_budgets, untrained_model  # noqa: F401 (eval.untrained_model etc.)
 from heldout import heldout_nll as _heldout_nll
@@ -61,12 +62,9 @@ PAPER = {
 
 # The demo's eval profile on CPU: a handful of items per task and a shorter answer cap, so train + eval of the
 # embedded default fit in 12 minutes on 2 CPU cores; any explicit --limit / --max-new-tokens wins.
-DEMO_EVAL = {"limit": 4, "max_new_tokens": 160}
+DEMO_EVAL = {"limit": 4, "max_new_tokens": 160, "full": "weight,logp,tpsa,homolumo", "numeric_samples": 8}
 NLL = "Answer NLL (nats/token)"
 NLL_UNTRAINED = "Answer NLL, untrained adapters (nats/token)"
-# the one metric per task the summary table shows (results.md, the end of `make demo`)
-HEADLINE = {"molecule": "Exact Match (InChI, all items)", "molediting": "Sim>=0.4,QED>=0.6", "homolumo": "Average",
-            "number": "Average MAE", "yield": "R2 Score", "text": "ROUGE-L"}
 
 
 def parse_args(argv=None):
@@ -81,6 +79,15 @@ def parse_args(argv=None):
     p.add_argument("--greedy", action="store_true", help="greedy decoding instead of the release's sampling at T=0.2")
     p.add_argument("--temperature", type=float, default=0.2)
     p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--full", default=None, help="comma list of tasks exempt from --limit: scored on all their test "
+                   f"items (the demo on CPU: {DEMO_EVAL['full']}, the tasks it claims at N >= 45)")
+    p.add_argument("--numeric-samples", type=int, default=None, help="numeric tasks (weight, tpsa, logp, homolumo, "
+                   "yield): sample K answers per prompt at --numeric-temperature and answer their median, the "
+                   "minimum-Bayes-risk answer under absolute error (Lukasik et al. 2024, regression-aware inference "
+                   "with LLMs); greedy or low-temperature decoding of digits picks the modal digit at each position "
+                   "and collapses a spread distribution onto a few values. Default 1: one answer, as the release "
+                   f"({DEMO_EVAL['numeric_samples']} for the demo on CPU)")
+    p.add_argument("--numeric-temperature", type=float, default=1.0, help="sampling temperature of --numeric-samples")
     p.add_argument("--top-k", type=int, default=50, help="sample from the k most likely tokens only; 50 is HF "
                    "generate's default, on in the release; 0 turns it off")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: 512 (the release), or "
@@ -136,26 +143,49 @@ def score_rows(rows, release_compat=False, tokenize=None, tokenizer_name="nltk w
 def _fmt(v):
     if v is None:
         return "n/a"
+    if isinstance(v, (list, tuple)):  # an interval
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
     if isinstance(v, float):
+        if v != v:
+            return "n/a"
         return f"{v:.4f}" if abs(v) < 1000 else f"{v:.1f}"
     return str(v)
 
 
 def summary_table(results, base_scores=None):
     """One row per task: N, held-out answer NLL untrained -> trained, the task's headline metric for the model
-    and for every baseline (blank where a baseline does not apply)."""
-    base_scores = base_scores or {}
-    names = [n for n in baselines.NAMES if any(n in b for b in base_scores.values())]
-    lines = ["| task | N | NLL untrained | NLL trained | metric | ours | " + "".join(f"{n} | " for n in names),
-             "|---|---|---|---|---|---|" + "---|" * len(names)]
+    with its 95% interval, the best baseline (chosen on the training split) and ours minus it with its paired
+    interval, the verdict, and what shows a collapsed model: Spearman (numbers) and distinct answers."""
+    S = significance
+    lines = ["| task | N | NLL untrained | NLL trained | metric | ours [95% CI] | best baseline (train split) | "
+             "baseline | ours - baseline [95% CI] | beats baseline | Spearman | distinct answers (refs) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for task, res in results.items():
         if task.startswith("_"):
             continue
-        key = HEADLINE.get(metrics.answer_kind(task), "")
-        cells = [_fmt(base_scores[task][n].get(key)) if n in base_scores.get(task, {}) else "" for n in names]
+        key = S.headline(task)
+        diff = f"{_fmt(res[S.DIFF])} {_fmt(res[S.DIFF_CI])}" if S.DIFF in res else ""
+        rho = _fmt(res.get(S.SPEARMAN)) if S.SPEARMAN in res else ""
         lines.append(f"| {task} | {res.get('N', '')} | {_fmt(res.get(NLL_UNTRAINED))} | {_fmt(res.get(NLL))} | {key} | "
-                     f"{_fmt(res.get(key))} | " + "".join(f"{c} | " for c in cells))
+                     f"{_fmt(res.get(key))} {_fmt(res.get(S.CI)) if S.CI in res else ''} | {res.get(S.BEST, '')} | "
+                     f"{_fmt(res[S.BEST_SCORE]) if S.BEST_SCORE in res else ''} | {diff} | {res.get(S.VERDICT, '')} | "
+                     f"{rho} | {res.get(S.DISTINCT, '')} ({res.get(S.DISTINCT_REF, '')}) |")
     return "\n".join(lines)
+
+
+def add_significance(results, rows, train_items=None, items=None, base_scores=None, release_compat=False):
+    """Intervals, the best-baseline verdict, Spearman and distinct answers (significance.py) merged into
+    results[task] and base_scores[task][baseline]; the selection on the training split under
+    base_scores["_selection"]."""
+    stats, base_stats, selection = significance.report(rows, train_items, items, release_compat)
+    for task, s in stats.items():
+        results.setdefault(task, {}).update(s)
+    if base_scores is not None:
+        for task, by_name in base_stats.items():
+            for name, s in by_name.items():
+                base_scores.get(task, {}).get(name, {}).update(s)
+        if selection:
+            base_scores["_selection"] = {"rule": significance.RULE, **selection}
 
 
 def markdown(results, header="", base_scores=None, compat=None):
@@ -165,11 +195,12 @@ def markdown(results, header="", base_scores=None, compat=None):
     base_scores = base_scores or {}
     lines = [header] if header else []
     lines += ["## Summary", "", "Baselines: trivial predictors from the training split on the same items "
-              "(baselines.py). NLL: held-out answer loss, nats/token (lower is better).", "",
+              "(baselines.py). NLL: held-out answer loss, nats/token (lower is better). " + significance.RULE, "",
               summary_table(results, base_scores), ""]
     for task, res in results.items():
         if task.startswith("_"):
             continue
+        base_scores = {k: v for k, v in base_scores.items() if not k.startswith("_")}
         paper, base, rel = PAPER.get(task, {}), base_scores.get(task, {}), (compat or {}).get(task)
         shown = lambda k: rel is not None and (k in paper or task == "molediting") and k in rel  # noqa: E731
         lines += [f"### {task}", "", "| metric | ours | "
@@ -258,6 +289,8 @@ def score_main(args):
         items = [{**r, "smiles": smiles.get(r.get("id"))} for r in rows]
         base_scores = baselines.score(train, items, lambda rs: score_rows(rs, args.release_compat, tokenize, tok_name))
         meta["baselines from"] = f"training split of {args.data}"
+    add_significance(results, rows, train if base_scores is not None else None,
+                     items if base_scores is not None else None, base_scores, args.release_compat)
     verified = verify.verify_rows(rows)
     verify.add_to_results(results, verified)
     print(write_results(results, out_dir, meta, base_scores=base_scores,
@@ -324,6 +357,21 @@ def heldout_nll(model, tok, samples, rank=0, world=1, batch_size=None):
 
 
 # ----------------------------------------------------------------------------- generation
+NUMERIC_KINDS = ("number", "homolumo", "yield")
+
+
+def median_answer(task, texts):
+    """The median of the numbers read from sampled answers (as metrics.py reads them), written with the most
+    decimals any sample had (at most 4); the first sample if none holds a number."""
+    import statistics
+    kind = metrics.answer_kind(task)
+    read = (lambda t: metrics.first_number(t)) if kind == "number" else (lambda t: metrics.strict_float(t.strip()))
+    nums = [(x, t) for x, t in ((read(metrics.cut_answer(t)), t) for t in texts) if x is not None]
+    if not nums:
+        return texts[0]
+    decimals = max((len(m.group(1)) for _, t in nums for m in [re.search(r"\.(\d+)", t)] if m), default=0)
+    return f"{statistics.median(x for x, _ in nums):.{min(decimals, 4)}f}"
+
 
 def generate_answers(model, tok, items, args, device, rank=0, bar=None, stats=None, groups=None, budgets=None):
     """items: [(user_text, graph or None)] -> decoded answers. Batched left-padded generation with the KV
@@ -344,14 +392,18 @@ def generate_answers(model, tok, items, args, device, rank=0, bar=None, stats=No
     batches += [cur] if cur else []
     gen = torch.Generator(device=device).manual_seed(args.seed + rank)
     answers = [None] * len(items)
+    k_num = max(1, getattr(args, "numeric_samples", None) or 1)
     for idx in batches:
         embeds, mask, _ = molecule.embed_inputs(model, [ids[i] for i in idx], [items[i][1] for i in idx], padding_side="left")
-        out = model.generate(inputs_embeds=embeds, attention_mask=mask,
+        k = k_num if k_num > 1 and metrics.answer_kind(str(groups[idx[0]])) in NUMERIC_KINDS else 1
+        temperature = args.numeric_temperature if k > 1 else 0.0 if args.greedy else args.temperature
+        out = model.generate(inputs_embeds=embeds, attention_mask=mask, num_samples=k,  # k answers, one prefill
                              max_new_tokens=(budgets or {}).get(groups[idx[0]], args.max_new_tokens),
-                             temperature=0.0 if args.greedy else args.temperature, top_p=args.top_p,
-                             top_k=args.top_k, eos_token_ids=tok.eos_token_ids, generator=gen, pad_token_id=tok.pad_token_id)
-        for i, seq in zip(idx, out):
-            answers[i] = tok.decode(seq)
+                             temperature=temperature, top_p=args.top_p, top_k=args.top_k,
+                             eos_token_ids=tok.eos_token_ids, generator=gen, pad_token_id=tok.pad_token_id)
+        for j, i in enumerate(idx):
+            texts = [tok.decode(seq) for seq in out[j * k:(j + 1) * k]]
+            answers[i] = texts[0] if k == 1 else median_answer(str(groups[i]), texts)
         if stats is not None:
             stats["tokens"] = stats.get("tokens", 0) + sum(len(seq) for seq in out)
         if bar is not None:
@@ -439,7 +491,12 @@ def run(args):
     if data_src == "demo" and device.type != "cuda":  # on a GPU the whole demo test split fits easily
         args.limit = DEMO_EVAL["limit"] if args.limit is None else args.limit
         args.max_new_tokens = args.max_new_tokens or DEMO_EVAL["max_new_tokens"]
-        log(f"demo data on CPU: --limit {args.limit} per task, --max-new-tokens {args.max_new_tokens} (pass them to change)")
+        args.full = DEMO_EVAL["full"] if args.full is None else args.full
+        args.numeric_samples = args.numeric_samples or DEMO_EVAL["numeric_samples"]
+        log(f"demo data on CPU: --limit {args.limit} per task except --full {args.full}, --max-new-tokens "
+            f"{args.max_new_tokens}, --numeric-samples {args.numeric_samples} (pass them to change)")
+    args.numeric_samples = args.numeric_samples or 1
+    full = {t.strip() for t in (args.full or "").split(",") if t.strip()}
     args.max_new_tokens = args.max_new_tokens or 512
     mol_format = meta.get("args", {}).get("mol_format", "selfies")  # prompts as the checkpoint was trained
     samples = data.load_tasks(args.tasks, split="test", data=data_src, seed=meta.get("args", {}).get("seed", 42),
@@ -448,7 +505,7 @@ def run(args):
         kept, seen = [], {}
         for s in samples:
             seen[scored_as(s)] = seen.get(scored_as(s), 0) + 1
-            if seen[scored_as(s)] <= args.limit:
+            if seen[scored_as(s)] <= args.limit or s.task in full or scored_as(s) in full:
                 kept.append(s)
         samples = kept
     if not samples:
@@ -459,6 +516,9 @@ def run(args):
         train_samples, train_items = training_items(data_src, {scored_as(s) for s in samples}, seed, log, mol_format)
     budgets = None if args.fixed_budget else answer_budgets(tok, train_samples, args.max_new_tokens)
     decoding = "greedy" if args.greedy else f"sampling T={args.temperature} top_k={args.top_k} top_p={args.top_p}"
+    if args.numeric_samples > 1:
+        decoding += (f"; numeric tasks: median of {args.numeric_samples} samples at T={args.numeric_temperature} "
+                     f"top_k={args.top_k} top_p={args.top_p}")
     log(f"{len(samples)} test items, {decoding}, {args.max_new_tokens} new tokens max"
         + (f" (per task: {', '.join(f'{t} {n}' for t, n in sorted(budgets.items()))})" if budgets else "")
         + f", batch {args.batch_size}, {world} rank(s) on {device}")
@@ -503,6 +563,8 @@ def run(args):
     if not args.no_baselines:
         items = [{**r, "smiles": s.smiles} for r, s in zip(rows, samples)]
         base_scores = baselines.score(train_items, items, scorer)
+    add_significance(results, rows, train_items if base_scores is not None else None,
+                     items if base_scores is not None else None, base_scores, args.release_compat)
     out_dir = args.out or eval_dir(step_dir)
     run_meta = {"checkpoint": os.path.abspath(step_dir), "step": meta.get("step"), "base model": meta.get("base_model"),
                 "graph encoder": meta.get("gin"), "data": data_src, "items": len(rows), "decoding": decoding,

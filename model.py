@@ -315,12 +315,12 @@ class CausalLM(nn.Module):
     @torch.no_grad()
     def generate(self, input_ids=None, *, inputs_embeds=None, attention_mask=None, max_new_tokens=64,
                  temperature=0.0, top_p=1.0, eos_token_ids=None, generator=None, pad_token_id=0, top_k=0,
-                 static_cache=None, return_logprobs=False):
+                 static_cache=None, return_logprobs=False, num_samples=1):
         """Batched generation with a KV cache. `input_ids` is a list of token lists of any lengths (left
         padded here); or pass `inputs_embeds` (B, T, D) with a left-padding `attention_mask`.
         temperature 0 -> greedy; top_k > 0 keeps the k largest logits (HF's default 50). Returns the new
-        tokens per sample, cut before the first EOS.
-        static_cache: None -> on CUDA a static cache with a CUDA-graph decode step (Decoder), elsewhere
+        tokens per sample, cut before the first EOS; num_samples n: n per prompt from one prefill (B * n rows,
+        prompt-major). static_cache: None -> on CUDA a static cache with a CUDA-graph decode step (Decoder), elsewhere
         the growing cache; True/False force it (True on CPU: the static path, without graphs).
         return_logprobs (GRPO's old-policy log-probs, rl.py): return instead (tokens (B, T_new) long, the
         first EOS kept and -1 after it; logprobs (B, T_new) fp32, log softmax(logits / temperature) of each
@@ -339,6 +339,9 @@ class CausalLM(nn.Module):
         static = dev.type == "cuda" if static_cache is None else static_cache
         step = (Decoder if static else EagerDecoder)(self, inputs_embeds, attention_mask, max_new_tokens)
         logits = step.prefill()                                      # (B, 1, V)
+        if num_samples > 1:
+            step.expand(num_samples)
+            logits, B = logits.repeat_interleave(num_samples, 0), B * num_samples
         out = torch.full((B, max_new_tokens), -1, dtype=torch.long, device=dev)
         done = torch.zeros(B, dtype=torch.bool, device=dev)
         lps = torch.zeros((B, max_new_tokens), device=dev) if return_logprobs else None

@@ -42,6 +42,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import data
+from curve import HeldoutCurve
+from curve import plot as plot_curve
 from ddp import all_sum, compute_init, print0, rank0_first  # noqa: F401 (train.compute_init etc. stay importable)
 import model as M
 import molecule
@@ -134,6 +136,10 @@ def get_parser():
     g = p.add_argument_group("checkpoints and logging")
     g.add_argument("--save-every", type=int, default=None, help="steps between checkpoints; default: a tenth "
                    "of the run, at least 10; the last step is always saved")
+    g.add_argument("--curve-every", type=int, default=0, help="every N steps (and at step 0) the held-out answer "
+                   "NLL of --curve-items test items per task -> OUT/heldout.jsonl, OUT/learning_curve.png (a report: "
+                   "nothing in the run is chosen from it); 0 = off")
+    g.add_argument("--curve-items", type=int, default=4, help="test items per task for --curve-every")
     g.add_argument("--keep-last", type=int, default=3, help="checkpoints kept; older ones are deleted")
     g.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in "
                    "OUT/checkpoints (adapters, optimizer, schedule, data position, RNG): on CPU with the same "
@@ -463,6 +469,13 @@ def main(argv=None):
                                    crash_after_adapters=args.debug_crash_in_save == step)
             print0(f"saved {path}")
 
+    curve = None
+    if args.curve_every > 0:  # held-out NLL during training (curve.py); collective: each rank scores its share
+        curve = HeldoutCurve(tok, tasks, args.data, args.out if master else None, args.curve_items, args.seed,
+                             args.mol_format, step if args.resume else None)
+        if step == 0:
+            curve(raw_model, 0, rank, world_size)
+
     # ---------------------------------------------------------------- the loop
     from tqdm import tqdm
     bar = tqdm(total=total_steps, initial=step, disable=not master, dynamic_ncols=True)
@@ -522,11 +535,15 @@ def main(argv=None):
             bar.update(1)
         if not finite:
             report_bad_step(args, step, total, grad_norm, bad_in_row, skipped, bar, ddp)
+        if curve is not None and (step % args.curve_every == 0 or step == total_steps):
+            curve(raw_model, step, rank, world_size)
         if (step % save_every == 0 and finite) or step == stop_at:
             save()
     bar.close()
     if master:
         plot_losses(log_path, os.path.join(args.out, "loss.png"))
+        if curve is not None:
+            plot_curve(curve.path, os.path.join(args.out, "learning_curve.png"))
         print0(f"done: steps {first_step} -> {step} of {total_steps} in {time.time() - t_start:.0f}s, {skipped} "
                f"skipped; {args.out}/log.jsonl, checkpoints in {args.out}/checkpoints")
     if ddp:

@@ -158,7 +158,7 @@ def test_eval_tiny_checkpoint_end_to_end(tiny_run, capsys):
     assert rescored["weight"]["Average MAE"] == res["weight"]["Average MAE"]
     # baselines from the training split, on the same items, with the model's metric keys
     base = json.loads((ev / "baselines.json").read_text())
-    assert set(base) == {"weight", "retrosynthesis"} and "no baselines or answer budget for molcap" in printed
+    assert set(base) - {"_selection"} == {"weight", "retrosynthesis"} and "no baselines or answer budget for molcap" in printed
     assert set(base["weight"]) == {"mean", "median", "nearest neighbour"}
     assert set(base["retrosynthesis"]) == {"copy input", "nearest neighbour"}
     w = [float(r["reference"]) for r in rows if r["task"] == "weight"]
@@ -342,3 +342,47 @@ def test_heldout_nll_equals_the_training_loss(tiny_run):
     fresh = E.untrained_model(meta, "cpu", torch.float32)  # step-0 adapters: B = 0, so not the checkpoint's
     assert all(float(p.detach().abs().sum()) == 0 for n, p in fresh.named_parameters() if n.endswith(("lora_B", "_B")))
     assert E.heldout_nll(fresh, tok, samples)["weight"] != pytest.approx(got["weight"])
+
+
+def test_median_of_sampled_numbers():
+    assert E.median_answer("weight", ["377.34", "about 277.3 g/mol", "x", "300.12"]) == "300.12"
+    assert E.median_answer("weight", ["10", "20"]) == "15"                                  # no decimals seen
+    assert E.median_answer("homolumo", ["-0.2242", "-0.2", "0.3 Ha", "-0.25"]) == "-0.2242"  # strict floats only
+    assert E.median_answer("yield", ["none", "n/a"]) == "none"                               # nothing to read
+
+
+def test_numeric_samples_reach_generation(tiny_run):
+    import torch
+    _, step_dir, _ = tiny_run
+    model, tok, _ = E.load_checkpoint(str(step_dir), "cpu", torch.float32, log=lambda *a: None)
+    args = E.parse_args(["--numeric-samples", "3", "--max-new-tokens", "4", "--batch-size", "2"])
+    calls = []
+    orig = model.generate
+
+    def spy(**kw):
+        calls.append((kw["inputs_embeds"].shape[0] * kw.get("num_samples", 1), kw["temperature"]))
+        return orig(**kw)
+    model.generate = spy
+    items = [("What is the molecular weight? [C][C][O]", None)] * 2 + [("Describe [C][C][O]", None)]
+    E.generate_answers(model, tok, items, args, "cpu", groups=["weight", "weight", "molcap"])
+    assert sorted(calls) == sorted([(6, 1.0), (1, 0.2)])   # 2 weight prompts x 3 samples at T=1; molcap once at T=0.2
+
+
+def test_score_reports_intervals_verdicts_and_collapse(tmp_path):
+    """--score with --data: every task gets its interval, the best baseline chosen on the training split, the
+    paired verdict, Spearman for numbers and distinct answers; a constant answer shows 1 distinct answer."""
+    root = _data_folder(tmp_path / "data")
+    rows = [{"task": "weight", "id": f"w{i}", "prompt": "<mol>\nWhat is the molecular weight of this molecule? "
+             f"The molecule SELFIES sequence is: {selfies.encoder(m)}", "prediction": "151.16", "reference": w}
+            for i, (m, w) in enumerate((("CCO", "46.07"), ("CC(=O)Nc1ccc(O)cc1", "151.16"), ("c1ccccc1O", "94.11")))]
+    pred = tmp_path / "p.jsonl"
+    pred.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = E.main(["--score", str(pred), "--data", str(root), "--out", str(tmp_path / "o")])
+    import significance as S
+    w = res["weight"]
+    assert w[S.DISTINCT] == 1 and w[S.DISTINCT_REF] == 3 and w[S.SPEARMAN] is None  # constant: rho undefined
+    assert w[S.BEST] in ("mean", "median", "nearest neighbour") and w[S.VERDICT] == "no" and len(w[S.DIFF_CI]) == 2
+    base = json.loads((tmp_path / "o" / "baselines.json").read_text())
+    assert base["_selection"]["weight"]["best"] == w[S.BEST] and S.CI in base["weight"]["mean"]
+    md = (tmp_path / "o" / "results.md").read_text()
+    assert "beats baseline" in md and "paired bootstrap" in md

@@ -71,3 +71,18 @@ def test_list_prompts_static_default_on_cpu_is_eager():
     # the static cache rounds its length up to 128 slots; more than that still works
     long = [list(range(3, 140))]
     assert m.generate(long, max_new_tokens=3) == m.generate(long, max_new_tokens=3, static_cache=True)
+
+
+def test_num_samples_share_one_prefill_and_equal_repeated_prompts():
+    """generate(num_samples=n) expands the prefilled cache n times: the same tokens as the prompts repeated
+    n times (rows prompt-major), sampled with the same generator, on both decode paths."""
+    m, tok = tiny_trained()
+    embeds, mask = prompts(m, tok)
+    for static in (False, True):
+        kw = dict(max_new_tokens=6, temperature=1.0, static_cache=static)
+        shared = m.generate(inputs_embeds=embeds, attention_mask=mask, num_samples=3,
+                            generator=torch.Generator().manual_seed(5), **kw)
+        repeated = m.generate(inputs_embeds=embeds.repeat_interleave(3, 0), attention_mask=mask.repeat_interleave(3, 0),
+                              generator=torch.Generator().manual_seed(5), **kw)
+        assert shared == repeated and len(shared) == 3 * embeds.shape[0]
+        assert len({tuple(s) for s in shared[:3]}) > 1  # the samples of one prompt differ

@@ -295,3 +295,31 @@ def test_stage1_prompt_has_no_selfies(tiny_data, tmp_path, monkeypatch):
     assert len(seen) == 16
     for s in seen:  # "<mol>\n" + question: the graph is the only way the molecule gets in
         assert s.prompt.startswith(data.GRAPH) and s.prompt[len(data.GRAPH):] in data.MOLCAP_QUESTIONS
+
+
+def test_learning_curve_is_the_heldout_nll_of_the_checkpoints(tiny_data, tmp_path):
+    """--curve-every: OUT/heldout.jsonl holds step 0 and every N steps, each point equal to eval.py's held-out
+    NLL of the model at that step (the saved checkpoint, loaded afresh), and learning_curve.png is drawn."""
+    import shutil
+    import data
+    import eval as E
+    data_dir = tmp_path / "data"
+    shutil.copytree(tiny_data, data_dir)
+    os.makedirs(data_dir / "test")
+    for name in os.listdir(data_dir / "train"):  # the training records double as a test split here
+        recs = json.loads((data_dir / "train" / name).read_text())
+        (data_dir / "test" / name).write_text(json.dumps([dict(r, metadata={"split": "test"}) for r in recs]))
+    out = tmp_path / "run"
+    train.main(args_for(str(data_dir), out, "--max-steps", 2, "--save-every", 1, "--curve-every", 1, "--curve-items", 3,
+                        "--batch-size", 2))
+    points = [json.loads(ln) for ln in (out / "heldout.jsonl").read_text().splitlines()]
+    assert [p["step"] for p in points] == [0, 1, 2] and points[0]["items"] == 9
+    assert (out / "learning_curve.png").stat().st_size > 0
+    for step in (1, 2):
+        model, tok, meta = E.load_checkpoint(str(out / "checkpoints" / f"step_{step:06d}"), "cpu", torch.float32,
+                                             log=lambda *a: None)
+        test = data.load_tasks(TASKS, split="test", data=str(data_dir), verbose=False, tokenizer=tok)
+        keep = [s for t in TASKS.split(",") for s in [x for x in test if x.task == t][:3]]
+        want = E.heldout_nll(model, tok, keep)
+        assert points[step]["nll"] == pytest.approx(want, rel=1e-5)
+    assert points[0]["nll"] != pytest.approx(points[2]["nll"])

@@ -35,7 +35,7 @@ learning-gpu: .venv/.installed
 		$(PY) train.py --tasks $$t --max-steps $(GPU_STEPS) --out out/single_$$t && \
 		$(PY) eval.py --ckpt out/single_$$t --tasks $$t --greedy --no-roundtrip || exit 1; \
 	done
-	$(PY) -c "import json, eval as E; m = json.load(open('out/multi/eval/results.json')); \
+	$(PY) -c "import json, report as E; m = json.load(open('out/multi/eval/results.json')); \
 	[print(t, 'multi', E._fmt(m[t][E.NLL]), 'single', E._fmt(json.load(open(f'out/single_{t}/eval/results.json'))[t][E.NLL]), \
 	'nats/token') for t in '$(GPU_TASKS)'.split()]"
 

@@ -42,29 +42,16 @@ import time
 
 import baselines
 import metrics
-import significance
 import verify
 from heldout import BUDGET_MARGIN, answer_budgets, untrained_model  # noqa: F401 (eval.untrained_model etc.)
 from heldout import heldout_nll as _heldout_nll
 from readers import read_jsonl
-
-# Paper Table 3 as summarised publicly (SPEC section 3); keys are metrics.py's.
-PAPER = {
-    "forward": {"Exact Match (InChI)": 0.73, "Average Morgan Similarity": 0.87, "Average SMILES Levenshtein": 5.55},
-    "retrosynthesis": {"Exact Match (InChI)": 0.57, "Average Morgan Similarity": 0.83, "Average SMILES Levenshtein": 8.97},
-    "reagent": {"Exact Match (InChI)": 0.23, "Average Morgan Similarity": 0.52, "Average SMILES Levenshtein": 14.59},
-    "solvent": {"Exact Match (InChI)": 0.52, "Average Morgan Similarity": 0.64, "Average SMILES Levenshtein": 2.71},
-    "homolumo": {"Average": 0.0044},
-    "weight": {"Average MAE": 11.07}, "logp": {"Average MAE": 0.49}, "tpsa": {"Average MAE": 5.89},
-    "molcap": {"BLEU-4": 0.440}, "dqa": {"BLEU-4": 0.44},
-}
+from report import NLL, NLL_UNTRAINED, add_significance, summary_table, write_results
 
 
 # The demo's eval profile on CPU: a handful of items per task and a shorter answer cap, so train + eval of the
 # embedded default fit in 12 minutes on 2 CPU cores; any explicit --limit / --max-new-tokens wins.
-DEMO_EVAL = {"limit": 4, "max_new_tokens": 160, "full": "weight,logp,tpsa,homolumo", "numeric_samples": 8}
-NLL = "Answer NLL (nats/token)"
-NLL_UNTRAINED = "Answer NLL, untrained adapters (nats/token)"
+DEMO_EVAL = {"limit": 4, "max_new_tokens": 160, "full": "", "numeric_samples": 1}
 
 
 def parse_args(argv=None):
@@ -80,13 +67,12 @@ def parse_args(argv=None):
     p.add_argument("--temperature", type=float, default=0.2)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--full", default=None, help="comma list of tasks exempt from --limit: scored on all their test "
-                   f"items (the demo on CPU: {DEMO_EVAL['full']}, the tasks it claims at N >= 45)")
+                   "items (e.g. --limit 4 --full weight,logp,tpsa: N >= 45 where a claim is made, a glance elsewhere)")
     p.add_argument("--numeric-samples", type=int, default=None, help="numeric tasks (weight, tpsa, logp, homolumo, "
                    "yield): sample K answers per prompt at --numeric-temperature and answer their median, the "
                    "minimum-Bayes-risk answer under absolute error (Lukasik et al. 2024, regression-aware inference "
                    "with LLMs); greedy or low-temperature decoding of digits picks the modal digit at each position "
-                   "and collapses a spread distribution onto a few values. Default 1: one answer, as the release "
-                   f"({DEMO_EVAL['numeric_samples']} for the demo on CPU)")
+                   "and collapses a spread distribution onto a few values. Default 1: one answer, as the release")
     p.add_argument("--numeric-temperature", type=float, default=1.0, help="sampling temperature of --numeric-samples")
     p.add_argument("--top-k", type=int, default=50, help="sample from the k most likely tokens only; 50 is HF "
                    "generate's default, on in the release; 0 turns it off")
@@ -140,113 +126,13 @@ def score_rows(rows, release_compat=False, tokenize=None, tokenizer_name="nltk w
             for task, rs in by_task.items()}
 
 
-def _fmt(v):
-    if v is None:
-        return "n/a"
-    if isinstance(v, (list, tuple)):  # an interval
-        return "[" + ", ".join(_fmt(x) for x in v) + "]"
-    if isinstance(v, float):
-        if v != v:
-            return "n/a"
-        return f"{v:.4f}" if abs(v) < 1000 else f"{v:.1f}"
-    return str(v)
-
-
-def summary_table(results, base_scores=None):
-    """One row per task: N, held-out answer NLL untrained -> trained, the task's headline metric for the model
-    with its 95% interval, the best baseline (chosen on the training split) and ours minus it with its paired
-    interval, the verdict, and what shows a collapsed model: Spearman (numbers) and distinct answers."""
-    S = significance
-    lines = ["| task | N | NLL untrained | NLL trained | metric | ours [95% CI] | best baseline (train split) | "
-             "baseline | ours - baseline [95% CI] | beats baseline | Spearman | distinct answers (refs) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for task, res in results.items():
-        if task.startswith("_"):
-            continue
-        key = S.headline(task)
-        diff = f"{_fmt(res[S.DIFF])} {_fmt(res[S.DIFF_CI])}" if S.DIFF in res else ""
-        rho = _fmt(res.get(S.SPEARMAN)) if S.SPEARMAN in res else ""
-        lines.append(f"| {task} | {res.get('N', '')} | {_fmt(res.get(NLL_UNTRAINED))} | {_fmt(res.get(NLL))} | {key} | "
-                     f"{_fmt(res.get(key))} {_fmt(res.get(S.CI)) if S.CI in res else ''} | {res.get(S.BEST, '')} | "
-                     f"{_fmt(res[S.BEST_SCORE]) if S.BEST_SCORE in res else ''} | {diff} | {res.get(S.VERDICT, '')} | "
-                     f"{rho} | {res.get(S.DISTINCT, '')} ({res.get(S.DISTINCT_REF, '')}) |")
-    return "\n".join(lines)
-
-
-def add_significance(results, rows, train_items=None, items=None, base_scores=None, release_compat=False):
-    """Intervals, the best-baseline verdict, Spearman and distinct answers (significance.py) merged into
-    results[task] and base_scores[task][baseline]; the selection on the training split under
-    base_scores["_selection"]."""
-    stats, base_stats, selection = significance.report(rows, train_items, items, release_compat)
-    for task, s in stats.items():
-        results.setdefault(task, {}).update(s)
-    if base_scores is not None:
-        for task, by_name in base_stats.items():
-            for name, s in by_name.items():
-                base_scores.get(task, {}).get(name, {}).update(s)
-        if selection:
-            base_scores["_selection"] = {"rule": significance.RULE, **selection}
-
-
-def markdown(results, header="", base_scores=None, compat=None):
-    """base_scores: {task: {baseline: metrics}} shown beside ours; compat: the same rows scored with
-    --release-compat, shown beside the paper's numbers (and molediting, whose success rates the release
-    defines over valid answers): the like-for-like comparison."""
-    base_scores = base_scores or {}
-    lines = [header] if header else []
-    lines += ["## Summary", "", "Baselines: trivial predictors from the training split on the same items "
-              "(baselines.py). NLL: held-out answer loss, nats/token (lower is better). " + significance.RULE, "",
-              summary_table(results, base_scores), ""]
-    for task, res in results.items():
-        if task.startswith("_"):
-            continue
-        base_scores = {k: v for k, v in base_scores.items() if not k.startswith("_")}
-        paper, base, rel = PAPER.get(task, {}), base_scores.get(task, {}), (compat or {}).get(task)
-        shown = lambda k: rel is not None and (k in paper or task == "molediting") and k in rel  # noqa: E731
-        lines += [f"### {task}", "", "| metric | ours | "
-                  + ("ours, release's scoring (--release-compat) | " if rel is not None else "")
-                  + "".join(f"{n} | " for n in base) + "paper (Omni-Mol) |",
-                  "|---|---|" + ("---|" if rel is not None else "") + "---|" * len(base) + "---|"]
-        for k, v in res.items():
-            if k != "notes":
-                cells = (f"{_fmt(rel[k]) if shown(k) else ''} | " if rel is not None else "")
-                cells += "".join(f"{_fmt(b[k]) if k in b else ''} | " for b in base.values())
-                lines.append(f"| {k} | {_fmt(v)} | {cells}{paper.get(k, '')} |")
-        lines += [""] + [f"- {n}" for n in res.get("notes", [])] + [""]
-    return "\n".join(lines)
-
-
 def compat_scores(rows, release_compat, tokenize=None, tokenizer_name="nltk wordpunct", eos_text=metrics.RELEASE_EOS):
     """The tasks with a paper number, and molediting, scored as the release scores (None when that is
     the main scoring already)."""
     if release_compat:
         return None
-    keep = [r for r in rows if r["task"] in PAPER or r["task"] == "molediting"]
+    keep = [r for r in rows if r["task"] in metrics.PAPER or r["task"] == "molediting"]
     return score_rows(keep, True, tokenize, tokenizer_name, eos_text) if keep else None
-
-
-def write_results(results, out_dir, meta, rows=None, base_scores=None, compat=None, verified=None):
-    os.makedirs(out_dir, exist_ok=True)
-    results = {"_meta": meta, **results}
-    with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
-    if rows is not None:
-        with open(os.path.join(out_dir, "predictions.jsonl"), "w") as f:
-            for r in rows:  # "roundtrip": retrosynthesis only, the model's forward prediction from its answer
-                keys = ("task", "id", "prompt", "prediction", "reference") + (("roundtrip",) if "roundtrip" in r else ())
-                f.write(json.dumps({k: r.get(k) for k in keys}) + "\n")
-    if base_scores is not None:
-        with open(os.path.join(out_dir, "baselines.json"), "w") as f:
-            json.dump(base_scores, f, indent=1)
-    head = "\n".join(f"- {k}: {v}" for k, v in meta.items()) + "\n"
-    md = markdown(results, "# Omni-Mol eval\n\n" + head, base_scores, compat)
-    if verified is not None:  # answers checked by chemistry (verify.py), beside the release's metrics above
-        with open(os.path.join(out_dir, "verified.json"), "w") as f:
-            json.dump(verified, f, indent=1)
-        md += "\n### Verified answers (verify.py)\n\n```\n" + verify.table(verified) + "\n```\n"
-    with open(os.path.join(out_dir, "results.md"), "w") as f:
-        f.write(md)
-    return md
 
 
 def training_items(data_src, task_names, seed=42, log=print, mol_format="selfies"):
@@ -493,8 +379,8 @@ def run(args):
         args.max_new_tokens = args.max_new_tokens or DEMO_EVAL["max_new_tokens"]
         args.full = DEMO_EVAL["full"] if args.full is None else args.full
         args.numeric_samples = args.numeric_samples or DEMO_EVAL["numeric_samples"]
-        log(f"demo data on CPU: --limit {args.limit} per task except --full {args.full}, --max-new-tokens "
-            f"{args.max_new_tokens}, --numeric-samples {args.numeric_samples} (pass them to change)")
+        log(f"demo data on CPU: --limit {args.limit} per task{' except --full ' + args.full if args.full else ''}, "
+            f"--max-new-tokens {args.max_new_tokens}, --numeric-samples {args.numeric_samples} (pass them to change)")
     args.numeric_samples = args.numeric_samples or 1
     full = {t.strip() for t in (args.full or "").split(",") if t.strip()}
     args.max_new_tokens = args.max_new_tokens or 512

@@ -47,6 +47,18 @@ NUMBER_TASKS = ("weight", "tpsa", "logp")
 TEXT_TASKS = ("molcap", "dqa", "experiment")
 
 
+# The paper's Table 3 (Omni-Mol, NeurIPS 2025), the numbers reports put beside ours; keys are this file's metric names.
+PAPER = {
+    "forward": {"Exact Match (InChI)": 0.73, "Average Morgan Similarity": 0.87, "Average SMILES Levenshtein": 5.55},
+    "retrosynthesis": {"Exact Match (InChI)": 0.57, "Average Morgan Similarity": 0.83, "Average SMILES Levenshtein": 8.97},
+    "reagent": {"Exact Match (InChI)": 0.23, "Average Morgan Similarity": 0.52, "Average SMILES Levenshtein": 14.59},
+    "solvent": {"Exact Match (InChI)": 0.52, "Average Morgan Similarity": 0.64, "Average SMILES Levenshtein": 2.71},
+    "homolumo": {"Average": 0.0044},
+    "weight": {"Average MAE": 11.07}, "logp": {"Average MAE": 0.49}, "tpsa": {"Average MAE": 5.89},
+    "molcap": {"BLEU-4": 0.440}, "dqa": {"BLEU-4": 0.44},
+}
+
+
 def answer_kind(task):
     """'molecule' | 'molediting' | 'homolumo' | 'number' | 'yield' | 'text' (yield_BH, yield_SM -> yield)."""
     if task in MOLECULE_TASKS:

@@ -176,8 +176,8 @@ def parse_args(argv=None):
 # verify.REASONS under which no answer was read (or none can be checked): no format credit
 NO_FORMAT = ("empty", "too long", "unparsable", "invalid molecule", "not verifiable", "unknown task", "bad reference",
              "verifier error")
-# partial-credit scale per number task: the paper's MAE (Table 3, eval.PAPER)
-PARTIAL_SCALE = {t: ev.PAPER[t]["Average MAE"] for t in metrics.NUMBER_TASKS}
+# partial-credit scale per number task: the paper's MAE (Table 3, metrics.PAPER)
+PARTIAL_SCALE = {t: metrics.PAPER[t]["Average MAE"] for t in metrics.NUMBER_TASKS}
 
 
 def default_reward():

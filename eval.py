@@ -74,6 +74,9 @@ def parse_args(argv=None):
                    "with LLMs); greedy or low-temperature decoding of digits picks the modal digit at each position "
                    "and collapses a spread distribution onto a few values. Default 1: one answer, as the release")
     p.add_argument("--numeric-temperature", type=float, default=1.0, help="sampling temperature of --numeric-samples")
+    p.add_argument("--numeric-expectation", action="store_true", help="numeric tasks: the greedy answer with each "
+                   "digit replaced by its expectation under the model's digit distribution at that position (one "
+                   "teacher-forced pass; needs a tokenizer with one token per digit, as SmolLM2's)")
     p.add_argument("--top-k", type=int, default=50, help="sample from the k most likely tokens only; 50 is HF "
                    "generate's default, on in the release; 0 turns it off")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: 512 (the release), or "
@@ -259,6 +262,49 @@ def median_answer(task, texts):
     return f"{statistics.median(x for x, _ in nums):.{min(decimals, 4)}f}"
 
 
+def digit_expectation(model, tok, prompts, graphs, gens):
+    """Numeric answers read as expectations: for each generated answer (token ids, cut before the end token),
+    the first number whose every token is one digit, '.' or a leading '-' keeps its shape, and each digit is
+    replaced by its expected value under the model's distribution over the ten digit tokens at that position
+    (one teacher-forced pass over prompt + answer; each position conditioned on the answer's own prefix).
+    A 60/40 belief between "3" and "2" as the hundreds digit reads 260, where greedy reads 300. -> texts;
+    None for an answer without such a number (e.g. a tokenizer that merges digits: keep the answer as is)."""
+    import torch
+    import molecule
+    from tokenizer import IGNORE_INDEX
+    digit_ids = [tok.tok.token_to_id(str(d)) for d in range(10)]
+    if None in digit_ids or not prompts:
+        return [None] * len(prompts)
+    emb, _, labels = molecule.embed_inputs(model, [list(p) + list(g) for p, g in zip(prompts, gens)], graphs,
+                                           labels=[[IGNORE_INDEX] * len(p) + list(g) for p, g in zip(prompts, gens)])
+    with torch.no_grad():
+        logits = model(inputs_embeds=emb)                              # (B, T, V)
+    probs = logits[:, :-1, digit_ids].float().softmax(-1)              # (B, T-1, 10): digit t+1 predicted at t
+    values = torch.arange(10, dtype=torch.float64)
+    out = []
+    for b, g in enumerate(gens):
+        cols = (labels[b, 1:] != IGNORE_INDEX).nonzero()[:, 0].tolist()  # answer token j is predicted at cols[j]
+        pieces = [tok.tok.id_to_token(t) for t in g]
+        start = next((j for j, s in enumerate(pieces) if s in "0123456789" and len(s) == 1), None)
+        if start is None:
+            out.append(None)
+            continue
+        end = start
+        while end < len(pieces) and len(pieces[end]) == 1 and pieces[end] in "0123456789.":
+            end += 1
+        run = pieces[start:end]
+        if run.count(".") > 1 or run[-1] == ".":
+            out.append(None)
+            continue
+        n_int = run.index(".") if "." in run else len(run)
+        x = sum(float((probs[b, cols[j]].double() * values).sum()) * 10.0 ** (n_int - 1 - i + (i > n_int))
+                for i, j in enumerate(range(start, end)) if pieces[j] != ".")
+        sign = -1.0 if start > 0 and pieces[start - 1] == "-" else 1.0
+        decimals = len(run) - n_int - 1 if "." in run else 0
+        out.append(f"{sign * x:.{decimals}f}")
+    return out
+
+
 def generate_answers(model, tok, items, args, device, rank=0, bar=None, stats=None, groups=None, budgets=None):
     """items: [(user_text, graph or None)] -> decoded answers. Batched left-padded generation with the KV
     cache. groups (one key per item, e.g. its task) keep a batch to one group, whose budget (budgets[key],
@@ -282,14 +328,19 @@ def generate_answers(model, tok, items, args, device, rank=0, bar=None, stats=No
     for idx in batches:
         embeds, mask, _ = molecule.embed_inputs(model, [ids[i] for i in idx], [items[i][1] for i in idx], padding_side="left")
         k = k_num if k_num > 1 and metrics.answer_kind(str(groups[idx[0]])) in NUMERIC_KINDS else 1
-        temperature = args.numeric_temperature if k > 1 else 0.0 if args.greedy else args.temperature
+        expect = getattr(args, "numeric_expectation", False) and metrics.answer_kind(str(groups[idx[0]])) in NUMERIC_KINDS
+        k = 1 if expect else k
+        temperature = 0.0 if expect else args.numeric_temperature if k > 1 else 0.0 if args.greedy else args.temperature
         out = model.generate(inputs_embeds=embeds, attention_mask=mask, num_samples=k,  # k answers, one prefill
                              max_new_tokens=(budgets or {}).get(groups[idx[0]], args.max_new_tokens),
                              temperature=temperature, top_p=args.top_p, top_k=args.top_k,
                              eos_token_ids=tok.eos_token_ids, generator=gen, pad_token_id=tok.pad_token_id)
+        expected = [None] * len(idx)
+        if getattr(args, "numeric_expectation", False) and metrics.answer_kind(str(groups[idx[0]])) in NUMERIC_KINDS:
+            expected = digit_expectation(model, tok, [ids[i] for i in idx], [items[i][1] for i in idx], out)
         for j, i in enumerate(idx):
             texts = [tok.decode(seq) for seq in out[j * k:(j + 1) * k]]
-            answers[i] = texts[0] if k == 1 else median_answer(str(groups[i]), texts)
+            answers[i] = expected[j] or (texts[0] if k == 1 else median_answer(str(groups[i]), texts))
         if stats is not None:
             stats["tokens"] = stats.get("tokens", 0) + sum(len(seq) for seq in out)
         if bar is not None:
@@ -402,7 +453,9 @@ def run(args):
         train_samples, train_items = training_items(data_src, {scored_as(s) for s in samples}, seed, log, mol_format)
     budgets = None if args.fixed_budget else answer_budgets(tok, train_samples, args.max_new_tokens)
     decoding = "greedy" if args.greedy else f"sampling T={args.temperature} top_k={args.top_k} top_p={args.top_p}"
-    if args.numeric_samples > 1:
+    if args.numeric_expectation:
+        decoding += "; numeric tasks: greedy, each digit read as its expectation under the model"
+    elif args.numeric_samples > 1:
         decoding += (f"; numeric tasks: median of {args.numeric_samples} samples at T={args.numeric_temperature} "
                      f"top_k={args.top_k} top_p={args.top_p}")
     log(f"{len(samples)} test items, {decoding}, {args.max_new_tokens} new tokens max"

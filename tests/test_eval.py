@@ -386,3 +386,42 @@ def test_score_reports_intervals_verdicts_and_collapse(tmp_path):
     assert base["_selection"]["weight"]["best"] == w[S.BEST] and S.CI in base["weight"]["mean"]
     md = (tmp_path / "o" / "results.md").read_text()
     assert "beats baseline" in md and "paired bootstrap" in md
+
+
+def test_digit_expectation_against_substituted_digit_likelihoods(tiny_run):
+    """Each digit's expectation equals sum_d d * p(d | prompt, answer prefix) / sum_d p(d | ...), the p read
+    by likelihood.answer_logprobs on the answer prefix with each digit substituted (an independent path)."""
+    import torch
+    import likelihood
+    _, step_dir, _ = tiny_run
+    model, tok, _ = E.load_checkpoint(str(step_dir), "cpu", torch.float32, log=lambda *a: None)
+    digit = [tok.tok.token_to_id(str(d)) for d in range(10)]
+    if None in digit:
+        pytest.skip("tiny tokenizer has no single-digit tokens")
+    prompts = ["What is the molecular weight of [C][C][O]?", "The LogP of [O]?", "Say no."]
+    answers = ["about -12.5 g", "3", "no"]
+    ids = [tok.encode_chat(p)[0] for p in prompts]
+    gens = [tok.encode(a) for a in answers]
+    got = E.digit_expectation(model, tok, ids, [None] * 3, gens)
+    assert got[2] is None
+    for b, (p, g) in enumerate(zip(prompts[:2], gens[:2])):
+        pieces = [tok.tok.id_to_token(t) for t in g]
+        if not all(len(pieces[j]) == 1 for j, s in enumerate(pieces) if any(c.isdigit() for c in s)):
+            pytest.skip("tiny tokenizer merges digits")
+        want, place = 0.0, None
+        js = [j for j, s in enumerate(pieces) if s.isdigit()]
+        run = "".join(pieces[js[0]:js[-1] + 1])
+        n_int = run.index(".") if "." in run else len(run)
+        k = 0
+        for j in range(js[0], js[-1] + 1):
+            if pieces[j] == ".":
+                continue
+            lps = likelihood.answer_logprobs(model, tok, [(p, None)] * 10, [None] * 10,
+                                             answer_ids=[g[:j] + [digit[d]] for d in range(10)])
+            pd = torch.tensor([float(lp[-1].exp()) for lp in lps], dtype=torch.float64)
+            place = n_int - 1 - k if k < n_int else -(k - n_int + 1)
+            want += float((pd / pd.sum() * torch.arange(10)).sum()) * 10.0 ** place
+            k += 1
+        sign = -1 if "-" in pieces[js[0] - 1:js[0]] else 1
+        decimals = len(run) - n_int - 1 if "." in run else 0      # the answer keeps its shape: rounding only
+        assert float(got[b]) == pytest.approx(sign * want, abs=0.5 * 10.0 ** -decimals + 1e-9)

@@ -176,12 +176,13 @@ def _score_rows(rows):
     return {t: metrics.score_task(t, rs) for t, rs in by.items()}
 
 
-def score(train, test, score_rows=None):
+def score(train, test, score_rows=None, rows=None):
     """-> {task: {baseline: {metric: value}}}, scored by `score_rows(rows) -> {task: metrics}` (default:
-    metrics.score_task per task with its defaults; eval.py passes its own scorer)."""
+    metrics.score_task per task with its defaults; eval.py passes its own scorer). rows: baseline_rows(train,
+    test) when the caller already has them."""
     score_rows = score_rows or _score_rows
     out = collections.defaultdict(dict)
-    for name, rows in baseline_rows(train, test).items():
+    for name, rows in (rows if rows is not None else baseline_rows(train, test)).items():
         for task, res in score_rows(rows).items():
             out[task][name] = res
     return {t: {n: out[t][n] for n in NAMES if n in out[t]} for t in out}

@@ -26,6 +26,10 @@ Speed: each task's answers get a budget of its longest training answer + BUDGET_
 --max-new-tokens; --fixed-budget gives every task the cap, as the release's 512), a batch holds one task,
 generation stops at the end token, and the dense GAL adapters are folded into the base weights once
 (moge.merge_adapters; the MoGE layers stay routed).
+Is it better than a trivial guess? Every report (--score included) gives per task a 95% bootstrap interval, the
+best baseline chosen on the training split, the paired bootstrap interval of ours minus it and the verdict,
+Spearman and distinct answers (significance.py: the rule is printed in results.md). Numeric tasks may be
+answered by the median of K samples (--numeric-samples) or by digit expectations (--numeric-expectation).
 Metric definitions: metrics.py; --release-compat reproduces the release's scoring flaws.
 Text metrics: BLEU/METEOR count the LLM's own tokens, as the release does. --score has no model, so it
 uses --tokenizer (a tokenizer.json) when given, else nltk's wordpunct words; the output names which.
@@ -176,10 +180,13 @@ def score_main(args):
             except FileNotFoundError:
                 pass  # the prompts' own SELFIES still give fingerprints
         items = [{**r, "smiles": smiles.get(r.get("id"))} for r in rows]
-        base_scores = baselines.score(train, items, lambda rs: score_rows(rs, args.release_compat, tokenize, tok_name))
+        base_rows = baselines.baseline_rows(train, items)  # made once: scored here and in add_significance
+        base_scores = baselines.score(train, items, lambda rs: score_rows(rs, args.release_compat, tokenize, tok_name),
+                                      rows=base_rows)
         meta["baselines from"] = f"training split of {args.data}"
     add_significance(results, rows, train if base_scores is not None else None,
-                     items if base_scores is not None else None, base_scores, args.release_compat)
+                     items if base_scores is not None else None, base_scores, args.release_compat,
+                     base_rows if base_scores is not None else None)
     verified = verify.verify_rows(rows)
     verify.add_to_results(results, verified)
     print(write_results(results, out_dir, meta, base_scores=base_scores,
@@ -247,6 +254,7 @@ def heldout_nll(model, tok, samples, rank=0, world=1, batch_size=None):
 
 # ----------------------------------------------------------------------------- generation
 NUMERIC_KINDS = ("number", "homolumo", "yield")
+NUMERIC_TASKS = ("weight", "tpsa", "logp", "homolumo", "yield", "yield_BH", "yield_SM")  # the tasks of those kinds
 
 
 def median_answer(task, texts):
@@ -327,16 +335,16 @@ def generate_answers(model, tok, items, args, device, rank=0, bar=None, stats=No
     k_num = max(1, getattr(args, "numeric_samples", None) or 1)
     for idx in batches:
         embeds, mask, _ = molecule.embed_inputs(model, [ids[i] for i in idx], [items[i][1] for i in idx], padding_side="left")
-        k = k_num if k_num > 1 and metrics.answer_kind(str(groups[idx[0]])) in NUMERIC_KINDS else 1
-        expect = getattr(args, "numeric_expectation", False) and metrics.answer_kind(str(groups[idx[0]])) in NUMERIC_KINDS
-        k = 1 if expect else k
+        numeric = groups[idx[0]] in NUMERIC_TASKS  # groups are task keys ("" when the caller gave none)
+        expect = numeric and getattr(args, "numeric_expectation", False)  # greedy + one teacher-forced pass
+        k = k_num if numeric and k_num > 1 and not expect else 1
         temperature = 0.0 if expect else args.numeric_temperature if k > 1 else 0.0 if args.greedy else args.temperature
         out = model.generate(inputs_embeds=embeds, attention_mask=mask, num_samples=k,  # k answers, one prefill
                              max_new_tokens=(budgets or {}).get(groups[idx[0]], args.max_new_tokens),
                              temperature=temperature, top_p=args.top_p, top_k=args.top_k,
                              eos_token_ids=tok.eos_token_ids, generator=gen, pad_token_id=tok.pad_token_id)
         expected = [None] * len(idx)
-        if getattr(args, "numeric_expectation", False) and metrics.answer_kind(str(groups[idx[0]])) in NUMERIC_KINDS:
+        if expect:
             expected = digit_expectation(model, tok, [ids[i] for i in idx], [items[i][1] for i in idx], out)
         for j, i in enumerate(idx):
             texts = [tok.decode(seq) for seq in out[j * k:(j + 1) * k]]
@@ -501,9 +509,11 @@ def run(args):
     base_scores = None
     if not args.no_baselines:
         items = [{**r, "smiles": s.smiles} for r, s in zip(rows, samples)]
-        base_scores = baselines.score(train_items, items, scorer)
+        base_rows = baselines.baseline_rows(train_items, items)  # made once: scored here and in add_significance
+        base_scores = baselines.score(train_items, items, scorer, rows=base_rows)
     add_significance(results, rows, train_items if base_scores is not None else None,
-                     items if base_scores is not None else None, base_scores, args.release_compat)
+                     items if base_scores is not None else None, base_scores, args.release_compat,
+                     base_rows if base_scores is not None else None)
     out_dir = args.out or eval_dir(step_dir)
     run_meta = {"checkpoint": os.path.abspath(step_dir), "step": meta.get("step"), "base model": meta.get("base_model"),
                 "graph encoder": meta.get("gin"), "data": data_src, "items": len(rows), "decoding": decoding,

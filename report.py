@@ -45,11 +45,13 @@ def summary_table(results, base_scores=None):
     return "\n".join(lines)
 
 
-def add_significance(results, rows, train_items=None, items=None, base_scores=None, release_compat=False):
+def add_significance(results, rows, train_items=None, items=None, base_scores=None, release_compat=False,
+                     base_rows=None):
     """Intervals, the best-baseline verdict, Spearman and distinct answers (significance.py) merged into
     results[task] and base_scores[task][baseline]; the selection on the training split under
     base_scores["_selection"]."""
-    stats, base_stats, selection = significance.report(rows, train_items, items, release_compat)
+    stats, base_stats, selection = significance.report(rows, train_items, items, release_compat,
+                                                       base_rows=base_rows)
     for task, s in stats.items():
         results.setdefault(task, {}).update(s)
     if base_scores is not None:

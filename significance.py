@@ -71,7 +71,8 @@ def item_table(task, rows, release_compat=False):
     r_arr, p_arr = np.zeros(n), np.zeros(n)
     rouge = None
     for i, row in enumerate(rows):
-        pred, ref, prompt = str(row.get("prediction") or ""), str(row.get("reference") or ""), str(row.get("prompt") or "")
+        pred, ref = str(row.get("prediction") or ""), str(row.get("reference") or "")
+        prompt = str(row.get("prompt") or "")
         if kind == "molecule":
             v[i] = metrics.molecule_metrics([pred], [ref], release_compat)["Exact Match (InChI, all items)"]
         elif kind == "molediting":
@@ -250,24 +251,26 @@ def choose_baselines(train_items, seed=0, release_compat=False):
     return out
 
 
-def _baseline_tables(train, test, release_compat):
-    """{task: {baseline: item table}} of baselines.py's answers to `test`, fit on `train`."""
+def _baseline_tables(train, test, release_compat, rows=None):
+    """{task: {baseline: item table}} of baselines.py's answers to `test`, fit on `train` (rows: those answers,
+    baselines.baseline_rows(train, test), when the caller has them)."""
     tables = collections.defaultdict(dict)
-    for name, rows in baselines.baseline_rows(train, test).items():
+    for name, rows in (rows if rows is not None else baselines.baseline_rows(train, test)).items():
         for task, rs in _by_task(rows).items():
             tables[task][name] = item_table(task, rs, release_compat)
     return {t: {n: tables[t][n] for n in baselines.NAMES if n in tables[t]} for t in tables}
 
 
-def report(rows, train_items=None, test_items=None, release_compat=False, seed=0):
+def report(rows, train_items=None, test_items=None, release_compat=False, seed=0, base_rows=None):
     """-> ({task: {key: value}} to merge into results, {task: {baseline: {key: value}}} to merge into
     baselines.json, the selection {task: ...} or None). test_items: rows with "smiles" (as eval.py's
-    baselines take them), default rows; without train_items no baseline comparison."""
+    baselines take them), default rows; without train_items no baseline comparison. base_rows: the
+    baselines' answers to test_items (baselines.baseline_rows), if already made."""
     stats, base_stats, selection = {}, collections.defaultdict(dict), None
     base_tabs = {}
     if train_items:
         selection = choose_baselines(train_items, seed, release_compat)
-        base_tabs = _baseline_tables(train_items, test_items or rows, release_compat)
+        base_tabs = _baseline_tables(train_items, test_items or rows, release_compat, base_rows)
     for task, rs in _by_task(rows).items():
         tab = item_table(task, rs, release_compat)
         lo, hi = interval(task, tab, seed=seed)

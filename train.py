@@ -19,7 +19,8 @@ find_unused_parameters=False: every trainable tensor gets a gradient in every st
 the experts; the projector is touched with a zero when a batch holds no molecule).
 
 Writes OUT/log.jsonl (one JSON object per step), OUT/loss.png (per-task curves, if matplotlib is
-installed) and OUT/checkpoints/step_000123/ = adapters.safetensors (every trainable tensor),
+installed), with --curve-every OUT/heldout.jsonl + OUT/learning_curve.png (held-out answer NLL, curve.py),
+and OUT/checkpoints/step_000123/ = adapters.safetensors (every trainable tensor),
 optimizer.pt (optimizer + scheduler state; torch.load(weights_only=True)) and meta.json (args, model
 config, base checkpoint, MoGE config, step, data position, RNG states). A checkpoint is written to a
 temporary folder and renamed, so a crash mid-save leaves the previous one whole.

@@ -425,3 +425,10 @@ def test_digit_expectation_against_substituted_digit_likelihoods(tiny_run):
         sign = -1 if "-" in pieces[js[0] - 1:js[0]] else 1
         decimals = len(run) - n_int - 1 if "." in run else 0      # the answer keeps its shape: rounding only
         assert float(got[b]) == pytest.approx(sign * want, abs=0.5 * 10.0 ** -decimals + 1e-9)
+
+
+def test_numeric_tasks_are_the_numeric_kinds():
+    import data
+    import metrics
+    sets = set(data.TASKS) | {"yield_BH", "yield_SM"}
+    assert {t for t in sets if metrics.answer_kind(t) in E.NUMERIC_KINDS} == set(E.NUMERIC_TASKS)

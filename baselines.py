@@ -1,4 +1,4 @@
-"""Trivial baselines for every scored task, from the training split of the same data (issue 13).
+"""Trivial baselines for every scored task, from the training split of the same data.
 
 A score means little without what a trivial guess gets on the same items. Per scored set (task key,
 yield_BH / yield_SM for yield), each baseline answers every test item, and the answers are scored by

@@ -35,7 +35,7 @@ checkpoint folder (adapters.safetensors with mm_projector.weight / .bias, meta.j
 that lacks one, and eval loads it as a stage-1 model.
 
 moleculestm: MoleculeSTM's GIN .pth -> safetensors with the same key names (molecule.load_gin reads it).
-gguf: a llama GGUF -> HF folder (model.convert_gguf, which also builds the embedded default).
+gguf: a llama GGUF -> HF folder (smollm.convert_gguf, which also builds the embedded default).
 """
 import argparse
 import dataclasses
@@ -48,6 +48,7 @@ import sys
 import torch
 
 import model as M
+import smollm
 import moge
 import molecule
 
@@ -464,7 +465,7 @@ def main(argv=None):
             n = sum(v.numel() for k, v in sd.items() if "running" not in k and "num_batches" not in k)
             print(f"wrote {args.dst}: {len(sd)} tensors, {n:,} parameters")
         else:
-            print(M.convert_gguf(args.src, args.out_dir))
+            print(smollm.convert_gguf(args.src, args.out_dir))
     except (ValueError, FileNotFoundError) as e:    # ConversionError and GINCheckpointError are ValueErrors
         sys.exit(f"error: {e}")
 

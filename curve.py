@@ -15,10 +15,7 @@ import torch
 
 import data
 import heldout
-
-
-def _scored_as(sample):  # yield is scored per source (yield_BH / yield_SM), as eval.py does
-    return sample.eval_set if sample.task == "yield" else sample.task
+from tasks import scored_as
 
 
 class HeldoutCurve:
@@ -27,8 +24,8 @@ class HeldoutCurve:
                                verbose=False, mol_format=mol_format)
         seen, self.samples = {}, []
         for s in test:
-            seen[_scored_as(s)] = seen.get(_scored_as(s), 0) + 1
-            if seen[_scored_as(s)] <= per_task:
+            seen[scored_as(s)] = seen.get(scored_as(s), 0) + 1
+            if seen[scored_as(s)] <= per_task:
                 self.samples.append(s)
         self.tok, self.path = tok, os.path.join(out, "heldout.jsonl") if out else None  # None: not rank 0
         if self.path is None:
@@ -46,7 +43,7 @@ class HeldoutCurve:
         was_training = model.training
         model.eval()
         with torch.no_grad():
-            nll = heldout.heldout_nll(model, self.tok, self.samples, _scored_as, rank, world)
+            nll = heldout.heldout_nll(model, self.tok, self.samples, scored_as, rank, world)
         model.train(was_training)
         if self.path:
             with open(self.path, "a") as f:

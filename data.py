@@ -10,7 +10,7 @@ demo data is built by demo_data.py.
     python data.py stats --tasks all --data PATH   # what the readers find in a data folder
     python data.py bench                        # sample pipeline throughput, one core
 
-Prompts are the release's (notes/formats.md 1.2, add_selfies=True), with "<mol>" written where the
+Prompts are the release's (its data_pipe instruction texts with add_selfies=True), with "<mol>" written where the
 release writes "<image>" (so "<mol>\\n" + instruction: the "\\n" token follows the atoms, as there); the
 tokenizer turns "<mol>" into MOL_TOKEN_ID and the model splices in one token per heavy atom of the task's
 graph-source molecule. load_tasks(graph_only=True): the release's stage-1 prompt (molcap pairs, graph and

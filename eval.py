@@ -46,16 +46,18 @@ import time
 
 import baselines
 import metrics
+import significance
 import verify
 from heldout import BUDGET_MARGIN, answer_budgets, untrained_model  # noqa: F401 (eval.untrained_model etc.)
 from heldout import heldout_nll as _heldout_nll
 from readers import read_jsonl
 from report import NLL, NLL_UNTRAINED, add_significance, summary_table, write_results
+from tasks import scored_as
 
 
 # The demo's eval profile on CPU: a handful of items per task and a shorter answer cap, so train + eval of the
 # embedded default fit in 12 minutes on 2 CPU cores; any explicit --limit / --max-new-tokens wins.
-DEMO_EVAL = {"limit": 4, "max_new_tokens": 160, "full": "", "numeric_samples": 1}
+DEMO_EVAL = {"limit": 4, "max_new_tokens": 160}
 
 
 def parse_args(argv=None):
@@ -70,9 +72,9 @@ def parse_args(argv=None):
     p.add_argument("--greedy", action="store_true", help="greedy decoding instead of the release's sampling at T=0.2")
     p.add_argument("--temperature", type=float, default=0.2)
     p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--full", default=None, help="comma list of tasks exempt from --limit: scored on all their test "
+    p.add_argument("--full", default="", help="comma list of tasks exempt from --limit: scored on all their test "
                    "items (e.g. --limit 4 --full weight,logp,tpsa: N >= 45 where a claim is made, a glance elsewhere)")
-    p.add_argument("--numeric-samples", type=int, default=None, help="numeric tasks (weight, tpsa, logp, homolumo, "
+    p.add_argument("--numeric-samples", type=int, default=1, help="numeric tasks (weight, tpsa, logp, homolumo, "
                    "yield): sample K answers per prompt at --numeric-temperature and answer their median, the "
                    "minimum-Bayes-risk answer under absolute error (Lukasik et al. 2024, regression-aware inference "
                    "with LLMs); greedy or low-temperature decoding of digits picks the modal digit at each position "
@@ -184,9 +186,9 @@ def score_main(args):
         base_scores = baselines.score(train, items, lambda rs: score_rows(rs, args.release_compat, tokenize, tok_name),
                                       rows=base_rows)
         meta["baselines from"] = f"training split of {args.data}"
-    add_significance(results, rows, train if base_scores is not None else None,
-                     items if base_scores is not None else None, base_scores, args.release_compat,
-                     base_rows if base_scores is not None else None)
+        add_significance(results, rows, args.release_compat, train, items, base_scores, base_rows)
+    else:
+        add_significance(results, rows, args.release_compat)
     verified = verify.verify_rows(rows)
     verify.add_to_results(results, verified)
     print(write_results(results, out_dir, meta, base_scores=base_scores,
@@ -253,8 +255,9 @@ def heldout_nll(model, tok, samples, rank=0, world=1, batch_size=None):
 
 
 # ----------------------------------------------------------------------------- generation
-NUMERIC_KINDS = ("number", "homolumo", "yield")
-NUMERIC_TASKS = ("weight", "tpsa", "logp", "homolumo", "yield", "yield_BH", "yield_SM")  # the tasks of those kinds
+def numeric_task(task):
+    """weight / tpsa / logp / homolumo / yield (and its scored sets); False for "" (no task given) too."""
+    return bool(task) and metrics.answer_kind(task) in baselines.NUMERIC_KINDS
 
 
 def median_answer(task, texts):
@@ -262,8 +265,7 @@ def median_answer(task, texts):
     decimals any sample had (at most 4); the first sample if none holds a number."""
     import statistics
     kind = metrics.answer_kind(task)
-    read = (lambda t: metrics.first_number(t)) if kind == "number" else (lambda t: metrics.strict_float(t.strip()))
-    nums = [(x, t) for x, t in ((read(metrics.cut_answer(t)), t) for t in texts) if x is not None]
+    nums = [(x, t) for x, t in ((significance.read_number(kind, t), t) for t in texts) if x is not None]
     if not nums:
         return texts[0]
     decimals = max((len(m.group(1)) for _, t in nums for m in [re.search(r"\.(\d+)", t)] if m), default=0)
@@ -332,10 +334,10 @@ def generate_answers(model, tok, items, args, device, rank=0, bar=None, stats=No
     batches += [cur] if cur else []
     gen = torch.Generator(device=device).manual_seed(args.seed + rank)
     answers = [None] * len(items)
-    k_num = max(1, getattr(args, "numeric_samples", None) or 1)
+    k_num = max(1, getattr(args, "numeric_samples", 1))
     for idx in batches:
         embeds, mask, _ = molecule.embed_inputs(model, [ids[i] for i in idx], [items[i][1] for i in idx], padding_side="left")
-        numeric = groups[idx[0]] in NUMERIC_TASKS  # groups are task keys ("" when the caller gave none)
+        numeric = numeric_task(str(groups[idx[0]]))  # groups are task keys ("" when the caller gave none)
         expect = numeric and getattr(args, "numeric_expectation", False)  # greedy + one teacher-forced pass
         k = k_num if numeric and k_num > 1 and not expect else 1
         temperature = 0.0 if expect else args.numeric_temperature if k > 1 else 0.0 if args.greedy else args.temperature
@@ -412,11 +414,6 @@ def eval_dir(step_dir):
     return os.path.join(os.path.dirname(parent) if os.path.basename(parent) == "checkpoints" else step_dir, "eval")
 
 
-def scored_as(sample):
-    """The name a test item is scored under: its task key, except yield -> yield_BH / yield_SM."""
-    return sample.eval_set if sample.task == "yield" else sample.task
-
-
 def run(args):
     import torch
     import torch.distributed as dist
@@ -436,12 +433,9 @@ def run(args):
     if data_src == "demo" and device.type != "cuda":  # on a GPU the whole demo test split fits easily
         args.limit = DEMO_EVAL["limit"] if args.limit is None else args.limit
         args.max_new_tokens = args.max_new_tokens or DEMO_EVAL["max_new_tokens"]
-        args.full = DEMO_EVAL["full"] if args.full is None else args.full
-        args.numeric_samples = args.numeric_samples or DEMO_EVAL["numeric_samples"]
         log(f"demo data on CPU: --limit {args.limit} per task{' except --full ' + args.full if args.full else ''}, "
-            f"--max-new-tokens {args.max_new_tokens}, --numeric-samples {args.numeric_samples} (pass them to change)")
-    args.numeric_samples = args.numeric_samples or 1
-    full = {t.strip() for t in (args.full or "").split(",") if t.strip()}
+            f"--max-new-tokens {args.max_new_tokens} (pass them to change)")
+    full = {t.strip() for t in args.full.split(",") if t.strip()}
     args.max_new_tokens = args.max_new_tokens or 512
     mol_format = meta.get("args", {}).get("mol_format", "selfies")  # prompts as the checkpoint was trained
     samples = data.load_tasks(args.tasks, split="test", data=data_src, seed=meta.get("args", {}).get("seed", 42),
@@ -498,8 +492,8 @@ def run(args):
     if rank != 0:
         return None
     tok_name = f"LLM tokenizer of {meta.get('base_model', meta['args']['model'])}"
-    scorer = lambda rs: score_rows(rs, args.release_compat, llm_tokens(tok.tok), tok_name,  # noqa: E731
-                                   eos_text=tok.tok.id_to_token(tok.eot_id))
+    eos_text = tok.tok.id_to_token(tok.eot_id)
+    scorer = lambda rs: score_rows(rs, args.release_compat, llm_tokens(tok.tok), tok_name, eos_text=eos_text)  # noqa: E731
     results = scorer(rows)
     if extra:
         results["retrosynthesis"].update(extra)
@@ -511,9 +505,9 @@ def run(args):
         items = [{**r, "smiles": s.smiles} for r, s in zip(rows, samples)]
         base_rows = baselines.baseline_rows(train_items, items)  # made once: scored here and in add_significance
         base_scores = baselines.score(train_items, items, scorer, rows=base_rows)
-    add_significance(results, rows, train_items if base_scores is not None else None,
-                     items if base_scores is not None else None, base_scores, args.release_compat,
-                     base_rows if base_scores is not None else None)
+        add_significance(results, rows, args.release_compat, train_items, items, base_scores, base_rows, eos_text)
+    else:
+        add_significance(results, rows, args.release_compat, eos_text=eos_text)
     out_dir = args.out or eval_dir(step_dir)
     run_meta = {"checkpoint": os.path.abspath(step_dir), "step": meta.get("step"), "base model": meta.get("base_model"),
                 "graph encoder": meta.get("gin"), "data": data_src, "items": len(rows), "decoding": decoding,
@@ -532,7 +526,7 @@ def run(args):
     print(write_results(results, out_dir, run_meta, rows, base_scores, compat, verified))
     print(f"wrote {out_dir}/results.json, predictions.jsonl, {'baselines.json, ' if base_scores else ''}results.md "
           "and verified.json\n")
-    print(summary_table(results, base_scores))  # the table a reader wants last on the screen
+    print(summary_table(results))  # the table a reader wants last on the screen
     return results
 
 

@@ -1,4 +1,4 @@
-"""Held-out answer loss and answer budgets for eval.py (issue 13).
+"""Held-out answer loss and answer budgets for eval.py.
 
     nll = heldout_nll(model, tok, test_samples, key=lambda s: s.task)   # {key: nats per answer token}
     fresh = untrained_model(meta, device, dtype)   # train.py's step-0 model of a checkpoint

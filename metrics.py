@@ -1,6 +1,6 @@
 """Metrics for the 16 Omni-Mol tasks, computed the way the authors' release computes them.
 
-Reference: the release's metrics.py (../shared/notes/formats.md sections 4 and 8). One function per
+Reference: the release's evaluation code (1789336421/Omni-Mol, its metric scripts). One function per
 answer kind; `score_task(task, rows)` picks the right one. Rows are the predictions.jsonl records
 {"task", "id", "prompt", "prediction", "reference"}.
 
@@ -395,6 +395,12 @@ def word_tokenize(text):
     return wordpunct_tokenize(text)
 
 
+def rouge_prediction(pred, release_compat=False, eos_text=RELEASE_EOS):
+    """The (already cut) prediction as ROUGE sees it: the release decodes with special tokens kept and never
+    cuts before ROUGE, so under release_compat the end token is appended when missing."""
+    return pred + eos_text if release_compat and eos_text not in pred else pred
+
+
 def text_metrics(preds, refs, tokenize=None, tokenizer_name="nltk wordpunct", release_compat=False, eos_text=RELEASE_EOS,
                  use_wordnet=True):
     """BLEU-2/4 (corpus, no smoothing) and METEOR (mean per item) on tokens, the first 512 of each text,
@@ -415,9 +421,7 @@ def text_metrics(preds, refs, tokenize=None, tokenizer_name="nltk wordpunct", re
         hyps.append(p_tok)
         bleu_refs.append([r_tok])
         meteors.append(meteor_score([r_tok], p_tok, stemmer=stemmer, wordnet=wordnet) if p_tok and r_tok else 0.0)
-        if release_compat and eos_text not in pred:
-            pred = pred + eos_text  # the release decodes with special tokens kept and never cuts before ROUGE
-        rouges.append(rouge.score(ref, pred))
+        rouges.append(rouge.score(ref, rouge_prediction(pred, release_compat, eos_text)))
     return {"BLEU-2": _corpus_bleu(bleu_refs, hyps, (0.5, 0.5)), "BLEU-4": _corpus_bleu(bleu_refs, hyps),
             meteor_key: _mean(meteors),
             "ROUGE-1": _mean([s["rouge1"].fmeasure for s in rouges]),

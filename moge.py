@@ -1,4 +1,4 @@
-"""GAL adapters and MoGE (Mixture of GAL Experts) with shared frozen expert bases (SPEC section 2).
+"""GAL adapters and MoGE (Mixture of GAL Experts) with shared frozen expert bases.
 
     cfg = MoGEConfig(recipe="moge")          # or "gal" (GAL, no MoE) / "lora" (plain alpha/r, no MoE)
                                              # / "rslora" (alpha/sqrt(r), no MoE)

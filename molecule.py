@@ -13,7 +13,7 @@ Default graph encoder: no pretrained MoleculeSTM weights ship offline, so withou
 a SEEDED RANDOM INIT (seed 0, OGB's init), frozen. Its tokens carry the graph structure but no
 pretrained chemistry; pass a converted checkpoint for the paper's encoder.
 
-Featurization is the release's (notes/formats.md section 2.1): heavy atoms only (rdkit's default
+Featurization is the release's: heavy atoms only (rdkit's default
 sanitised, implicit-H molecule); atom features [Z - 1 (wildcard * -> 118), chirality tag 0-3]; bond
 features [single/double/triple/aromatic -> 0-3, direction none/endupright/enddownright -> 0-2]; every
 bond in both directions; no self loops. Where the release raises KeyError we map and count instead

@@ -2,7 +2,7 @@
 reaction tasks in the release's format, so `--data` can point at ORD files (or a folder of them).
 
 Read with `ord-schema` (the ORD's own protobuf schema: ord_schema.proto.dataset_pb2), never by hand. Where
-each part of a reaction goes (1789336421/Omni-Mol data_pipe/dataset_profiles.py; notes/formats.md 1.2):
+each part of a reaction goes (1789336421/Omni-Mol data_pipe/dataset_profiles.py):
 
     forward         input  reactants.agents (SELFIES, '.'-joined)   output product     graph: first reactant
     retrosynthesis  input  product                                  output reactants   graph: product

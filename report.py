@@ -24,7 +24,7 @@ def _fmt(v):
     return str(v)
 
 
-def summary_table(results, base_scores=None):
+def summary_table(results):
     """One row per task: N, held-out answer NLL untrained -> trained, the task's headline metric for the model
     with its 95% interval, the best baseline (chosen on the training split) and ours minus it with its paired
     interval, the verdict, and what shows a collapsed model: Spearman (numbers) and distinct answers."""
@@ -45,13 +45,13 @@ def summary_table(results, base_scores=None):
     return "\n".join(lines)
 
 
-def add_significance(results, rows, train_items=None, items=None, base_scores=None, release_compat=False,
-                     base_rows=None):
+def add_significance(results, rows, release_compat=False, train_items=None, items=None, base_scores=None,
+                     base_rows=None, eos_text=metrics.RELEASE_EOS):
     """Intervals, the best-baseline verdict, Spearman and distinct answers (significance.py) merged into
     results[task] and base_scores[task][baseline]; the selection on the training split under
-    base_scores["_selection"]."""
+    base_scores["_selection"]. Without train_items: intervals and collapse columns only."""
     stats, base_stats, selection = significance.report(rows, train_items, items, release_compat,
-                                                       base_rows=base_rows)
+                                                       base_rows=base_rows, eos_text=eos_text)
     for task, s in stats.items():
         results.setdefault(task, {}).update(s)
     if base_scores is not None:
@@ -70,11 +70,11 @@ def markdown(results, header="", base_scores=None, compat=None):
     lines = [header] if header else []
     lines += ["## Summary", "", "Baselines: trivial predictors from the training split on the same items "
               "(baselines.py). NLL: held-out answer loss, nats/token (lower is better). " + significance.RULE, "",
-              summary_table(results, base_scores), ""]
+              summary_table(results), ""]
+    base_scores = {k: v for k, v in base_scores.items() if not k.startswith("_")}  # "_selection" is no task
     for task, res in results.items():
         if task.startswith("_"):
             continue
-        base_scores = {k: v for k, v in base_scores.items() if not k.startswith("_")}
         paper, base, rel = metrics.PAPER.get(task, {}), base_scores.get(task, {}), (compat or {}).get(task)
         shown = lambda k: rel is not None and (k in paper or task == "molediting") and k in rel  # noqa: E731
         lines += [f"### {task}", "", "| metric | ours | "

@@ -34,7 +34,7 @@ import metrics
 HEADLINE = {"molecule": "Exact Match (InChI, all items)", "molediting": "Sim>=0.4,QED>=0.6", "homolumo": "Average",
             "number": "Average MAE", "yield": "R2 Score", "text": "ROUGE-L"}
 LOWER_IS_BETTER = {"Average MAE", "Average"}
-PARSED_ONLY = ("number", "homolumo", "yield")  # kinds whose headline averages over parsed answers only
+PARSED_ONLY = baselines.NUMERIC_KINDS  # the numeric kinds: their headline averages over parsed answers only
 N_BOOT, DEV_FRACTION, DEV_MAX = 2000, 0.2, 200
 
 # result keys (results.json, baselines.json, results.md)
@@ -63,7 +63,7 @@ def _cut(text, release_compat):
     return metrics.cut_answer(str(text or ""), release_compat)
 
 
-def item_table(task, rows, release_compat=False):
+def item_table(task, rows, release_compat=False, eos_text=metrics.RELEASE_EOS):
     """Per-item values of the task's headline: {"w": weight (1 = the item counts), "v": value, and for
     yield "r" / "p"}, numpy arrays in row order. The headline = sum(w * v) / sum(w) (yield: R^2 over w)."""
     kind, n = metrics.answer_kind(task), len(rows)
@@ -90,10 +90,8 @@ def item_table(task, rows, release_compat=False):
             if rouge is None:
                 from rouge_score.rouge_scorer import RougeScorer
                 rouge = RougeScorer(["rougeL"])
-            hyp, tgt = _cut(pred, release_compat), _cut(ref, release_compat)
-            if release_compat and metrics.RELEASE_EOS not in hyp:
-                hyp += metrics.RELEASE_EOS
-            v[i] = rouge.score(tgt, hyp)["rougeL"].fmeasure
+            hyp = metrics.rouge_prediction(_cut(pred, release_compat), release_compat, eos_text)
+            v[i] = rouge.score(_cut(ref, release_compat), hyp)["rougeL"].fmeasure
     table = {"w": w, "v": v}
     if kind == "yield":
         table.update(r=r_arr, p=p_arr)
@@ -124,14 +122,18 @@ def _resamples(n, n_boot, seed):
     return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
 
 
+def _percentiles(s):
+    """The 95% percentile interval of bootstrap values s, resamples where the statistic is undefined left out."""
+    lo, hi = np.nanpercentile(s, [2.5, 97.5]) if np.isfinite(s).any() else (np.nan, np.nan)
+    return (float(lo), float(hi))
+
+
 def interval(task, table, n_boot=N_BOOT, seed=0):
     """95% percentile bootstrap interval of the headline; (nan, nan) for no items."""
     n = len(table["w"])
     if n == 0:
         return (float("nan"), float("nan"))
-    s = statistic(task, table, _resamples(n, n_boot, seed))
-    lo, hi = np.nanpercentile(s, [2.5, 97.5]) if np.isfinite(s).any() else (np.nan, np.nan)
-    return (float(lo), float(hi))
+    return _percentiles(statistic(task, table, _resamples(n, n_boot, seed)))
 
 
 def paired(task, ours, base, n_boot=N_BOOT, seed=0):
@@ -144,9 +146,7 @@ def paired(task, ours, base, n_boot=N_BOOT, seed=0):
     if n == 0:
         return point, (float("nan"), float("nan"))
     idx = _resamples(n, n_boot, seed)
-    d = sign * (statistic(task, ours, idx) - statistic(task, base, idx))
-    lo, hi = np.nanpercentile(d, [2.5, 97.5]) if np.isfinite(d).any() else (np.nan, np.nan)
-    return float(point), (float(lo), float(hi))
+    return float(point), _percentiles(sign * (statistic(task, ours, idx) - statistic(task, base, idx)))
 
 
 def verdict(task, ours, base, diff_ci):
@@ -181,7 +181,9 @@ def spearman(x, y):
     return float((rx * ry).sum() / den) if den > 0 else None
 
 
-def _number(kind, text, release_compat):
+def read_number(kind, text, release_compat=False):
+    """A numeric answer as metrics.py reads it: the first number for weight / tpsa / logp, a strict float for
+    homolumo and yield; None if there is none."""
     if kind == "number":
         return metrics.first_number(_cut(text, release_compat), release_compat)
     return metrics.strict_float(_cut(text, release_compat).strip())
@@ -195,9 +197,8 @@ def task_spearman(task, rows, release_compat=False):
         return None
     groups = collections.defaultdict(list)
     for r in rows:
-        p = _number(kind, r.get("prediction"), release_compat)
-        t = metrics.strict_float(str(r.get("reference")).strip()) if kind != "number" else \
-            metrics.first_number(str(r.get("reference") or ""), release_compat)
+        p = read_number(kind, r.get("prediction"), release_compat)
+        t = read_number(kind, r.get("reference"), release_compat)
         if p is not None and t is not None:
             groups[baselines._bucket(str(r.get("prompt") or "")) if kind == "homolumo" else None].append((p, t))
     rhos = [(spearman(*zip(*g)), len(g)) for g in groups.values() if len(g) >= 3]
@@ -208,7 +209,7 @@ def task_spearman(task, rows, release_compat=False):
 def _answer_key(kind, text, release_compat):
     """What two answers must share to count as one: a number, a stereo-free InChI, a normalised text."""
     if kind in PARSED_ONLY:
-        return _number(kind, text, release_compat)
+        return read_number(kind, text, release_compat)
     if kind in ("molecule", "molediting"):
         mol, _ = metrics.mol_from_text(_cut(text, release_compat).strip(), release_compat)
         return metrics._inchi(mol) if mol is not None else None
@@ -251,17 +252,18 @@ def choose_baselines(train_items, seed=0, release_compat=False):
     return out
 
 
-def _baseline_tables(train, test, release_compat, rows=None):
+def _baseline_tables(train, test, release_compat, rows=None, eos_text=metrics.RELEASE_EOS):
     """{task: {baseline: item table}} of baselines.py's answers to `test`, fit on `train` (rows: those answers,
     baselines.baseline_rows(train, test), when the caller has them)."""
     tables = collections.defaultdict(dict)
     for name, rows in (rows if rows is not None else baselines.baseline_rows(train, test)).items():
         for task, rs in _by_task(rows).items():
-            tables[task][name] = item_table(task, rs, release_compat)
+            tables[task][name] = item_table(task, rs, release_compat, eos_text)
     return {t: {n: tables[t][n] for n in baselines.NAMES if n in tables[t]} for t in tables}
 
 
-def report(rows, train_items=None, test_items=None, release_compat=False, seed=0, base_rows=None):
+def report(rows, train_items=None, test_items=None, release_compat=False, seed=0, base_rows=None,
+           eos_text=metrics.RELEASE_EOS):
     """-> ({task: {key: value}} to merge into results, {task: {baseline: {key: value}}} to merge into
     baselines.json, the selection {task: ...} or None). test_items: rows with "smiles" (as eval.py's
     baselines take them), default rows; without train_items no baseline comparison. base_rows: the
@@ -270,9 +272,9 @@ def report(rows, train_items=None, test_items=None, release_compat=False, seed=0
     base_tabs = {}
     if train_items:
         selection = choose_baselines(train_items, seed, release_compat)
-        base_tabs = _baseline_tables(train_items, test_items or rows, release_compat, base_rows)
+        base_tabs = _baseline_tables(train_items, test_items or rows, release_compat, base_rows, eos_text)
     for task, rs in _by_task(rows).items():
-        tab = item_table(task, rs, release_compat)
+        tab = item_table(task, rs, release_compat, eos_text)
         lo, hi = interval(task, tab, seed=seed)
         s = {CI: [lo, hi], DISTINCT: distinct(task, [r.get("prediction") for r in rs], release_compat),
              DISTINCT_REF: distinct(task, [r.get("reference") for r in rs], release_compat)}

@@ -1,6 +1,6 @@
 """The 16 Omni-Mol tasks: keys, categories, the release's prompt templates and file names, and how each
-task's graph-source molecule is picked (1789336421/Omni-Mol data_pipe/dataset_profiles.py, constants.py;
-notes/formats.md 1.2). data.py re-exports everything here (`data.TASKS` is the public name)."""
+task's graph-source molecule is picked (1789336421/Omni-Mol data_pipe/dataset_profiles.py, constants.py).
+data.py re-exports everything here (`data.TASKS` is the public name)."""
 import random
 import re
 from dataclasses import dataclass
@@ -147,3 +147,8 @@ def graph_source(task: Task, rec: dict) -> str | None:
     elif task.graph == "first":
         inp = inp.split(".")[0]
     return selfies_to_smiles(inp)
+
+
+def scored_as(sample):
+    """The name a test sample is scored under: its task key, except yield -> yield_BH / yield_SM (its eval set)."""
+    return sample.eval_set if sample.task == "yield" else sample.task

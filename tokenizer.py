@@ -3,7 +3,7 @@ formats the project needs (Llama-3 for the paper's Llama-3.2-1B backbone, ChatML
 chosen from the checkpoint, never from a directory name.
 
 `encode_chat(user, answer)` returns (input_ids, labels) with the loss on the answer and on the
-end-of-turn token that closes it (the release supervises `answer<|eot_id|>`, formats.md section 5).
+end-of-turn token that closes it (the release supervises `answer<|eot_id|>`).
 A molecule placeholder "<mol>" in the user text becomes MOL_TOKEN_ID (-200, the release's <image> id);
 molecule.embed_inputs later replaces it with one embedding per heavy atom.
 """
@@ -15,7 +15,7 @@ from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizer
 MOL_PLACEHOLDER = "<mol>"
 MOL_TOKEN_ID = -200
 IGNORE_INDEX = -100
-# The release's system prompt (SPEC section 1); used for both templates so prompts match the paper.
+# The release's system prompt (its conversation template); used for both templates so prompts match the paper.
 SYSTEM_PROMPT = ("A chat between a curious user and an artificial intelligence assistant. "
                  "The assistant gives helpful, detailed, and polite answers to the user's questions.")
 

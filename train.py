@@ -1,4 +1,4 @@
-"""Train Omni-Mol: one LLM on the molecular tasks, with GAL adapters and MoGE (SPEC sections 2, 4, 9).
+"""Train Omni-Mol: one LLM on the molecular tasks, with GAL adapters and MoGE.
 
     torchrun --nproc_per_node=2 train.py --tasks all      # the embedded demo: SmolLM2-135M + demo data
     python train.py --tasks forward,molcap:0.5 --model /path/Llama-3.2-1B-Instruct --data /path/omnimol-data

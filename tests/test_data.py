@@ -40,7 +40,7 @@ def rec(instruction, inp, output, split="train", **kw):
     return {"instruction": instruction, "input": inp, "output": output, "metadata": {"split": split, **kw.pop("meta", {})}, **kw}
 
 
-# ----------------------------------------------------------------------------- prompts (formats.md 1.2)
+# ----------------------------------------------------------------------------- prompts (the release's texts)
 
 # (task, record, expected user turn, expected graph-source SMILES); "<image>\n" written as GRAPH = MOL + "\n"
 CASES = [

@@ -1,4 +1,4 @@
-"""Learning tests that can fail (issue 13), on CPU with `--model tiny` through train.py and eval.py:
+"""Learning tests that can fail, on CPU with `--model tiny` through train.py and eval.py:
 
 - memorisation: a few records of four tasks (a reaction, a caption, a text-only task, a number), trained
   to fit, then greedy eval reproduces every answer exactly. Any train/eval mismatch of chat template,

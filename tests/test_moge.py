@@ -308,7 +308,7 @@ def test_parameter_count_llama_3_2_1b():
           f"{c['ratio']:.3f}x (base weights {c['base_ratio']:.3f}x)")
     assert c["base"] == 1_235_814_400  # Llama-3.2-1B, tied embeddings
     assert c["release_base"] == c["base"] + 4 * 5 * 3 * 2048 * 8192  # + 5 FFN copies in each of 4 layers
-    assert 84e6 < c["trainable"] < 85e6  # LoRA ~84.4M + routers 41K (notes/formats.md section 3)
+    assert 84e6 < c["trainable"] < 85e6  # LoRA ~84.4M + routers 41K (the release's trainable count)
     assert c["ratio"] <= 0.6
 
 

@@ -175,7 +175,7 @@ def test_gin_is_frozen_eval_and_fp32():
 # ----------------------------------------------------------------------------- checkpoints
 
 def release_state_dict(seed=0):
-    """A fake MoleculeSTM GNN_graphpred state dict: the key names and shapes of notes/formats.md 2.2,
+    """A fake MoleculeSTM GNN_graphpred state dict: the checkpoint's key names and shapes,
     written out independently of molecule.py, plus the graph_pred_linear head the release drops."""
     g = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731

@@ -24,8 +24,8 @@ import re
 import statistics
 
 from rdkit import Chem, DataStructs, rdBase
-from rdkit.Chem import rdFingerprintGenerator
 
+import answers
 import metrics
 
 COPY_TASKS = ("forward", "reagent", "retrosynthesis", "solvent", "catalyst", "molediting")  # Mol2Mol
@@ -35,7 +35,6 @@ NAMES = ("mean", "median", "majority", "copy input", "nearest neighbour")
 
 _TOKEN = r"\[[^\[\]\s]+\]"
 _MOLECULE = re.compile(rf"(?:{_TOKEN})+(?:\.(?:{_TOKEN})+)*")  # SELFIES, fragments joined by '.'
-_MORGAN = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
 
 
 def base_task(name):
@@ -63,7 +62,7 @@ def copy_input(prompt):
     """The copy-the-input answer: the prompt's input molecule (SELFIES or SMILES, --mol-format), for a
     reaction its reactants (the part before '>>'); "" if there is none."""
     last = _last_word(prompt).split(">>")[0]
-    if metrics.mol_from_text(last)[0] is not None:
+    if answers.mol_from_text(last)[0] is not None:
         return last
     mols = input_molecules((prompt or "").split(">>")[0])  # SELFIES not at the very end
     return mols[-1] if mols else ""
@@ -72,20 +71,20 @@ def copy_input(prompt):
 def fingerprint(prompt, smiles=None):
     """Morgan bit vector of the prompt's input as one (multi-fragment) molecule, a reaction's both sides
     included; else of all SELFIES in the prompt; else of `smiles`; None if none gives a molecule. Never raises."""
-    mol = metrics.mol_from_text(_last_word(prompt).replace(">>", "."))[0]
+    mol = answers.mol_from_text(_last_word(prompt).replace(">>", "."))[0]
     mols = input_molecules(prompt) if mol is None else []
     if mols:
-        mol, _ = metrics.mol_from_selfies(".".join(mols))
+        mol, _ = answers.mol_from_selfies(".".join(mols))
     if mol is None and smiles:
         with rdBase.BlockLogs():
             mol = Chem.MolFromSmiles(smiles)
-    return _MORGAN.GetFingerprint(mol) if mol is not None else None
+    return answers.MORGAN_BITS.GetFingerprint(mol) if mol is not None else None
 
 
 # ----------------------------------------------------------------------------- predictors
 
 def _number(kind, text):
-    return metrics.first_number(text) if kind == "number" else metrics.strict_float(text)
+    return answers.first_number(text) if kind == "number" else answers.strict_float(text)
 
 
 def _bucket(prompt):  # homolumo: the prompt says which quantity (metrics.homolumo_metrics' rule)
@@ -163,9 +162,9 @@ def baseline_rows(train, test):
     for it in test:
         j = pos[it["task"]]
         pos[it["task"]] += 1
-        for name, answers in preds.get(it["task"], {}).items():
+        for name, texts in preds.get(it["task"], {}).items():
             rows[name].append({"task": it["task"], "id": it.get("id"), "prompt": it.get("prompt"),
-                               "prediction": answers[j], "reference": it.get("reference", it.get("answer"))})
+                               "prediction": texts[j], "reference": it.get("reference", it.get("answer"))})
     return dict(rows)
 
 

@@ -4,7 +4,7 @@
     python bench.py --gpu --dry-run              # the same script end to end with tiny shapes (CPU is fine)
     python bench.py --gpu --out results/gpu      # -> results/gpu.json and results/gpu.md
 
-Llama-3.2-1B's config (moge.LLAMA_3_2_1B) with random weights (none ship offline), bf16 base, r 64,
+Llama-3.2-1B's config (M.LLAMA_3_2_1B) with random weights (none ship offline), bf16 base, r 64,
 the release's batch of 12 with sample lengths drawn from 150-600 tokens (the demo's range; the last
 sixth of each sample supervised, as answers are), the same token ids for every set-up:
   1. training tokens/s, MFU and peak memory per step: ours eager (padded), --pack, --pack --compile;
@@ -29,12 +29,13 @@ On CPU (--dry-run) torch.compile uses the aot_eager backend (Inductor's C++ buil
 import argparse
 import copy
 import json
-import math
 import os
 import time
 import traceback
 
 import torch
+
+import model as M
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]  # peft: all linears
@@ -69,16 +70,13 @@ def peak_gib(device):
 # ----------------------------------------------------------------------------- models
 
 def hf_config(dry: bool) -> dict:
-    import moge
-    from model import TINY
     if dry:
-        return {**TINY, "head_dim": 16}
-    return {**moge.LLAMA_3_2_1B, "max_position_embeddings": 131072, "bos_token_id": 128000, "eos_token_id": 128009}
+        return {**M.TINY, "head_dim": 16}
+    return {**M.LLAMA_3_2_1B, "max_position_embeddings": 131072, "bos_token_id": 128000, "eos_token_id": 128009}
 
 
 def random_ours(cfg: dict, device, dtype, seed=0):
     """Our CausalLM with seeded random weights (normal 0.02, norms 1), built on the meta device."""
-    import model as M
     c = M.ModelConfig.from_hf(cfg)
     with torch.device("meta"):
         m = M.CausalLM(c)
@@ -171,7 +169,6 @@ def padded(ids, labels, device):
 
 def train_setup(name, args, device, cfg, batches):
     """-> (step function taking a batch, trainable count, adapter params per token, base param count)."""
-    import moge
     from train import TrainStep
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if name.startswith("transformers"):
@@ -250,7 +247,6 @@ def bench_train_setup(name, args, device, cfg, batches, peak):
 # ----------------------------------------------------------------------------- 2. generation
 
 def bench_generate(args, device, cfg, results):
-    import model as M
     from model import load_state_dict_strict
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     hf = hf_model(cfg, device, dtype).eval()

@@ -42,11 +42,15 @@ import dataclasses
 import json
 import math
 import os
+import pickle  # only for its exception type: torch.load(weights_only=True) raises UnpicklingError
 import re
 import sys
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
+import checkpoint
 import model as M
 import smollm
 import moge
@@ -67,12 +71,9 @@ class ConversionError(ValueError):
 
 def read_tensors(path: str) -> dict:
     """{name: tensor} from .safetensors, or from .bin with torch.load(weights_only=True); else an error."""
-    import pickle
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} not found")
     if path.endswith(".safetensors"):
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
         try:
             sd = load_file(path)
         except (SafetensorError, OSError, ValueError) as e:
@@ -118,7 +119,8 @@ def release_layout(model) -> dict:
             n = p.shape[0]
             for e in range(n):
                 copy = f"experts.{e}" if e < n - 1 else "shared_experts"
-                out[f"{PEFT}{LM}{mod[:-len('experts')]}{copy}.{proj}_proj.{LORA_SUFFIX[part]}"] = (name, e, tuple(p.shape[1:]))
+                key = f"{PEFT}{LM}{mod[:-len('experts')]}{copy}.{proj}_proj.{LORA_SUFFIX[part]}"
+                out[key] = (name, e, tuple(p.shape[1:]))
         elif leaf in ("lora_A", "lora_B", "gal"):        # a GALLinear
             out[f"{PEFT}{LM}{mod}.{LORA_SUFFIX[leaf]}"] = (name, None, tuple(p.shape))
         else:
@@ -185,9 +187,11 @@ def infer_config(tensors: dict, adapter_cfg: dict | None, llava_cfg: dict | None
             elif k.endswith("moe_gate.weight"):
                 n.update(range(t.shape[0]))
     if lc.get("norm_topk_prob"):
-        raise ConversionError("config.json has norm_topk_prob=true (renormalised top-k weights); ours does not renormalise")
+        raise ConversionError("config.json has norm_topk_prob=true (renormalised top-k weights); ours does not "
+                              "renormalise")
     if lc.get("projector_type", "naive_linear") != "naive_linear":
-        raise ConversionError(f"config.json projector_type {lc['projector_type']!r}: ours is the single linear projector")
+        raise ConversionError(f"config.json projector_type {lc['projector_type']!r}: ours is the single linear "
+                              "projector")
     dropout = ac.get("lora_dropout", 0.05)
     aux = moe_cfg.get("router_aux_loss_coef") or 0.01
     if not moe:
@@ -289,20 +293,12 @@ def read_projector(path: str) -> dict:
 
 # ----------------------------------------------------------------------------- writing ours
 
-def _write(model, out_dir, meta):
-    os.makedirs(out_dir, exist_ok=True)
-    moge.save_adapters(model, os.path.join(out_dir, "adapters.safetensors"), metadata={"format": "pt"})
-    tmp = os.path.join(out_dir, f".meta.json.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(meta, f, indent=1)
-    os.replace(tmp, os.path.join(out_dir, "meta.json"))
-
-
 def _our_model(model_path, gin, cfg, llava_cfg=None):
     model, _ = M.load_model(model_path, dtype=torch.float32)
     _check_text_config(model, llava_cfg)
     if cfg is not None and cfg.recipe == "moge" and max(cfg.moe_layers) >= model.config.num_hidden_layers:
-        raise ConversionError(f"MoE layers {list(cfg.moe_layers)} but --model has {model.config.num_hidden_layers} layers")
+        raise ConversionError(f"MoE layers {list(cfg.moe_layers)} but --model has {model.config.num_hidden_layers} "
+                              "layers")
     molecule.attach_molecule(model, gin_path=gin)
     if cfg is not None:
         moge.attach_adapters(model, cfg)
@@ -315,7 +311,8 @@ def _meta(model, model_path, gin, cfg, stage, step, source):
     moge_meta = None if cfg is None else {k: v for k, v in dataclasses.asdict(cfg).items() if k != "adapter_dtype"}
     args = {"model": model_path, "gin": gin, "stage": stage}
     if cfg is not None:
-        args.update(recipe=cfg.recipe, lora_r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, aux_coef=cfg.aux_coef)
+        args.update(recipe=cfg.recipe, lora_r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                    aux_coef=cfg.aux_coef)
     return json.loads(json.dumps({"step": step, "args": args, "base_model": getattr(model, "name_or_path", model_path),
             "model_config": model.config.to_hf(), "gin": model.gin_source, "stage": stage, "moge": moge_meta,
             "converted_from": source}))  # as written: JSON types (lists, not tuples)
@@ -367,10 +364,11 @@ def convert_release(ckpt_dir, out_dir, model_path="default", gin=None, projector
               "path": os.path.abspath(ckpt_dir), "files": [os.path.basename(f) for f in files],
               "base_weights_checked": checked, "notes": notes + [base_note]}
     meta = _meta(model, model_path, gin, cfg, 2, int(m.group(1)) if m else None, source)
-    _write(model, out_dir, meta)
+    checkpoint.write_converted(model, out_dir, meta)
     moe = f"MoE layers {list(cfg.moe_layers)}, {cfg.n_experts} experts + 1 shared, top-{cfg.top_k}" \
         if cfg.recipe == "moge" else "no MoE layers (recipe gal)"
-    log(f"wrote {out_dir}: {len(ours)} tensors from {len(tensors)} release tensors; r {cfg.r}, alpha {cfg.alpha}, {moe}")
+    log(f"wrote {out_dir}: {len(ours)} tensors from {len(tensors)} release tensors; r {cfg.r}, alpha {cfg.alpha}, "
+        f"{moe}")
     for n in notes + [base_note]:
         log(f"note: {n}")
     if gin is None:
@@ -391,7 +389,7 @@ def convert_projector(src, out_dir, model_path="default", gin=None, log=print) -
     moge.load_adapters(model, {"mm_projector.weight": w.float(), "mm_projector.bias": b.float()})
     meta = _meta(model, model_path, gin, None, 1, None, {"format": "Omni-Mol release stage 1 (mm_projector.bin)",
                                                         "path": os.path.abspath(src)})
-    _write(model, out_dir, meta)
+    checkpoint.write_converted(model, out_dir, meta)
     log(f"wrote {out_dir}: mm_projector {want}, stage 1 (train.py --init-from {out_dir})")
     return meta
 
@@ -402,8 +400,6 @@ def convert_moleculestm(src: str, dst: str) -> dict:
     """MoleculeSTM's .pth (a GNN_graphpred state dict, read with weights_only=True) -> safetensors with
     the same key names. Drops `graph_pred_linear.*` (as the release does) and a DDP `module.` prefix;
     everything else must match exactly. Returns the checked state dict."""
-    import pickle
-    from safetensors.torch import save_file
     GINError = molecule.GINCheckpointError
     try:
         sd = torch.load(src, map_location="cpu", weights_only=True)
@@ -436,7 +432,8 @@ def main(argv=None):
                                     "adapter_config.json, config.json")
     r.add_argument("out_dir", help="our checkpoint folder to write (adapters.safetensors + meta.json)")
     r.add_argument("--model", default="default", help="the base LLM the release was trained on "
-                                                      "(Llama-3.2-1B-Instruct folder); its frozen FFN is every expert's base")
+                                                      "(Llama-3.2-1B-Instruct folder); its frozen FFN is every "
+                                                      "expert's base")
     r.add_argument("--gin", default=None, help="MoleculeSTM GIN safetensors (from `convert.py moleculestm`), "
                                                "recorded for eval; default the seeded random GIN")
     r.add_argument("--projector", default=None, help="a stage-1 mm_projector.bin, for a checkpoint without a projector")
@@ -457,7 +454,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     try:
         if args.cmd == "release":
-            convert_release(args.ckpt_dir, args.out_dir, args.model, args.gin, args.projector, args.top_k, args.lora_alpha)
+            convert_release(args.ckpt_dir, args.out_dir, args.model, args.gin, args.projector, args.top_k,
+                            args.lora_alpha)
         elif args.cmd == "projector":
             convert_projector(args.src, args.out_dir, args.model, args.gin)
         elif args.cmd == "moleculestm":

@@ -4,7 +4,7 @@
     curve(model, step, rank, world)   # every rank (items are sharded); the one with an out appends OUT/heldout.jsonl
     plot(OUT/heldout.jsonl, OUT/learning_curve.png)
 
-The loss is heldout.heldout_nll (teacher-forced, nats per answer token, the same sequences as the training
+The loss is likelihood.heldout_nll (teacher-forced, nats per answer token, the same sequences as the training
 loss) over the first `per_task` test items of each scored set, with dropout off. It is a report only: no
 choice of the run (steps, learning rate, when to stop) is made from it.
 """
@@ -14,7 +14,7 @@ import os
 import torch
 
 import data
-import heldout
+import likelihood
 from tasks import scored_as
 
 
@@ -43,7 +43,7 @@ class HeldoutCurve:
         was_training = model.training
         model.eval()
         with torch.no_grad():
-            nll = heldout.heldout_nll(model, self.tok, self.samples, scored_as, rank, world)
+            nll = likelihood.heldout_nll(model, self.tok, self.samples, scored_as, rank, world)
         model.train(was_training)
         if self.path:
             with open(self.path, "a") as f:

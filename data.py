@@ -35,11 +35,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 import reactions  # ORD (.pb.gz) reaction files as a data source
-# the task table, molecule strings and file readers live in their own files; data.py re-exports them
-from chem import (_hash, canonical, heavy_atoms, selfies_text_to_smiles, selfies_to_smiles,  # noqa: F401
-                  smiles_to_selfies)
-from readers import read_chebi20, read_records, task_files  # noqa: F401 (re-exported)
-from tasks import (EVAL_SETS, GRAPH, MOL_FORMATS, MOLCAP_QUESTIONS, TASKS, Task, build_prompt,  # noqa: F401
+
+from chem import (_hash, heavy_atoms, selfies_text_to_smiles)
+from readers import read_records, task_files
+from tasks import (MOL_FORMATS, TASKS, Task, build_prompt,
                    graph_source, redraw_question)
 from tokenizer import MOL_PLACEHOLDER as MOL  # "<mol>": replaces the release's "<image>\n"
 
@@ -350,8 +349,8 @@ def collate(samples: list[Sample], tokenizer, with_answer=True, graphs=True) -> 
         g = featurize(s) if graphs else None
         if graphs and s.smiles is not None and g is None:
             continue  # validated at load time; counted by molecule.FEATURE_STATS if it ever happens
-        i, l = encode(s, tokenizer, with_answer)
-        ids.append(i), labels.append(l), gs.append(g), keep.append(s)
+        i, lab = encode(s, tokenizer, with_answer)
+        ids.append(i), labels.append(lab), gs.append(g), keep.append(s)
     return {"input_ids": ids, "labels": labels, "graphs": gs, "tasks": [s.task for s in keep],
             "eval_sets": [s.eval_set for s in keep], "ids": [s.id for s in keep], "samples": keep}
 
@@ -531,25 +530,6 @@ def _bench(args):
         print(f"{name:<28} {n / (b[0] - a[0]):>22,.0f} {n / (b[1] - a[1]):>18,.0f}")
 
 
-def _build_mcq(args):
-    import mcq
-    tasks = list(parse_tasks(args.tasks)) if args.tasks else list(mcq.MCQ_TASKS)
-    root, left_out = resolve_data(args.data)
-    samples = []
-    for key in tasks:
-        if key in left_out or not task_files(root, TASKS[key], "test"):
-            print(f"[mcq] {key}: no test records in {root}, left out")
-            continue
-        samples += load_tasks(key, split="test", data=args.data, verbose=False, mol_format=args.mol_format)
-    questions, skipped = mcq.build(samples, seed=args.seed, tasks=tasks)
-    mcq.write(questions, args.out)
-    counts = collections.Counter(q["task"] for q in questions)
-    print("[mcq] questions per task: " + ", ".join(f"{t} {n}" for t, n in counts.items()))
-    for t, why in skipped.items():
-        print(f"[mcq] {t}: skipped " + ", ".join(f"{n} ({r})" for r, n in why.items()))
-    print(f"wrote {len(questions)} questions to {args.out}")
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -565,17 +545,8 @@ def main(argv=None):
     bb.add_argument("--tasks", default="all")
     bb.add_argument("--data", default="demo")
     bb.add_argument("--model", default="default", help="whose tokenizer: default|tiny|PATH")
-    m = sub.add_parser("build-mcq", help="the multiple-choice benchmark from the test records (logic in mcq.py)")
-    m.add_argument("--data", default="demo", help="demo or a data folder")
-    m.add_argument("--out", default="mcq.jsonl")
-    m.add_argument("--tasks", default=None, help="comma list; default: molcap, dqa, experiment and the Mol2Mol tasks")
-    m.add_argument("--seed", type=int, default=0, help="distractor draws and answer positions")
-    m.add_argument("--mol-format", default="selfies", choices=MOL_FORMATS, help="molecules in prompts and options, "
-                   "as the checkpoint to be scored was trained")
     args = p.parse_args(argv)
-    if args.cmd == "build-mcq":
-        _build_mcq(args)
-    elif args.cmd == "build-demo":
+    if args.cmd == "build-demo":
         from demo_data import build_demo, demo_table
         if os.path.isdir(args.out):
             print(f"{args.out} exists; remove it to rebuild")

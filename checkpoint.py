@@ -1,0 +1,231 @@
+"""The run folder: what train.py and rl.py write, and what eval.py, rl.py, convert.py and likelihood read.
+
+    OUT/log.jsonl                          one JSON object per optimizer step (truncated on --resume)
+    OUT/checkpoints/step_000123/
+        adapters.safetensors               every trainable tensor (adapters, routers, projector), HF-named
+        optimizer.pt                       optimizer + scheduler state, read with torch.load(weights_only=True)
+        meta.json                          args, base model + its config, GIN source, MoGE config, step,
+                                           data position, per-rank RNG states (rl.py: its own under "rl")
+
+    d = resolve(path)                                   # a step folder as given, or the newest under OUT
+    model, tok, meta = load_model(d, device, dtype)     # rebuilt from meta.json, adapters loaded strictly
+    fresh, tok = build_model(meta, device, dtype)       # the same run's step-0 model (fresh seeded adapters)
+    save(out, step, model, optimizer, scheduler, meta, keep_last)   # atomic; rotates old steps away
+    meta = load_training(d, model, optimizer, scheduler)            # --resume: tensors + optimizer state
+
+A checkpoint is written into a temporary folder and renamed, so a crash mid-save leaves the previous one
+whole and a half-written folder is never taken for a checkpoint (it has no meta.json under a step_ name).
+"""
+import json
+import os
+import random
+import re
+import shutil
+import sys
+
+import numpy as np
+import torch
+
+import model as M
+import moge
+import molecule
+from ddp import print0
+
+STEP_DIR = re.compile(r"step_\d+")
+
+
+# ----------------------------------------------------------------------------- finding checkpoints
+
+def steps(out: str) -> list:
+    """Complete checkpoints under a run folder (a finished rename with its meta.json), oldest first."""
+    root = os.path.join(out, "checkpoints")
+    if not os.path.isdir(root):
+        return []
+    names = sorted(n for n in os.listdir(root) if STEP_DIR.fullmatch(n)
+                   and os.path.exists(os.path.join(root, n, "meta.json")))
+    return [os.path.join(root, n) for n in names]
+
+
+def resolve(path) -> str:
+    """A step folder as given, or the newest OUT/checkpoints/step_NNNNNN under an OUT folder."""
+    path = str(path)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"checkpoint path {path!r} does not exist "
+                                "(train.py writes OUT/checkpoints/step_NNNNNN/)")
+    if os.path.exists(os.path.join(path, "meta.json")) or STEP_DIR.fullmatch(os.path.basename(os.path.normpath(path))):
+        return path
+    ck = os.path.join(path, "checkpoints")
+    found = sorted((d for d in (os.listdir(ck) if os.path.isdir(ck) else []) if STEP_DIR.fullmatch(d)),
+                   key=lambda d: int(d[5:]))
+    if not found:
+        raise FileNotFoundError(f"no checkpoint in {path!r}: expected {ck}/step_NNNNNN/ (written by train.py) "
+                                "or a step folder; eval never falls back to the bare base model")
+    return os.path.join(ck, found[-1])
+
+
+def read_meta(step_dir) -> dict:
+    path = os.path.join(step_dir, "meta.json")
+    with open(path) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from None
+
+
+# ----------------------------------------------------------------------------- RNG state as JSON
+
+def rng_state(device) -> dict:
+    """Every RNG a training step draws from (LoRA dropout: torch; data helpers: python, numpy), as JSON lists."""
+    st = {"torch": torch.get_rng_state().tolist(), "python": json.loads(json.dumps(random.getstate())),
+          "numpy": [v.tolist() if isinstance(v, np.ndarray) else v for v in np.random.get_state()]}
+    if device.type == "cuda":
+        st["cuda"] = torch.cuda.get_rng_state(device).tolist()
+    return st
+
+
+def set_rng_state(st: dict, device) -> None:
+    torch.set_rng_state(torch.tensor(st["torch"], dtype=torch.uint8))
+    v, state, gauss = st["python"]
+    random.setstate((v, tuple(state), gauss))
+    kind, keys, pos, has_gauss, cached = st["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    if "cuda" in st and device.type == "cuda":
+        torch.cuda.set_rng_state(torch.tensor(st["cuda"], dtype=torch.uint8), device)
+
+
+def gather(obj, world: int) -> list:
+    """[obj of rank 0, obj of rank 1, ...] on every rank (a collective under torch.distributed)."""
+    if world == 1:
+        return [obj]
+    out = [None] * world
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
+# ----------------------------------------------------------------------------- writing
+
+def save(out, step, model, optimizer, scheduler, meta, keep_last, crash_after_adapters=False) -> str:
+    """Rank 0 only. Written into a temporary folder, then renamed: a crash mid-save leaves the previous
+    checkpoints whole, and a half-written folder is never mistaken for a checkpoint. Keeps the newest
+    keep_last steps."""
+    root = os.path.join(out, "checkpoints")
+    os.makedirs(root, exist_ok=True)
+    final = os.path.join(root, f"step_{step:06d}")
+    tmp = os.path.join(root, f".tmp_step_{step:06d}_{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    moge.save_adapters(model, os.path.join(tmp, "adapters.safetensors"))
+    if crash_after_adapters:  # test hook: die the way a killed job dies, with no cleanup
+        os._exit(17)
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+               os.path.join(tmp, "optimizer.pt"))
+    with open(os.path.join(tmp, "meta.json"), "w") as f:
+        json.dump(meta, f)
+    if os.path.exists(final):  # the same step saved again (a resumed run): replace it
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    for old in steps(out)[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+    for n in os.listdir(root):  # leftovers of crashed saves
+        if n.startswith(".tmp_step_") and not n.endswith(f"_{os.getpid()}"):
+            shutil.rmtree(os.path.join(root, n), ignore_errors=True)
+    return final
+
+
+def write_converted(model, out_dir, meta) -> None:
+    """A checkpoint made by convert.py: adapters.safetensors + meta.json, no optimizer state (it scores and
+    initialises runs, it does not resume one). meta.json is written last and renamed into place."""
+    os.makedirs(out_dir, exist_ok=True)
+    moge.save_adapters(model, os.path.join(out_dir, "adapters.safetensors"), metadata={"format": "pt"})
+    tmp = os.path.join(out_dir, f".meta.json.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(meta, f, indent=1)
+    os.replace(tmp, os.path.join(out_dir, "meta.json"))
+
+
+def start_log(out, resume_step=None) -> str:
+    """OUT/log.jsonl for a run: a fresh run starts an empty log; a resumed one forgets the steps logged
+    after its checkpoint (they will be taken again). Rank 0 only. Returns the log's path."""
+    path = os.path.join(out, "log.jsonl")
+    if resume_step is None:
+        if os.path.exists(path):
+            os.remove(path)
+    elif os.path.exists(path):
+        with open(path) as f:
+            keep = [ln for ln in f if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
+        with open(path, "w") as f:
+            f.writelines(keep)
+    return path
+
+
+def report_bad_step(args, step, loss, grad_norm, bad_in_row, skipped, bar, ddp):
+    """A skipped non-finite step (train.py, rl.py): say so; after --max-bad-steps in a row, stop (exit 1)
+    naming the last good checkpoint of the run folder."""
+    print0(f"\nstep {step}: non-finite loss ({loss}) or gradient norm ({grad_norm}); update skipped "
+           f"({bad_in_row} in a row, {skipped} in this run)")
+    if bad_in_row >= args.max_bad_steps:
+        bar.close()
+        good = steps(args.out)
+        print0(f"stopping: {bad_in_row} non-finite steps in a row (--max-bad-steps {args.max_bad_steps}). "
+               f"Last good checkpoint: {good[-1] if good else 'none written yet'}. Lower --lr or look at "
+               "the data, then continue with --resume.")
+        if ddp:
+            torch.distributed.destroy_process_group()
+        sys.exit(1)
+
+
+# ----------------------------------------------------------------------------- reading
+
+def load_training(step_dir, model, optimizer, scheduler) -> dict:
+    """--resume: the trained tensors into model (strictly), the optimizer and scheduler state; -> meta."""
+    moge.load_adapters(model, os.path.join(step_dir, "adapters.safetensors"))
+    state = torch.load(os.path.join(step_dir, "optimizer.pt"), map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return read_meta(step_dir)
+
+
+def _build(meta, device, dtype, where="meta.json"):
+    margs = meta.get("args", {})
+    if "model" not in margs or "moge" not in meta:
+        raise ValueError(f"{where} lacks args.model or moge (the adapter config): cannot rebuild the model")
+    model, tok = M.load_model(margs["model"], device=device, dtype=dtype)
+    if "model_config" in meta and json.loads(json.dumps(model.config.to_hf())) != meta["model_config"]:
+        raise ValueError(f"the base model {margs['model']!r} is not the one this checkpoint was trained on "
+                         f"(its config differs from meta.json's model_config)")
+    molecule.attach_molecule(model, gin_path=margs.get("gin"))  # frozen: the same seeded init train.py used
+    if meta["moge"] is not None:  # stage 2; a stage-1 checkpoint holds the projector only
+        moge.attach_adapters(model, moge.MoGEConfig(**meta["moge"]))
+    return model, tok
+
+
+def build_model(meta, device, dtype):
+    """train.py's step-0 model of a run: the same base model, graph tower and adapter config, with the
+    projector and adapters freshly initialised from the run's seed as train.py does (seed, then build).
+    The caller's RNG state is left alone."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(meta.get("args", {}).get("seed", 42))
+        model, tok = _build(meta, device, dtype)
+    return model.to(device).eval(), tok
+
+
+def load_model(step_dir, device, dtype, log=print):
+    """Rebuild the trained model exactly: base model named in meta.json, molecule encoder, adapters of the
+    recorded config, then every trained tensor from adapters.safetensors, strictly (missing, extra or
+    mis-shaped tensors are an error). -> (model in eval mode, tokenizer, meta)."""
+    files = {name: os.path.join(step_dir, name) for name in ("meta.json", "adapters.safetensors")}
+    missing = [p for p in files.values() if not os.path.isfile(p)]
+    if missing:
+        raise FileNotFoundError(f"checkpoint {step_dir} is incomplete, missing: {', '.join(missing)}")
+    meta = read_meta(step_dir)
+    model, tok = _build(meta, device, dtype, files["meta.json"])
+    moge.load_adapters(model, files["adapters.safetensors"])
+    model.to(device).eval()
+    margs = meta["args"]
+    log(f"loaded base model {getattr(model, 'name_or_path', margs['model'])}")
+    if margs.get("gin"):
+        log(f"loaded graph encoder {margs['gin']}")
+    for name in ("meta.json", "adapters.safetensors"):
+        log(f"loaded {files[name]}")
+    log(f"recipe {margs.get('recipe', '?')}, step {meta.get('step', '?')}")
+    return model, tok, meta

@@ -12,7 +12,9 @@ PIP_VERSION := 23.2.1
 
 install: .venv/.installed
 
+# lint (ruff.toml: pyflakes, syntax, 120 columns), then the suite
 test: .venv/.installed
+	.venv/bin/ruff check .
 	$(PY) -m pytest -q tests
 
 # one rank per GPU, else 2 CPU ranks (eval too: 2 one-thread ranks beat 1 two-thread process on 2 cores);

@@ -44,7 +44,7 @@ _NUMBER = re.compile(r"(?<![\w.])[-+\u2212]?(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\
 
 def as_text(x) -> str:
     """Any value a row may hold -> str: bytes decode as UTF-8 with replacement, lone surrogates (which rdkit
-    cannot take) become U+FFFD, None is empty."""
+    cannot take) become '?', None is empty."""
     if x is None:
         return ""
     if isinstance(x, bytes):

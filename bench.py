@@ -11,9 +11,16 @@ import argparse
 import copy
 import os
 import platform
+import sys
 import time
 
 import torch
+
+import bench_gpu
+import model as M
+import molecule
+import moge
+from train import TrainStep
 
 
 def machine() -> str:
@@ -23,8 +30,7 @@ def machine() -> str:
 
 def bench_generate(args):
     """Same weights (the converted SmolLM2 folder), same prompts, greedy, exactly N new tokens each."""
-    import transformers
-    import model as M
+    import transformers  # optional (requirements-dev.txt): only the comparison needs it
     ours, tok = M.load_model("default")
     hf = transformers.AutoModelForCausalLM.from_pretrained(ours.name_or_path, dtype=torch.float32).eval()
     questions = ["What is the chemical formula of water?", "Describe benzene.", "Name a noble gas.",
@@ -77,12 +83,8 @@ def bench_train(args, batch=4, seq_len=256, r=64):
     the demo's tokens; the prompt carries no loss). After one warm-up step each, the timed steps of the
     three set-ups alternate, so load from other processes hits them alike; the best and the median step
     time of each are reported (on a shared machine the best is the least disturbed)."""
-    import peft
-    import transformers
-    import model as M
-    import molecule
-    import moge
-    from train import TrainStep
+    import peft  # optional (requirements-dev.txt): only the comparison needs it
+    import transformers  # optional, as peft
     ids = torch.randint(0, 49152, (batch, seq_len), generator=torch.Generator().manual_seed(0))  # SmolLM2 vocab
     prompt = torch.arange(seq_len) < seq_len - seq_len // 6
     settings = {"all tokens supervised": ids, "last 1/6 supervised": ids.masked_fill(prompt, M.IGNORE_INDEX)}
@@ -150,10 +152,10 @@ def bench_train(args, batch=4, seq_len=256, r=64):
 
 def bench_moge(args, T=8192):
     """MoGE FFN layer (moge.py) fwd+bwd vs a dense frozen FFN with one GAL adapter per linear vs the
-    release's deep-copy loop (targets: MoGE <= 1.3x the dense FFN + GAL): bf16 base weights, fp32 adapters, training mode."""
-    import moge
-    from kernels.bench import D, FFN, R
-    from triton.testing import do_bench
+    release's deep-copy loop (targets: MoGE <= 1.3x the dense FFN + GAL): bf16 base weights, fp32 adapters,
+    training mode."""
+    from triton.testing import do_bench  # triton is optional (kernels/ falls back to torch): this GPU path needs it
+    from kernels.bench import D, FFN, R  # kernels/bench.py imports triton.testing at import, as above
     torch.manual_seed(0)
     mlp = torch.nn.Module()
     mlp.gate_proj, mlp.up_proj = torch.nn.Linear(D, FFN, bias=False), torch.nn.Linear(D, FFN, bias=False)
@@ -188,13 +190,12 @@ def bench_moge(args, T=8192):
     print("| layer | ms | vs dense FFN + GAL |\n|---|---|---|")
     for name, ms in res.items():
         print(f"| {name} | {ms:.3f} | {ms / base:.2f}x |")
-    print(f"MoGE vs deep-copy loop: {res['release deep-copy loop'] / res['MoGE (shared bases, grouped_lora)']:.2f}x faster")
+    speedup = res['release deep-copy loop'] / res['MoGE (shared bases, grouped_lora)']
+    print(f"MoGE vs deep-copy loop: {speedup:.2f}x faster")
 
 
 if __name__ == "__main__":
-    import sys
     if "--gpu" in sys.argv[1:]:  # the whole-model GPU benchmark has its own options (bench_gpu.py --help)
-        import bench_gpu
         bench_gpu.main([a for a in sys.argv[1:] if a != "--gpu"])
         sys.exit(0)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

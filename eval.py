@@ -47,7 +47,6 @@ import time
 
 import torch
 import torch.distributed as dist
-from tokenizers import Tokenizer
 from tqdm import tqdm
 
 import answers
@@ -63,8 +62,8 @@ import molecule
 import significance
 import verify
 from ddp import compute_init  # the same process setup as training: ranks, device, CPU threads per rank
-from readers import read_jsonl
-from report import NLL, NLL_UNTRAINED, add_significance, summary_table, write_results
+import report
+from report import NLL, NLL_UNTRAINED, summary_table, write_results
 from chem import smiles_to_selfies
 from tasks import TASKS, scored_as
 from tokenizer import IGNORE_INDEX
@@ -74,11 +73,11 @@ from tokenizer import IGNORE_INDEX
 DEMO_EVAL = {"limit": 4, "max_new_tokens": 160}
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", default="out/", help="a checkpoint folder (OUT/checkpoints/step_NNNNNN) or an OUT folder, "
-                   "whose newest checkpoint is used")
+def get_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=_Help)
+    p.add_argument("--ckpt", default=None, help="a checkpoint folder (OUT/checkpoints/step_NNNNNN) or an OUT folder, "
+                   "whose newest checkpoint is used; with --mcq, 'none' scores the bare --base model. Default: out/ "
+                   "(not with --score, which loads no model)")
     p.add_argument("--tasks", default="all", help="'all' or a comma list of task keys")
     p.add_argument("--data", default=None, help="demo or a data folder; default: the data the checkpoint was trained "
                    "on. With --score: the data whose training split gives the baselines (none without it)")
@@ -86,8 +85,10 @@ def parse_args(argv=None):
                    f"or {DEMO_EVAL['limit']} with the demo data on CPU (sized so `make demo` fits 12 minutes on 2 "
                    "cores)")
     p.add_argument("--greedy", action="store_true", help="greedy decoding instead of the release's sampling at T=0.2")
-    p.add_argument("--temperature", type=float, default=0.2)
-    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, default=0.2, help="sampling temperature (the release's); 0 or "
+                   "--greedy decodes greedily")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling: the smallest set of tokens with this "
+                   "much probability (1.0: off, the release)")
     p.add_argument("--full", default="", help="comma list of tasks exempt from --limit: scored on all their test "
                    "items (e.g. --limit 4 --full weight,logp,tpsa: N >= 45 where a claim is made, a glance elsewhere)")
     p.add_argument("--numeric-samples", type=int, default=1, help="numeric tasks (weight, tpsa, logp, homolumo, "
@@ -109,14 +110,19 @@ def parse_args(argv=None):
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process; default: the available "
                    "cores divided by the processes on this machine")
-    p.add_argument("--out", default=None, help="where results go; default: OUT/eval for the checkpoint's OUT, "
-                   "or the predictions file's folder with --score")
+    p.add_argument("--out", default=None, help="where results go; default: OUT/eval for the checkpoint's OUT; with "
+                   "--score, a folder beside the predictions file named after it (FILE_scored/), so the model eval's "
+                   "own results.json is never overwritten")
     p.add_argument("--no-roundtrip", action="store_true", help="skip the retrosynthesis round-trip check (one more "
                    "generation pass over the valid retrosynthesis answers)")
     p.add_argument("--score", metavar="PREDICTIONS_JSONL", default=None, help="score this file; no model is loaded")
     p.add_argument("--tokenizer", default=None, help="with --score: tokenizer.json (or its folder) for the text "
-                   "metrics' "
-                   "BLEU/METEOR tokens, as the release uses the LLM's own tokenizer; without it, nltk wordpunct words")
+                   "metrics' BLEU/METEOR tokens: the LLM's own (release scoring, as the release does) or a WordPiece "
+                   "tokenizer.json / vocab.txt such as SciBERT's (--scoring molt5); without it, nltk wordpunct words")
+    p.add_argument("--scoring", default="release", choices=("release", "molt5"), help="release: the Omni-Mol "
+                   "release's metric definitions (metrics.py); molt5: MolT5's, as the ChEBI-20 literature reports "
+                   "(molt5.py: InChI with stereo, raw-string Levenshtein and character BLEU over every item, WordPiece "
+                   "text tokens) for the molecule and text tasks, release scoring for the others")
     p.add_argument("--mcq", metavar="MCQ_JSONL", default=None, help="score the multiple-choice questions of this file "
                    "(mcq.py build) by option log-likelihood; no generation")
     p.add_argument("--base", default="default", help="with --ckpt none: the bare base model (default|tiny|PATH), "
@@ -132,91 +138,31 @@ def parse_args(argv=None):
                    "path; slower, same answers up to fp32 rounding)")
     p.add_argument("--release-compat", action="store_true", help="reproduce the release's scoring flaws (unsigned "
                    "numbers, ROUGE with the end token, edit success over valid answers only): see metrics.py")
-    return p.parse_args(argv)
+    return p
 
 
-# ----------------------------------------------------------------------------- scoring and reporting
-
-def read_predictions(path):
-    """predictions.jsonl -> rows; a malformed line is an error naming file and line."""
-    return read_jsonl(path, ("task", "prediction", "reference"), "task, id, prompt, prediction, reference")
-
-
-def llm_tokens(hf_tokenizer):
-    """The release's text tokens: the LLM's byte-level BPE pieces (e.g. 'Ġmolecule')."""
-    return lambda text: hf_tokenizer.encode(text, add_special_tokens=False).tokens
-
-
-def score_rows(rows, release_compat=False, tokenize=None, tokenizer_name="nltk wordpunct",
-               eos_text=answers.RELEASE_EOS):
-    by_task = {}
-    for r in rows:
-        by_task.setdefault(r["task"], []).append(r)
-    return {task: metrics.score_task(task, rs, release_compat, tokenize, tokenizer_name, eos_text)
-            for task, rs in by_task.items()}
-
-
-def compat_scores(rows, release_compat, tokenize=None, tokenizer_name="nltk wordpunct", eos_text=answers.RELEASE_EOS):
-    """The tasks with a paper number, and molediting, scored as the release scores (None when that is
-    the main scoring already)."""
-    if release_compat:
-        return None
-    keep = [r for r in rows if r["task"] in metrics.PAPER or r["task"] == "molediting"]
-    return score_rows(keep, True, tokenize, tokenizer_name, eos_text) if keep else None
+def parse_args(argv=None):
+    p = get_parser()
+    args = p.parse_args(argv)
+    if args.score and (args.mcq or args.ckpt):
+        p.error("--score scores a predictions file without a model: it takes no --mcq or --ckpt")
+    args.ckpt = args.ckpt or "out/"
+    if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: CUDA is not available on this machine (use --device cpu)")
+    for k, lo in (("limit", 1), ("max_new_tokens", 1), ("batch_size", 1), ("numeric_samples", 1), ("top_k", 0)):
+        if getattr(args, k) is not None and getattr(args, k) < lo:
+            p.error(f"--{k.replace('_', '-')} must be >= {lo}, got {getattr(args, k)}")
+    if args.temperature < 0 or not args.numeric_temperature > 0:
+        p.error("--temperature must be >= 0 (0: greedy) and --numeric-temperature > 0")
+    if not 0 < args.top_p <= 1:
+        p.error(f"--top-p must be in (0, 1], got {args.top_p}")
+    if args.temperature == 0:
+        args.greedy = True  # recorded as what it decodes: greedy
+    return args
 
 
-def training_items(data_src, task_names, seed=42, log=print, mol_format="selfies"):
-    """The training split of the scored sets' tasks -> (samples, baselines.py items {"task", "prompt",
-    "reference", "smiles"}); yield's items say "yield" (yield_BH and yield_SM both draw on them). A task
-    without training files is left out with a message (no budget from it, no baselines for it)."""
-    samples = []
-    for key in sorted({baselines.base_task(t) for t in task_names} & set(TASKS)):
-        try:
-            samples += data.load_tasks(key, split="train", data=data_src, seed=seed, verbose=False,
-                                       mol_format=mol_format)
-        except FileNotFoundError as e:
-            log(f"no baselines or answer budget for {key}: {e}")
-    return samples, [{"task": s.eval_set, "prompt": s.prompt, "reference": s.answer, "smiles": s.smiles}
-                     for s in samples]
-
-
-def score_main(args):
-    rows = read_predictions(args.score)
-    tokenize, tok_name = None, "nltk wordpunct (no LLM tokenizer given)"
-    if args.tokenizer:
-        path = os.path.join(args.tokenizer, "tokenizer.json") if os.path.isdir(args.tokenizer) else args.tokenizer
-        tokenize, tok_name = llm_tokens(Tokenizer.from_file(path)), f"LLM tokenizer {path}"
-    results = score_rows(rows, args.release_compat, tokenize, tok_name)
-    out_dir = args.out or os.path.dirname(os.path.abspath(args.score))
-    meta = {"scored": os.path.abspath(args.score), "items": len(rows), "release_compat": args.release_compat,
-            "text tokens": tok_name}
-    base_scores = None
-    if args.data and not args.no_baselines:
-        tasks = {r["task"] for r in rows}
-        _, train = training_items(args.data, tasks)
-        # the graph-source SMILES of the test items (experiment's prompts name molecules only as $k$), by id
-        smiles = {}
-        for key in sorted({baselines.base_task(t) for t in tasks} & set(TASKS)):
-            try:
-                test = data.load_tasks(key, split="test", data=args.data, verbose=False)
-                smiles.update({s.id: s.smiles for s in test})
-            except FileNotFoundError:
-                pass  # the prompts' own SELFIES still give fingerprints
-        items = [{**r, "smiles": smiles.get(r.get("id"))} for r in rows]
-        base_rows = baselines.baseline_rows(train, items)  # made once: scored here and in add_significance
-        base_scores = baselines.score(train, items, lambda rs: score_rows(rs, args.release_compat, tokenize, tok_name),
-                                      rows=base_rows)
-        meta["baselines from"] = f"training split of {args.data}"
-        add_significance(results, rows, args.release_compat, train, items, base_scores, base_rows)
-    else:
-        add_significance(results, rows, args.release_compat)
-    verified = verify.verify_rows(rows)
-    verify.add_to_results(results, verified)
-    print(write_results(results, out_dir, meta, base_scores=base_scores,
-                        compat=compat_scores(rows, args.release_compat, tokenize, tok_name), verified=verified))
-    print(f"wrote {out_dir}/results.json, {'baselines.json, ' if base_scores is not None else ''}results.md and "
-          "verified.json")
-    return results
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """The module docstring as written, and every flag's default in its help."""
 
 
 # ----------------------------------------------------------------------------- answer budgets
@@ -290,11 +236,13 @@ def digit_expectation(model, tok, prompts, graphs, gens):
     return out
 
 
-def generate_answers(model, tok, items, args, device, rank=0, bar=None, stats=None, groups=None, budgets=None):
+def generate_answers(model, tok, items, args, device, rank=0, bar=None, stats=None, groups=None, budgets=None,
+                     sink=None):
     """items: [(user_text, graph or None)] -> decoded answers. Batched left-padded generation with the KV
     cache. groups (one key per item, e.g. its task) keep a batch to one group, whose budget (budgets[key],
     else --max-new-tokens) caps its new tokens; within a group longest prompts first, so a batch holds
-    prompts of similar length. stats["tokens"] counts the generated tokens (end token excluded)."""
+    prompts of similar length. stats["tokens"] counts the generated tokens (end token excluded). sink(indices,
+    texts) receives each batch's answers as soon as they are made."""
     ids = [tok.encode_chat(user)[0] for user, _ in items]
     groups = groups or [""] * len(items)
     order = sorted(range(len(items)), key=lambda i: (str(groups[i]), -len(ids[i])))
@@ -325,6 +273,8 @@ def generate_answers(model, tok, items, args, device, rank=0, bar=None, stats=No
         for j, i in enumerate(idx):
             texts = [tok.decode(seq) for seq in out[j * k:(j + 1) * k]]
             preds[i] = expected[j] or (texts[0] if k == 1 else median_answer(str(groups[i]), texts))
+        if sink is not None:
+            sink(idx, [preds[i] for i in idx])
         if stats is not None:
             stats["tokens"] = stats.get("tokens", 0) + sum(len(seq) for seq in out)
         if bar is not None:
@@ -337,15 +287,32 @@ def generate_answers(model, tok, items, args, device, rank=0, bar=None, stats=No
 ROUNDTRIP_INSTRUCTION = "Based on the given reactants and reagents, suggest a possible product."  # Mol-Instructions
 
 
-def _sharded_generate(model, tok, samples, args, device, rank, world, desc, stats=None, budgets=None):
+PARTIAL = "predictions.partial.rank{}.jsonl"  # answers as they are made, until predictions.jsonl is written
+
+
+def _sharded_generate(model, tok, samples, args, device, rank, world, desc, stats=None, budgets=None, out_dir=None):
     """Generate for this rank's share of samples (every world-th), in batches of one task with that task's
-    budget (budgets: {task key: max new tokens}), and gather (index, answer) on rank 0."""
+    budget (budgets: {task key: max new tokens}), and gather (index, answer) on rank 0. With out_dir, each
+    rank appends its answers to out_dir/PARTIAL as each batch is done, so a crash loses no finished answer."""
     mine = list(range(len(samples)))[rank::world]
     bar = tqdm(total=len(mine), desc=desc, unit="answer", disable=rank != 0, dynamic_ncols=True)
     items = [(samples[i].prompt, data.featurize(samples[i])) for i in mine]
     groups = [samples[i].task for i in mine]
-    local = list(zip(mine, generate_answers(model, tok, items, args, device, rank, bar, stats, groups, budgets)))
+    sink = None
+    if out_dir is not None:
+        os.makedirs(out_dir, exist_ok=True)
+        partial = open(os.path.join(out_dir, PARTIAL.format(rank)), "w")
+
+        def sink(idx, texts):
+            for j, a in zip(idx, texts):
+                s = samples[mine[j]]
+                partial.write(json.dumps({"task": scored_as(s), "id": s.id, "prediction": a}) + "\n")
+            partial.flush()
+    texts = generate_answers(model, tok, items, args, device, rank, bar, stats, groups, budgets, sink)
+    local = list(zip(mine, texts))
     bar.close()
+    if sink is not None:
+        partial.close()
     if world > 1:
         parts = [None] * world
         dist.all_gather_object(parts, local)
@@ -390,6 +357,9 @@ def run(args):
     log = print if rank == 0 else (lambda *a, **k: None)
     step_dir = checkpoint.resolve(args.ckpt)
     log(f"checkpoint {step_dir}")
+    out_dir = args.out or eval_dir(step_dir)
+    if rank == 0:
+        report.check_writable(out_dir)  # before minutes of generation, not after
     # GPU: a bf16 base (autocast would re-cast frozen fp32 weights at every decode step) and bf16 A/B
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model, tok, meta = checkpoint.load_model(step_dir, device, dtype, log)
@@ -418,7 +388,8 @@ def run(args):
     seed = meta.get("args", {}).get("seed", 42)
     train_samples, train_items = [], []
     if not (args.no_baselines and args.fixed_budget):  # the training split: answer budgets and baselines
-        train_samples, train_items = training_items(data_src, {scored_as(s) for s in samples}, seed, log, mol_format)
+        train_samples, train_items = report.training_items(data_src, {scored_as(s) for s in samples}, seed, log,
+                                                           mol_format)
     budgets = None if args.fixed_budget else answer_budgets(tok, train_samples, args.max_new_tokens)
     decoding = "greedy" if args.greedy else f"sampling T={args.temperature} top_k={args.top_k} top_p={args.top_p}"
     if args.numeric_expectation:
@@ -446,7 +417,7 @@ def run(args):
         if not args.no_merge:
             log(f"generation: {moge.merge_adapters(model)} dense GAL adapters folded into the base weights")
         t0, cpu0, stats = time.time(), time.process_time(), {}
-        preds = _sharded_generate(model, tok, samples, args, device, rank, world, "eval", stats, budgets)
+        preds = _sharded_generate(model, tok, samples, args, device, rank, world, "eval", stats, budgets, out_dir)
         gen_s, gen_cpu = time.time() - t0, time.process_time() - cpu0  # CPU time: stable on a shared machine
         rows = [{"task": scored_as(s), "id": s.id, "prompt": s.prompt, "prediction": a, "reference": s.answer}
                 for s, a in zip(samples, preds)]
@@ -459,7 +430,11 @@ def run(args):
         return None
     tok_name = f"LLM tokenizer of {meta.get('base_model', meta['args']['model'])}"
     eos_text = tok.tok.id_to_token(tok.eot_id)
-    scorer = lambda rs: score_rows(rs, args.release_compat, llm_tokens(tok.tok), tok_name, eos_text=eos_text)  # noqa: E731
+    tokenize = report.llm_tokens(tok.tok)
+    if args.scoring == "molt5":  # MolT5's text metrics count WordPiece tokens (--tokenizer), not the LLM's
+        tokenize, tok_name = report.text_tokenizer(args.tokenizer, "molt5")
+    scorer = lambda rs: report.score_rows(rs, args.release_compat, tokenize, tok_name, eos_text,  # noqa: E731
+                                   scoring=args.scoring)
     results = scorer(rows)
     if extra:
         results["retrosynthesis"].update(extra)
@@ -471,10 +446,10 @@ def run(args):
         items = [{**r, "smiles": s.smiles} for r, s in zip(rows, samples)]
         base_rows = baselines.baseline_rows(train_items, items)  # made once: scored here and in add_significance
         base_scores = baselines.score(train_items, items, scorer, rows=base_rows)
-        add_significance(results, rows, args.release_compat, train_items, items, base_scores, base_rows, eos_text)
+        report.significance_for(results, rows, args.release_compat, train_items, items, base_scores, base_rows,
+                                eos_text)
     else:
-        add_significance(results, rows, args.release_compat, eos_text=eos_text)
-    out_dir = args.out or eval_dir(step_dir)
+        report.significance_for(results, rows, args.release_compat, eos_text=eos_text)
     run_meta = {"checkpoint": os.path.abspath(step_dir), "step": meta.get("step"), "base model": meta.get("base_model"),
                 "graph encoder": meta.get("gin"), "data": data_src, "items": len(rows), "decoding": decoding,
                 "max_new_tokens": args.max_new_tokens,
@@ -485,11 +460,16 @@ def run(args):
                 "generation seconds": round(gen_s, 2), "answers/s": round(len(rows) / gen_s, 3),
                 "new tokens/s (rank 0)": round(stats.get("tokens", 0) / gen_s, 1),
                 "generation CPU seconds (rank 0)": round(gen_cpu, 2),
-                "release_compat": args.release_compat, "text tokens": tok_name, "mol_format": mol_format}
-    compat = compat_scores(rows, args.release_compat, llm_tokens(tok.tok), tok_name, tok.tok.id_to_token(tok.eot_id))
+                "release_compat": args.release_compat, "scoring": args.scoring, "text tokens": tok_name,
+                "mol_format": mol_format}
+    compat = (report.compat_scores(rows, args.release_compat, tokenize, tok_name, eos_text) if args.scoring == "release"
+              else None)
     verified = verify.verify_rows(rows)
     verify.add_to_results(results, verified)
     print(write_results(results, out_dir, run_meta, rows, base_scores, compat, verified))
+    for r in range(world):  # predictions.jsonl holds them all now
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(out_dir, PARTIAL.format(r)))
     print(f"wrote {out_dir}/results.json, predictions.jsonl, {'baselines.json, ' if base_scores else ''}results.md "
           "and verified.json\n")
     print(summary_table(results))  # the table a reader wants last on the screen
@@ -528,8 +508,9 @@ def mcq_main(args):
             "seconds": round(time.time() - t0, 2), "device": str(device)}
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "mcq_results.json"), "w") as f:
-        json.dump({"_meta": meta, **acc, "_scores": [{"id": q["id"], "task": q["task"], "answer": q["answer"],
-                                                      "scores": sc} for q, sc in zip(questions, scores)]}, f, indent=1)
+        json.dump(report.json_safe({"_meta": meta, **acc, "_scores": [  # an option too long to score: -inf -> null
+            {"id": q["id"], "task": q["task"], "answer": q["answer"], "scores": sc}
+            for q, sc in zip(questions, scores)]}), f, indent=1, allow_nan=False)
     print(f"# Multiple choice ({name})\n\n" + mcq.table(acc))
     print(f"wrote {out_dir}/mcq_results.json")
     return acc
@@ -541,7 +522,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.mcq:
         return mcq_main(args)
-    return score_main(args) if args.score else run(args)
+    return report.score_main(args) if args.score else run(args)
 
 
 if __name__ == "__main__":

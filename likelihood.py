@@ -6,9 +6,9 @@
     nll = heldout_nll(model, tok, test_samples, key=lambda s: s.task)   # {key: nats per answer token}
 
 Used by eval.py and train.py --curve-every (held-out answer NLL), multiple-choice option scoring and GRPO
-(grad=True). The sequence is exactly the training one (tokenizer.encode_chat with the answer: loss positions = the answer and its
-end-of-turn token; atom tokens spliced by molecule.embed_inputs), so these are the log-probs the training
-loss sums.
+(grad=True). The sequence is exactly the training one (tokenizer.encode_chat with the answer: loss positions =
+the answer and its end-of-turn token; atom tokens spliced by molecule.embed_inputs), so these are the log-probs
+the training loss sums.
 """
 import contextlib
 

@@ -158,16 +158,17 @@ def option_scores(model, tok, questions, batch_size=16, graphs=True):
     """-> per question a list of length-normalised log-likelihoods, one per option: the mean log p of the
     option's tokens (end-of-turn included) after the question. graphs=False (a base model without the
     molecule encoder) drops the <mol> placeholder: the prompt's SELFIES text is the model's only view."""
-    items, answers, owner = [], [], []
+    items, texts, owner = [], [], []
     for qi, q in enumerate(questions):
         g = molecule.smiles_to_graph(q["graph"]) if graphs and q.get("graph") else None
         prompt = q["prompt"] if graphs else q["prompt"].replace(MOL_PLACEHOLDER, "")
-        for opt in q["options"]:
-            items.append((prompt, g)), answers.append(str(opt)), owner.append(qi)
-    lps = likelihood.answer_logprobs(model, tok, items, answers, batch_size=batch_size)
-    scores = [[] for _ in questions]
-    for qi, lp in zip(owner, lps):
-        scores[qi].append(float(lp.mean()))
+        for oi, opt in enumerate(q["options"]):
+            if len(str(opt)) <= answers.MAX_CHARS:  # a longer option is never chosen, and costs no forward pass
+                items.append((prompt, g)), texts.append(str(opt)), owner.append((qi, oi))
+    lps = likelihood.answer_logprobs(model, tok, items, texts, batch_size=batch_size)
+    scores = [[float("-inf")] * len(q["options"]) for q in questions]
+    for (qi, oi), lp in zip(owner, lps):
+        scores[qi][oi] = float(lp.mean())
     return scores
 
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, fields
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from decode import Decoder, EagerDecoder, KVCache, StaticKVCache  # noqa: F401 (model.KVCache etc. stay importable)
 from smollm import default_model_dir
@@ -213,6 +215,7 @@ def _flex_attention():
     """flex_attention, compiled once on CUDA (eager flex materialises the whole score matrix; on CPU
     the eager one serves the tests)."""
     if "fn" not in _FLEX:
+        # imported on the "flex" path only: attention_backend falls back to "dense" where torch lacks it
         from torch.nn.attention.flex_attention import flex_attention
         # dynamic=None: a second row shape compiles one dynamic-shape kernel instead of one per shape
         _FLEX["fn"] = torch.compile(flex_attention) if torch.cuda.is_available() else flex_attention
@@ -228,7 +231,7 @@ def attention_backend(device) -> str:
     if mode != "auto":
         return mode
     try:
-        import torch.nn.attention.flex_attention  # noqa: F401
+        import torch.nn.attention.flex_attention  # noqa: F401 (a probe: older torch builds lack flex_attention)
     except ImportError:
         return "dense"
     return "flex" if torch.device(device).type == "cuda" else "dense"
@@ -250,7 +253,7 @@ def doc_mask(doc_ids: torch.Tensor, backend: str = "dense"):
     -> (B, 1, T, T) bool for SDPA, or a FlexAttention BlockMask."""
     B, T = doc_ids.shape
     if backend == "flex":
-        from torch.nn.attention.flex_attention import create_block_mask
+        from torch.nn.attention.flex_attention import create_block_mask  # the "flex" path only, as _flex_attention
 
         def same_doc_causal(b, h, q, k):
             return (doc_ids[b, q] == doc_ids[b, k]) & (q >= k)
@@ -397,8 +400,6 @@ def sample_next(logits, temperature, top_p, generator=None, top_k=0):
 # ----------------------------------------------------------------------------- loading
 
 def _read_safetensors(path: str) -> dict:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
     index = os.path.join(path, "model.safetensors.index.json")
     if os.path.exists(index):
         with open(index) as f:

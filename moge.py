@@ -45,6 +45,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
 from kernels import grouped_lora, routing_plan
 from model import LLAMA_3_2_1B, CausalLM, ModelConfig
@@ -339,7 +340,6 @@ def adapter_state_dict(model) -> dict:
 
 def save_adapters(model, path: str, metadata: dict | None = None) -> None:
     """Adapter-only safetensors (every trainable tensor), written to a temp file and renamed."""
-    from safetensors.torch import save_file
     tmp = f"{path}.tmp{os.getpid()}"
     save_file({n: t.contiguous().cpu() for n, t in adapter_state_dict(model).items()}, tmp, metadata=metadata)
     os.replace(tmp, path)
@@ -349,7 +349,6 @@ def load_adapters(model, src) -> None:
     """Load an adapter file (path or dict) strictly: the error names every missing, unexpected or
     mis-shaped tensor. Values are cast to each parameter's dtype and device."""
     if isinstance(src, (str, os.PathLike)):
-        from safetensors.torch import load_file
         src = load_file(src)
     own = trainable_parameters(model)
     missing, unexpected = sorted(set(own) - set(src)), sorted(set(src) - set(own))

@@ -35,9 +35,13 @@ import os
 import time
 from dataclasses import dataclass
 
+import selfies as sf
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from rdkit import Chem, RDConfig, rdBase
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch.nn.utils.rnn import pad_sequence
 
 from tokenizer import IGNORE_INDEX, MOL_TOKEN_ID  # noqa: F401  (MOL_TOKEN_ID = -200, the release's <image>)
@@ -65,7 +69,6 @@ class UnsupportedFeatureError(KeyError):
 
 
 def _tables():
-    from rdkit import Chem
     BT, BD, CT = Chem.BondType, Chem.BondDir, Chem.ChiralType
     # name -> (index, mapped?) for every value this rdkit knows
     bond_type = {v: (0, True) for v in BT.values.values()}
@@ -141,9 +144,7 @@ def mol_to_graph(mol, strict: bool = False) -> MolGraph | None:
 def smiles_to_graph(text: str, selfies: bool = False, strict: bool = False) -> MolGraph | None:
     """SMILES (or SELFIES with selfies=True) -> MolGraph, or None if it does not parse (counted).
     Parsed with rdkit's defaults (Chem.MolFromSmiles, sanitised), exactly as the release does."""
-    from rdkit import Chem, rdBase
     if selfies:
-        import selfies as sf
         try:
             text = sf.decoder(text)
         except Exception:  # selfies raises DecoderError (and sometimes others) on malformed input
@@ -308,8 +309,6 @@ def load_gin(path: str | None = None, seed: int = 0) -> GIN:
     if not path.endswith(".safetensors"):
         raise GINCheckpointError(f"{path} is not a .safetensors file; convert a MoleculeSTM .pth once with "
                                  f"`python convert.py moleculestm {path} gin.safetensors`")
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
     try:
         sd = load_file(path)
     except (SafetensorError, OSError) as e:
@@ -428,7 +427,6 @@ def embed_inputs(model, input_ids, graphs, labels=None, attention_mask=None, pad
 def _bench(n: int, batch: int, device: str = "cpu"):
     """Featurization (one CPU core) and GIN encoding throughput (one CPU thread, or a GPU), on rdkit's NCI
     first_5K molecules."""
-    from rdkit import RDConfig
     torch.set_num_threads(1)
     with open(os.path.join(RDConfig.RDDataDir, "NCI", "first_5K.smi")) as f:
         smiles = [line.split()[0] for line in f if line.strip()][:n]

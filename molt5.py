@@ -34,11 +34,10 @@ Quirks of MolT5's code kept here, and counted in "notes" when they occur: rdkit 
 atoms, so an empty answer is valid; two molecules whose InChI both fail ("", e.g. "*" atoms) are an exact match.
 Departures, for robustness: an answer or reference over MAX_CHARS characters is invalid and its first MAX_CHARS
 characters enter BLEU / Levenshtein / ROUGE (bounded time); a string with non-ASCII characters is no SMILES (rdkit
-would skip some of them: "\u00fcC" parses as methane); lone surrogates become U+FFFD; a reference rdkit cannot parse
+would skip some of them: "\u00fcC" parses as methane); lone surrogates become "?"; a reference rdkit cannot parse
 leaves the similarity averages (MolT5's fingerprint_metrics.py would fail on it).
 """
 import os
-import re
 import warnings
 
 import numpy as np
@@ -53,6 +52,7 @@ from rouge_score.rouge_scorer import RougeScorer
 from tokenizers import Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordPiece
 
+import answers
 import metrics
 
 RDLogger.DisableLog("rdApp.*")
@@ -65,8 +65,6 @@ NO_DEFINITION = "molt5 scoring has no definition for this task; release scoring 
 NOT_COMPUTED_MOL = "FCD and Text2Mol not computed: they need the ChemNet and Text2Mol networks, not available offline"
 NOT_COMPUTED_TEXT = "Text2Mol not computed: it needs the trained Text2Mol network, not available offline"
 
-# SELFIES: bracket tokens and dots only ("[C][=O].[Na+1]"), the release-scoring test (metrics.py / answers.py)
-_SELFIES_LIKE = re.compile(r"(?:\[[^\[\]\s]+\]|\.)+")
 # identical Tanimoto to AllChem.GetMorganFingerprint(m, 2) (fingerprint_metrics.py), without its deprecation warning
 _MORGAN = rdFingerprintGenerator.GetMorganGenerator(radius=2)
 
@@ -77,7 +75,7 @@ def as_smiles(text):
     dots) is decoded with selfies.decoder (stereo kept); a string that does not decode passes as it is."""
     if len(text) > MAX_CHARS:
         return text[:MAX_CHARS], False, True
-    if _SELFIES_LIKE.fullmatch(text):
+    if answers.looks_like_selfies(text):
         try:
             smiles = selfies.decoder(text)
         except Exception:
@@ -110,7 +108,7 @@ def _bleu(references, hypotheses, weights=(0.25, 0.25, 0.25, 0.25)):
     """nltk corpus_bleu without smoothing, as all three MolT5 scripts; 0.0 for an empty corpus."""
     if not hypotheses:
         return 0.0
-    with warnings.catch_warnings():  # nltk warns when an n-gram order has no match (BLEU = 0)
+    with warnings.catch_warnings():  # nltk warns when an n-gram order has no match (BLEU ~ 0)
         warnings.simplefilter("ignore")
         return float(corpus_bleu(references, hypotheses, weights=weights))
 
@@ -128,6 +126,7 @@ def molecule_scores(preds, refs):
     n = len(preds)
     references, hypotheses, levs, sims = [], [], [], []
     n_exact = n_valid = n_empty_inchi = n_empty_valid = n_bad_ref = n_cap = n_fp_error = n_sf_pred = n_sf_ref = 0
+    n_no_bond = 0
     for pred, ref in zip(preds, refs):
         out, out_sf, out_cap = as_smiles(pred)
         gt, gt_sf, gt_cap = as_smiles(ref)
@@ -152,6 +151,7 @@ def molecule_scores(preds, refs):
         if gt_m is None:
             n_bad_ref += 1
             continue
+        n_no_bond += gt_m.GetNumBonds() == 0 and ot_m.GetNumBonds() == 0
         try:
             sims.append(_tanimotos(gt_m, ot_m))
         except Exception:
@@ -168,6 +168,9 @@ def molecule_scores(preds, refs):
     if n_empty_inchi:
         notes.append(f"{n_empty_inchi} exact match(es) between two molecules without an InChI ('' == '', as "
                      "MolT5's code)")
+    if n_no_bond:
+        notes.append(f"{n_no_bond} pair(s) without a bond on either side (e.g. [Na+].[Cl-]): empty RDK fingerprints, "
+                     "whose Tanimoto rdkit gives as 0 even for the same molecule (as in MolT5)")
     if n_cap:
         notes.append(f"{n_cap} string(s) over {MAX_CHARS} characters: invalid, first {MAX_CHARS} characters scored")
     if n_bad_ref:
@@ -259,21 +262,16 @@ def text_scores(preds, refs, tokenize=None, tokenizer_name=None):
 
 
 # ----------------------------------------------------------------------------- dispatch
-def _field(row, key):
-    """A row's value as text: None is empty; lone surrogates (which rdkit and tokenizers refuse) become U+FFFD."""
-    value = row.get(key)
-    return "" if value is None else str(value).encode("utf-8", errors="replace").decode("utf-8")
-
-
 def score_task(task, rows, tokenize=None, tokenizer_name=None):
     """MolT5 metrics of one task from its rows ({"task", "id", "prompt", "prediction", "reference"}): a dict
     {metric: value, "Scoring": "molt5", "notes": [...]} for molecule and text answers; None for other answer
-    kinds (MolT5 defines no metric for them). Answers and references are cut at their end marker and stripped."""
+    kinds (MolT5 defines no metric for them; the caller reports NO_DEFINITION); ValueError for an unknown task
+    (metrics.answer_kind). Answers and references are cut at their end marker and stripped."""
     kind = metrics.answer_kind(task)
     if kind not in ("molecule", "text"):
         return None
-    preds = [metrics.cut_answer(_field(r, "prediction")).strip() for r in rows]
-    refs = [metrics.cut_answer(_field(r, "reference")).strip() for r in rows]
+    preds = [answers.cut_answer(answers.as_text(r.get("prediction"))).strip() for r in rows]
+    refs = [answers.cut_answer(answers.as_text(r.get("reference"))).strip() for r in rows]
     if kind == "molecule":
         return molecule_scores(preds, refs)
     return text_scores(preds, refs, tokenize, tokenizer_name)

@@ -32,7 +32,13 @@ import gzip
 import os
 from dataclasses import dataclass
 
+from google.protobuf.message import DecodeError
+from ord_schema.proto import dataset_pb2
+from ord_schema.proto import reaction_pb2 as pb
+from rdkit import Chem, rdBase
+
 from chem import _hash, smiles_to_selfies
+from tasks import TASKS
 
 ORD_TASKS = ("forward", "retrosynthesis", "reagent", "solvent", "catalyst", "experiment")
 TEST_PERCENT = 12  # share of products / reactions on the test side (the demo's molecules use the same rule)
@@ -80,7 +86,6 @@ def ord_files(path: str) -> list[str]:
 @functools.lru_cache(maxsize=None)
 def _unmapped(smi: str) -> str | None:
     """Canonical SMILES without atom-map numbers; None if rdkit cannot parse it."""
-    from rdkit import Chem, rdBase
     with rdBase.BlockLogs():
         m = Chem.MolFromSmiles(smi)
     if m is None or m.GetNumAtoms() == 0:
@@ -105,16 +110,13 @@ def _join(smis, dedup: bool = True):
 
 
 def _smiles_of(compound) -> str | None:
-    from ord_schema.proto import reaction_pb2
     for i in compound.identifiers:
-        if i.type == reaction_pb2.CompoundIdentifier.SMILES:
+        if i.type == pb.CompoundIdentifier.SMILES:
             return i.value
     return None
 
 
 def _dataset(path: str):
-    from google.protobuf.message import DecodeError
-    from ord_schema.proto import dataset_pb2
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -129,7 +131,6 @@ def _dataset(path: str):
 
 
 def _reaction(r, name: str, skipped: collections.Counter) -> Reaction | None:
-    from ord_schema.proto import reaction_pb2 as pb
     roles = collections.defaultdict(list)  # role -> SMILES of the input components
     for key in sorted(r.inputs):  # map order is not stable; sorted keys are
         for c in r.inputs[key].components:
@@ -152,7 +153,8 @@ def _reaction(r, name: str, skipped: collections.Counter) -> Reaction | None:
             product = max(parts[2].split("."), key=len)  # the largest product fragment
     else:
         reactants = _join(roles[pb.ReactionRole.REACTANT])
-        agents = _join(roles[pb.ReactionRole.REAGENT] + roles[pb.ReactionRole.CATALYST] + roles[pb.ReactionRole.SOLVENT])
+        agents = _join(roles[pb.ReactionRole.REAGENT] + roles[pb.ReactionRole.CATALYST]
+                       + roles[pb.ReactionRole.SOLVENT])
     if not product:
         skipped["no product"] += 1
         return None
@@ -260,5 +262,4 @@ def left_out(root: str) -> dict:
     if os.path.isdir(root) and (glob.glob(os.path.join(root, "*.json*")) or
                                 any(os.path.isdir(os.path.join(root, d)) for d in ("train", "test", "evaluate"))):
         return {}  # a record folder that also holds ORD files: the record files decide
-    from tasks import TASKS
     return {k: "not derivable from ORD reaction files" for k in TASKS if k not in ORD_TASKS}

@@ -1,5 +1,7 @@
 """Data-file readers: the release's JSON / JSON-lines record files, ChEBI-20 text files, and where each
-task's files sit in a data folder (the published layout, the release code's layout, a flat folder)."""
+task's files sit in a data folder (the published layout, the release code's layout, a flat folder); and an
+error of writing a file, in words (disk_error)."""
+import errno
 import json
 import os
 
@@ -58,7 +60,8 @@ def read_jsonl(path: str, required=(), expected: str = "") -> list[dict]:
                 raise ValueError(f"{path}:{i}: a JSON {type(row).__name__}, not an object")
             missing = [k for k in required if k not in row]
             if missing:
-                raise ValueError(f"{path}:{i}: missing key(s) {missing}" + (f"; expected {expected}" if expected else ""))
+                raise ValueError(f"{path}:{i}: missing key(s) {missing}"
+                                 + (f"; expected {expected}" if expected else ""))
             rows.append(row)
     return rows
 
@@ -71,7 +74,8 @@ def read_chebi20(path: str) -> list[dict]:
     with open(path, encoding="utf-8") as f:
         header = f.readline().rstrip("\n").split("\t")
         if [h.lower() for h in header[:3]] != ["cid", "smiles", "description"]:
-            raise ValueError(f"{path}: line 1: expected a ChEBI-20 header 'CID<TAB>SMILES<TAB>description', got {header}")
+            raise ValueError(f"{path}: line 1: expected a ChEBI-20 header 'CID<TAB>SMILES<TAB>description', "
+                             f"got {header}")
         for i, line in enumerate(f, 2):
             parts = line.rstrip("\n").split("\t")
             if len(parts) < 3:
@@ -145,3 +149,10 @@ def _task_files(root, task, split):
     if not out and task.key in reactions.ORD_TASKS:  # 4. ORD dataset files (a file or a folder of them)
         out = [(p, task.key, False) for p in reactions.ord_files(root)]
     return out
+
+
+def disk_error(e: OSError, path) -> str:
+    """An OSError of writing, in words: a full disk and a read-only file system say so, with the path."""
+    why = {errno.ENOSPC: "the disk is full (ENOSPC)", errno.EROFS: "the file system is read-only (EROFS)",
+           errno.EACCES: "permission denied (EACCES)", errno.EDQUOT: "the disk quota is exceeded (EDQUOT)"}
+    return f"cannot write {getattr(e, 'filename', None) or path}: {why.get(e.errno, e.strerror or str(e))}"

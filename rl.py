@@ -128,8 +128,8 @@ def get_parser():
                    f"default {FULL['max_steps']} ({DEMO['max_steps']} with --data demo)")
     g.add_argument("--lr", type=float, default=None, help=f"AdamW learning rate, constant after warmup; "
                    f"default {FULL['lr']} ({DEMO['lr']} with --data demo)")
-    g.add_argument("--warmup-steps", type=int, default=0)
-    g.add_argument("--weight-decay", type=float, default=0.0)
+    g.add_argument("--warmup-steps", type=int, default=0, help="linear warmup of the learning rate")
+    g.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
     g.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip")
     g.add_argument("--seed", type=int, default=42, help="prompt order and sampling (rank r samples with "
                    "seed + r)")
@@ -137,9 +137,11 @@ def get_parser():
     g = p.add_argument_group("checkpoints, logging, hardware")
     g.add_argument("--save-every", type=int, default=None, help="steps between checkpoints; default: a tenth "
                    "of the run, at least 10; the last step is always saved")
-    g.add_argument("--keep-last", type=int, default=3)
+    g.add_argument("--keep-last", type=int, default=3, help="checkpoints kept; older ones are deleted")
     g.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in "
                    "OUT/checkpoints: on CPU with the same world size the run continues exactly")
+    g.add_argument("--overwrite", action="store_true", help="delete the checkpoints and logs of an earlier run "
+                   "in --out first (without it, a used run folder is refused unless --resume)")
     g.add_argument("--stop-after", type=int, default=None, help="stop (with a checkpoint) after this many "
                    "steps of this invocation; --resume continues")
     g.add_argument("--max-bad-steps", type=int, default=5, help="a non-finite loss or gradient norm skips the "
@@ -163,6 +165,14 @@ def parse_args(argv=None):
                      "'not verifiable')")
     if args.temperature <= 0:
         parser.error("--temperature must be > 0: GRPO needs different answers to compare")
+    if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available on this machine (use --device cpu)")
+    if args.resume and args.overwrite:
+        parser.error("--resume keeps the run in --out, --overwrite deletes it: give one of them")
+    if not 0 < args.top_p <= 1 or args.top_k < 0 or args.warmup_steps < 0:
+        parser.error("--top-p must be in (0, 1], --top-k and --warmup-steps >= 0")
+    if args.lr is not None and not args.lr > 0 or args.save_every is not None and args.save_every < 1:
+        parser.error("--lr must be > 0 and --save-every >= 1")
     for k in ("prompts", "group_size", "max_new_tokens", "max_steps", "updates", "keep_last", "max_bad_steps"):
         if getattr(args, k) is not None and getattr(args, k) < 1:
             parser.error(f"--{k.replace('_', '-')} must be >= 1")
@@ -283,6 +293,8 @@ def main(argv=None, reward_fn=None):
 
     # ---------------------------------------------------------------- the SFT checkpoint and the reference
     step_dir = os.path.abspath(checkpoint.resolve(args.ckpt))
+    # a run folder belongs to one run: never the SFT run's own folder, never another run's unless resumed
+    checkpoint.claim(args.out, args.resume, args.overwrite, inside=step_dir, world=world, rank=rank)
     with rank0_first(ddp, master):
         model, tok, sft_meta = checkpoint.load_model(step_dir, device, torch.float32, log=print0)
     if sft_meta.get("moge") is None:
@@ -325,7 +337,6 @@ def main(argv=None, reward_fn=None):
 
     # ---------------------------------------------------------------- resume
     step = 0
-    os.makedirs(args.out, exist_ok=True)
     if args.resume:
         ckpts = checkpoint.steps(args.out)
         if not ckpts:
@@ -358,7 +369,10 @@ def main(argv=None, reward_fn=None):
                 "rl": {"args": {k: v for k, v in vars(args).items() if k not in skip}, "sft_checkpoint": step_dir,
                        "sft_step": sft_meta.get("step"), "data_position": loader.state_dict(), "rng": rngs}}
         if master:
-            print0(f"saved {checkpoint.save(args.out, step, model, optimizer, scheduler, meta, args.keep_last)}")
+            try:
+                print0(f"saved {checkpoint.save(args.out, step, model, optimizer, scheduler, meta, args.keep_last)}")
+            except ValueError as e:  # non-finite tensors: never the newest checkpoint
+                print0(f"\n{e}")
 
     # ---------------------------------------------------------------- the loop
     bar = tqdm(total=total_steps, initial=step, disable=not master, dynamic_ncols=True)
@@ -496,6 +510,7 @@ def main(argv=None, reward_fn=None):
     if ddp:
         dist.barrier()
         dist.destroy_process_group()
+    checkpoint.release(args.out)
     return model
 
 

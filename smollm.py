@@ -104,13 +104,16 @@ def convert_gguf(gguf_file: str, out_dir: str) -> str:
         "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
         "vocab_size": len(tokens), "hidden_size": hidden, "intermediate_size": g("feed_forward_length"),
         "num_hidden_layers": g("block_count"), "num_attention_heads": n_head, "num_key_value_heads": n_kv,
-        "head_dim": g("rope.dimension_count", hidden // n_head), "rms_norm_eps": float(g("attention.layer_norm_rms_epsilon")),
+        "head_dim": g("rope.dimension_count", hidden // n_head),
+        "rms_norm_eps": float(g("attention.layer_norm_rms_epsilon")),
         "rope_theta": float(g("rope.freq_base", 10000.0)), "max_position_embeddings": g("context_length"),
-        "tie_word_embeddings": "lm_head.weight" not in sd, "bos_token_id": _gguf_field(r, "tokenizer.ggml.bos_token_id"),
-        "eos_token_id": eos, "torch_dtype": "float32", "source_gguf": os.path.basename(gguf_file),
+        "tie_word_embeddings": "lm_head.weight" not in sd,
+        "bos_token_id": _gguf_field(r, "tokenizer.ggml.bos_token_id"), "eos_token_id": eos,
+        "torch_dtype": "float32", "source_gguf": os.path.basename(gguf_file),
     }
     tok = bpe_tokenizer_from_gguf(tokens, _gguf_field(r, "tokenizer.ggml.merges"),
-                                  _gguf_field(r, "tokenizer.ggml.token_type"), _gguf_field(r, "tokenizer.ggml.pre", "gpt2"))
+                                  _gguf_field(r, "tokenizer.ggml.token_type"),
+                                  _gguf_field(r, "tokenizer.ggml.pre", "gpt2"))
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".convert-", dir=parent)  # same filesystem as out_dir: rename is atomic

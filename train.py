@@ -32,13 +32,13 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch.utils.checkpoint import checkpoint as grad_checkpoint
 from tqdm import tqdm
 
@@ -114,15 +114,15 @@ def get_parser():
                    f"release; {DEMO['lr']} with --data demo) or 2e-3 (stage 1, the projector alone, as MolMoE)")
     g.add_argument("--warmup-ratio", type=float, default=0.0075, help="linear warmup over this fraction of "
                    "the steps, then cosine to 0")
-    g.add_argument("--weight-decay", type=float, default=0.0)
+    g.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (the release: 0)")
     g.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip")
-    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--seed", type=int, default=42, help="adapter init, data order and subsets, dropout masks")
 
     g = p.add_argument_group("adapters")
     g.add_argument("--lora-r", type=int, default=None, help=f"adapter rank; default {RELEASE['lora_r']} (the "
                    f"release), {DEMO['lora_r']} with --data demo")
     g.add_argument("--lora-alpha", type=float, default=16.0, help="alpha0: GAL's alpha init and clamp centre")
-    g.add_argument("--lora-dropout", type=float, default=0.05)
+    g.add_argument("--lora-dropout", type=float, default=0.05, help="dropout on the adapter input (the release)")
     g.add_argument("--aux-coef", type=float, default=0.01, help="weight of the MoGE load-balancing loss "
                    "(the paper's 0.01). Ours trains the router with it; under the release's reentrant gradient "
                    "checkpointing the loss reaches its optimizer as a constant, so its router learns from the "
@@ -143,6 +143,8 @@ def get_parser():
                    "nothing in the run is chosen from it); 0 = off")
     g.add_argument("--curve-items", type=int, default=4, help="test items per task for --curve-every")
     g.add_argument("--keep-last", type=int, default=3, help="checkpoints kept; older ones are deleted")
+    g.add_argument("--overwrite", action="store_true", help="delete the checkpoints and logs of an earlier run "
+                   "in --out first (without it, a used run folder is refused unless --resume)")
     g.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in "
                    "OUT/checkpoints (adapters, optimizer, schedule, data position, RNG): on CPU with the same "
                    "world size the loss curve continues exactly as if never interrupted")
@@ -177,7 +179,27 @@ def get_parser():
 def parse_args(argv=None):
     parser = get_parser()
     args = parser.parse_args(argv)
+    if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available on this machine (use --device cpu)")
     cuda = torch.cuda.is_available() if args.device is None else args.device.startswith("cuda")
+    given = argv if argv is not None else sys.argv[1:]
+    if args.stage == 1 and any(a == "--recipe" or a.startswith("--recipe=") for a in given):
+        parser.error("--recipe applies to stage 2 (adapters); --stage 1 trains the projector alone")
+    if args.resume and args.init_from:
+        parser.error("--resume continues this run's own checkpoint; --init-from starts a new run from another: "
+                     "give one of them")
+    if args.resume and args.overwrite:
+        parser.error("--resume keeps the run in --out, --overwrite deletes it: give one of them")
+    for k in ("max_steps", "epochs", "save_every"):
+        if getattr(args, k) is not None and getattr(args, k) <= 0:
+            parser.error(f"--{k.replace('_', '-')} must be > 0, got {getattr(args, k)}")
+    if not 0.0 <= args.warmup_ratio <= 1.0:
+        parser.error(f"--warmup-ratio is a fraction of the run in [0, 1], got {args.warmup_ratio}")
+    for k in ("lr", "clip"):
+        if getattr(args, k) is not None and not getattr(args, k) > 0:
+            parser.error(f"--{k} must be > 0, got {getattr(args, k)}")
+    if args.curve_every < 0 or args.stop_after is not None and args.stop_after < 1:
+        parser.error("--curve-every must be >= 0 and --stop-after >= 1")
     args.profile = ("demo (CUDA)" if cuda else "demo (CPU)") if args.data == "demo" else "release"
     profile = PROFILES[args.profile]
     for k in ("batch_size", "max_len", "lora_r", "max_steps", "lr", "epochs"):
@@ -192,7 +214,8 @@ def parse_args(argv=None):
         args.task_ratios = data.parse_tasks(args.tasks)  # {key: ratio}; names the valid keys on error
     except ValueError as e:
         parser.error(str(e))
-    for k in ("batch_size", "grad_accum", "max_len", "lora_r", "keep_last", "max_bad_steps", "n_experts"):
+    for k in ("batch_size", "grad_accum", "max_len", "lora_r", "keep_last", "max_bad_steps", "n_experts",
+              "curve_items"):
         if getattr(args, k) < 1:
             parser.error(f"--{k.replace('_', '-')} must be >= 1, got {getattr(args, k)}")
     if not 1 <= args.top_k <= args.n_experts:
@@ -251,6 +274,7 @@ def main(argv=None):
     args = parse_args(argv)
     ddp, rank, local_rank, world_size, device = compute_init(args)
     master = rank == 0
+    checkpoint.claim(args.out, args.resume, args.overwrite, world=world_size, rank=rank)  # locked for the run
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     if device.type == "cuda":  # the release trains with --tf32 True: the fp32 matmuls (router, projector) in TF32
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
@@ -277,7 +301,7 @@ def main(argv=None):
     model.to(device)
     if args.init_from:
         src = os.path.join(args.init_from, "adapters.safetensors")
-        sd, own = load_file(src), moge.trainable_parameters(model)
+        sd, own = checkpoint.read_adapters(args.init_from), moge.trainable_parameters(model)
         hit = {k: v for k, v in sd.items() if k in own}
         moge.load_adapters(model, {**moge.adapter_state_dict(model), **hit})
         print0(f"init from {src}: {len(hit)} of {len(own)} trainable tensors")
@@ -334,7 +358,6 @@ def main(argv=None):
 
     # ---------------------------------------------------------------- resume
     step = 0
-    os.makedirs(args.out, exist_ok=True)
     if args.resume:
         ckpts = checkpoint.steps(args.out)
         if not ckpts:
@@ -370,9 +393,12 @@ def main(argv=None):
     def save():
         meta = checkpoint_meta()  # collective (all ranks gather RNG states)
         if master:
-            path = checkpoint.save(args.out, step, raw_model, optimizer, scheduler, meta, args.keep_last,
-                                   crash_after_adapters=args.debug_crash_in_save == step)
-            print0(f"saved {path}")
+            try:
+                path = checkpoint.save(args.out, step, raw_model, optimizer, scheduler, meta, args.keep_last,
+                                       crash_after_adapters=args.debug_crash_in_save == step)
+                print0(f"saved {path}")
+            except ValueError as e:  # non-finite tensors: never the newest checkpoint
+                print0(f"\n{e}")
 
     curve = None
     if args.curve_every > 0:  # held-out NLL during training (curve.py); collective: each rank scores its share
@@ -456,6 +482,7 @@ def main(argv=None):
         dist.barrier()
         del step_fn
         dist.destroy_process_group()
+    checkpoint.release(args.out)
     return raw_model
 
 
@@ -490,3 +517,5 @@ if __name__ == "__main__":
         main()
     except (FileNotFoundError, ValueError) as e:  # bad paths, checkpoints, data: the message, not a traceback
         raise SystemExit(f"train.py: error: {e}") from None
+    except OSError as e:  # a full or read-only disk: which path, and why
+        raise SystemExit(f"train.py: error: {checkpoint.disk_error(e, '')}") from None

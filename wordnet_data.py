@@ -15,6 +15,9 @@ import importlib.util
 import os
 import shutil
 
+import nltk
+from nltk.corpus import wordnet as nltk_wordnet
+
 REPO = os.path.dirname(os.path.abspath(__file__))
 VERSION = "3.0"
 
@@ -68,16 +71,14 @@ def wordnet():
     except OSError as e:
         print(f"[metrics] WordNet unavailable ({e}); METEOR uses exact + stem matching only")
         return None
-    import nltk
     paths = [p for p in os.environ.get("NLTK_DATA", "").split(os.pathsep) if p]
     if root not in paths:
         os.environ["NLTK_DATA"] = os.pathsep.join([root] + paths)
     if root not in nltk.data.path:
         nltk.data.path.insert(0, root)
-    from nltk.corpus import wordnet as wn
     try:
-        wn.ensure_loaded()
+        nltk_wordnet.ensure_loaded()
     except (LookupError, OSError, ValueError) as e:
         print(f"[metrics] WordNet at {root} did not load ({type(e).__name__}); METEOR uses exact + stem only")
         return None
-    return wn
+    return nltk_wordnet

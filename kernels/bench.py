@@ -15,9 +15,11 @@ import os
 import sys
 
 import torch
+from triton.testing import do_bench
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # `python kernels/bench.py`
 from kernels import grouped_lora_dense, grouped_lora_ref, grouped_lora_triton
+from kernels.grouped_lora import CFG
 
 D, FFN, R, E, K = 2048, 8192, 64, 6, 3
 
@@ -93,7 +95,6 @@ def floor(T, mode, bwd):
 def ceilings():
     a = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
     b = torch.empty_like(a)
-    from triton.testing import do_bench
     bw = 2 * a.numel() / (do_bench(lambda: b.copy_(a), return_mode="median") * 1e-3)
     m = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
     fl = 2 * 8192 ** 3 / (do_bench(lambda: m @ m, return_mode="median") * 1e-3)
@@ -102,7 +103,6 @@ def ceilings():
 
 def timer(fn, inputs, bwd, graph=False):
     """Median ms of the forward (or forward + backward); graph=True times CUDA-graph replays."""
-    from triton.testing import do_bench
     x, A, B, gamma, ids, gates, dy = inputs
     leaves = [t.detach().requires_grad_(bwd) for t in (x, A, B, gamma)] + (
         [gates.detach().requires_grad_(bwd)] if gates is not None else [])
@@ -141,7 +141,8 @@ def bench(Ts, variants, bw, peak):
                 for name, ms in times.items():
                     graph = name.endswith("(graph)")
                     tri = times.get("triton (graph)" if graph else "triton", float("nan"))
-                    best = min(v for k_, v in times.items() if not k_.startswith("triton") and k_.endswith("(graph)") == graph)
+                    best = min(v for k_, v in times.items()
+                               if not k_.startswith("triton") and k_.endswith("(graph)") == graph)
                     sp = f"{best / ms:.2f}x vs best torch" if name.startswith("triton") else f"{ms / tri:.2f}x"
                     rows.append(f"| {T} | {mode} | {'fwd+bwd' if bwd else 'fwd'} | {name} | {ms:.3f} | {fl_ms:.3f} "
                                 f"({nbytes / 1e6:.0f} / {flops / 1e9:.0f}) | {100 * fl_ms / ms:.0f}% | {sp} |")
@@ -153,7 +154,6 @@ def bench(Ts, variants, bw, peak):
 
 
 def sweep(T=8192):
-    from kernels.grouped_lora import CFG
     base = dict(CFG)
     print(f"\nconfig sweep, T={T}, fwd+bwd ms, CUDA-graph replay (up / down)")
     for BM, BK, BN, NT, BX, W, S in [(64, 128, 128, 4, 128, 4, 3), (64, 64, 128, 4, 128, 4, 3),

@@ -161,8 +161,8 @@ def _xty(P, Q, OUT, scale, slots, expert_blocks, n_slots, N, M, stride_p, stride
         else:
             q = q.to(p.dtype)
         acc = tl.dot(tl.trans(p), q, acc, input_precision=PREC)
-    tl.store(OUT + tl.program_id(2) * stride_oe + offs_n[:, None] * stride_on + offs_m[None, :], acc.to(OUT.dtype.element_ty),
-             mask=(offs_n < N)[:, None] & (offs_m < M)[None, :])
+    tl.store(OUT + tl.program_id(2) * stride_oe + offs_n[:, None] * stride_on + offs_m[None, :],
+             acc.to(OUT.dtype.element_ty), mask=(offs_n < N)[:, None] & (offs_m < M)[None, :])
 
 
 def _flags(dtype):
@@ -209,7 +209,8 @@ def xty(P, Q, scale, p_div, q_div, N, M, rt, E, out_dtype, p_f32):
     _xty[(triton.cdiv(N, BN), triton.cdiv(M, BMq), E * split)](
         P, Q, OUT, scale, rt.slots, rt.expert_blocks, scale.numel(), N, M, P.stride(0), Q.stride(0),
         OUT.stride(0), OUT.stride(1), P_DIV=p_div, Q_DIV=q_div, SCALE_Q=not p_f32, P_F32=p_f32,
-        BS=CFG["BM"], BN=BN, BM=BMq, SPLIT=split, num_warps=CFG["W"], num_stages=CFG["S"], **_flags(Q.dtype if p_f32 else P.dtype))
+        BS=CFG["BM"], BN=BN, BM=BMq, SPLIT=split, num_warps=CFG["W"], num_stages=CFG["S"],
+        **_flags(Q.dtype if p_f32 else P.dtype))
     return OUT if split == 1 else OUT.view(E, split, N, M).sum(1).to(out_dtype)
 
 

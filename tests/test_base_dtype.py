@@ -1,19 +1,19 @@
 """Frozen base weights in bf16 (train.py --base-dtype, the CUDA default) with fp32 trainable masters,
 tested on CPU: dtypes after loading + attaching, a train step's loss close to the fp32 model's and
-gradients arriving in fp32, the base untouched by an optimizer step, and train.py running with it."""
+gradients arriving in fp32, the base untouched by an optimizer step, and train.py running with it.
+tiny_batch, smiles: conftest.py."""
+import json
 import os
-import sys
 
 import pytest
+import selfies
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import model as M  # noqa: E402
-import molecule  # noqa: E402
-import moge  # noqa: E402
-from test_pack import tiny_batch  # noqa: E402
-from train import TrainStep  # noqa: E402
+import model as M
+import molecule
+import moge
+import train
+from train import TrainStep
 
 
 def build(dtype, recipe="moge"):
@@ -29,12 +29,12 @@ def build(dtype, recipe="moge"):
     return m, tok
 
 
-def test_bf16_base_fp32_masters_and_a_train_step():
+def test_bf16_base_fp32_masters_and_a_train_step(tiny_batch):
     m16, tok = build(torch.bfloat16)
-    train = moge.trainable_parameters(m16)
-    assert train and all(p.dtype == torch.float32 for p in train.values())          # adapters, routers, GAL, projector
-    assert any(".router." in n for n in train) and any(n.endswith("gal") for n in train)
-    base = {n: p for n, p in m16.named_parameters() if n not in train and not n.startswith("graph_tower.")}
+    trainable = moge.trainable_parameters(m16)
+    assert trainable and all(p.dtype == torch.float32 for p in trainable.values())  # adapters, routers, GAL, projector
+    assert any(".router." in n for n in trainable) and any(n.endswith("gal") for n in trainable)
+    base = {n: p for n, p in m16.named_parameters() if n not in trainable and not n.startswith("graph_tower.")}
     assert base and all(p.dtype == torch.bfloat16 and not p.requires_grad for p in base.values())
     assert all(p.dtype == torch.float32 for n, p in m16.named_parameters() if n.startswith("graph_tower."))
     ids, labels, graphs = tiny_batch(tok)
@@ -44,22 +44,18 @@ def test_bf16_base_fp32_masters_and_a_train_step():
     assert torch.isfinite(ce16).all() and torch.isfinite(aux16)
     torch.testing.assert_close(ce16.float(), ce32, rtol=3e-2, atol=0.0)                 # bf16 rounding
     (ce16.sum() + 0.01 * aux16).backward()
-    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in train.values())
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in trainable.values())
     before = {n: p.detach().clone() for n, p in base.items()}
-    opt = torch.optim.AdamW(train.values(), lr=1e-2)
+    opt = torch.optim.AdamW(trainable.values(), lr=1e-2)
     opt.step()
     assert all(torch.equal(before[n], p) for n, p in base.items())
 
 
-def test_train_py_with_bf16_base_on_cpu(tmp_path):
-    from test_train import SMILES, TASKS  # noqa: F401
-    import json
-    import selfies
-    import train
+def test_train_py_with_bf16_base_on_cpu(tmp_path, smiles):
     root = tmp_path / "d"
     os.makedirs(root / "train")
     recs = [{"instruction": "", "input": selfies.encoder(s), "output": f"Molecule {i}.", "metadata": {"split": "train"}}
-            for i, s in enumerate(SMILES)]
+            for i, s in enumerate(smiles)]
     (root / "train" / "molcap.json").write_text(json.dumps(recs))
     out = tmp_path / "o"
     train.main(["--model", "tiny", "--data", str(root), "--tasks", "molcap", "--out", str(out), "--lora-r", "4",
@@ -80,9 +76,9 @@ def test_cast_low_rank_in_bf16(recipe):
         before = m(ids)
         n = moge.cast_low_rank(m, torch.bfloat16)
         after = m(ids)
-    train = moge.trainable_parameters(m)
-    assert n == sum(1 for k in train if k.endswith(("_A", "_B"))) > 0
-    assert all(p.dtype == torch.float32 for k, p in train.items() if ".router." in k or k.endswith("gal"))
+    trainable = moge.trainable_parameters(m)
+    assert n == sum(1 for k in trainable if k.endswith(("_A", "_B"))) > 0
+    assert all(p.dtype == torch.float32 for k, p in trainable.items() if ".router." in k or k.endswith("gal"))
     if recipe == "gal":
         assert torch.equal(before, after)
     else:

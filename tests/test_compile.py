@@ -4,15 +4,12 @@ graph breaks, AOTAutograd through our modules and the grouped-LoRA path, ~10 s);
 backend takes minutes on 2 shared cores, so that variant runs only with OMNIMOL_SLOW_TESTS=1 (the
 CUDA/Triton variant is in test_gpu.py)."""
 import os
-import sys
 
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import model as M  # noqa: E402
-import moge  # noqa: E402
+import model as M
+import moge
 
 
 def tiny_moge():

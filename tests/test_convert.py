@@ -7,21 +7,19 @@ NaiveLinear projector). Plus every refusal, the stage-1 projector and the CLI.""
 import copy
 import json
 import os
-import sys
 import types
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import convert  # noqa: E402
-import eval as evaluate  # noqa: E402
-import model as M  # noqa: E402
-import moge  # noqa: E402
-import molecule  # noqa: E402
+import checkpoint
+import convert
+import model as M
+import moge
+import molecule
 
 R, ALPHA, E, TOP_K, MOE = 4, 16.0, 3, 2, [1]      # tiny has 2 layers: layer 0 dense, layer 1 MoE
 P, LM = "base_model.model.", "base_model.model.language_model."
@@ -76,14 +74,14 @@ def release_checkpoint(folder, seed=0, with_base_copies=False, moe=MOE, dtype=to
 
 
 def write_checkpoint(folder, lora, non_lora, adapter_cfg=None, llava_cfg=None):
-    from safetensors.torch import save_file
     os.makedirs(folder, exist_ok=True)
     save_file(lora, os.path.join(folder, "adapter_model.safetensors"))
     torch.save(non_lora, os.path.join(folder, "non_lora_trainables.bin"))
     ac = {"peft_type": "LORA", "r": R, "lora_alpha": ALPHA, "lora_dropout": 0.05, "use_rslora": False,
           "use_learnable_alpha": True, "bias": "none", "base_model_name_or_path": "tiny"}
     lc = {"projector_type": "naive_linear", "norm_topk_prob": None,
-          "text_config": {k: M.TINY[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "vocab_size")},
+          "text_config": {k: M.TINY[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers",
+                                                  "vocab_size")},
           "moe_config": {**MOE_CONFIG, "moe_layers_idx": MOE}}
     with open(os.path.join(folder, "adapter_config.json"), "w") as f:
         json.dump({**ac, **(adapter_cfg or {})}, f)
@@ -212,7 +210,7 @@ def test_release_checkpoint_converts_to_the_same_function(tmp_path, capsys, moe,
     assert meta["moge"]["recipe"] == ("moge" if moe else "gal")
     if moe:
         assert meta["moge"]["moe_layers"] == moe and meta["moge"]["top_k"] == TOP_K
-    ours, tok, _ = evaluate.load_checkpoint(str(out), "cpu", torch.float32, log=lambda *a: None)
+    ours, tok, _ = checkpoint.load_model(str(out), "cpu", torch.float32, log=lambda *a: None)
     base, ref = reference(lora, non_lora, moe)
     ids, graphs = inputs(tok)
     got, mask = logits_of(ours.model, ours.mm_projector, ids, graphs, ours)
@@ -229,7 +227,8 @@ def test_release_checkpoint_converts_to_the_same_function(tmp_path, capsys, moe,
     # the stacked experts hold the release's tensors in order, the shared expert last
     ex = ours.model.layers[1].mlp.experts
     assert torch.equal(ex.up_B[2], lora[f"{LM}model.layers.1.mlp.experts.2.up_proj.lora_B.weight"].float())
-    assert torch.equal(ex.down_gal[E], lora[f"{LM}model.layers.1.mlp.shared_experts.down_proj.lora_learnable_alpha.weights"].float())
+    shared_gal = lora[f"{LM}model.layers.1.mlp.shared_experts.down_proj.lora_learnable_alpha.weights"]
+    assert torch.equal(ex.down_gal[E], shared_gal.float())
 
 
 def test_base_copies_in_the_checkpoint_are_checked(tmp_path, capsys):
@@ -241,7 +240,8 @@ def test_base_copies_in_the_checkpoint_are_checked(tmp_path, capsys):
     non_lora[key] = non_lora[key].clone()
     non_lora[key][0, 0] += 1e-3
     write_checkpoint(ck, lora, non_lora)
-    with pytest.raises(convert.ConversionError, match=r"frozen base weights differ[\s\S]*experts\.1\.up_proj\.base_layer"):
+    differ = r"frozen base weights differ[\s\S]*experts\.1\.up_proj\.base_layer"
+    with pytest.raises(convert.ConversionError, match=differ):
         convert.convert_release(str(ck), str(tmp_path / "bad"), model_path="tiny")
     assert not (tmp_path / "bad").exists()
 
@@ -293,7 +293,6 @@ def test_refusals_name_what_is_wrong(tmp_path, case):
 
 
 def test_file_types_and_the_projector_options(tmp_path):
-    from safetensors.torch import load_file
     ck = tmp_path / "checkpoint-7"
     lora, non_lora = release_checkpoint(ck)
     with pytest.raises(convert.ConversionError, match="unknown file type"):
@@ -314,31 +313,33 @@ def test_file_types_and_the_projector_options(tmp_path):
     write_checkpoint(ck, lora, non_lora)
     with pytest.raises(convert.ConversionError, match="--projector"):
         convert.convert_release(str(ck), str(tmp_path / "a"), model_path="tiny")
-    convert.convert_release(str(ck), str(tmp_path / "a"), model_path="tiny", projector=str(tmp_path / "mm_projector.bin"))
-    m, _, _ = evaluate.load_checkpoint(str(tmp_path / "a"), "cpu", torch.float32, log=lambda *a: None)
+    projector = str(tmp_path / "mm_projector.bin")
+    convert.convert_release(str(ck), str(tmp_path / "a"), model_path="tiny", projector=projector)
+    m, _, _ = checkpoint.load_model(str(tmp_path / "a"), "cpu", torch.float32, log=lambda *a: None)
     assert torch.equal(m.mm_projector.weight, proj["mm_projector.weight.weight"])
     write_checkpoint(ck, lora, {**non_lora, **{P + k: v for k, v in proj.items()}})
     with pytest.raises(convert.ConversionError, match="already holds"):
-        convert.convert_release(str(ck), str(tmp_path / "b"), model_path="tiny", projector=str(tmp_path / "mm_projector.bin"))
+        convert.convert_release(str(ck), str(tmp_path / "b"), model_path="tiny", projector=projector)
 
 
 def test_stage1_projector_becomes_a_stage1_checkpoint(tmp_path, capsys):
-    from safetensors.torch import load_file
     g = torch.Generator().manual_seed(1)
-    proj = {"mm_projector.weight.weight": torch.randn(64, 300, generator=g), "mm_projector.weight.bias": torch.randn(64, generator=g)}
+    proj = {"mm_projector.weight.weight": torch.randn(64, 300, generator=g),
+            "mm_projector.weight.bias": torch.randn(64, generator=g)}
     torch.save(proj, tmp_path / "mm_projector.bin")
     convert.main(["projector", str(tmp_path / "mm_projector.bin"), str(tmp_path / "s1"), "--model", "tiny"])
     assert "stage 1" in capsys.readouterr().out
     # the layout of train.py's own stage-1 checkpoints, which train.py --init-from reads (tests/test_train.py)
     saved = load_file(str(tmp_path / "s1" / "adapters.safetensors"))
     assert sorted(saved) == ["mm_projector.bias", "mm_projector.weight"]
-    m, _, meta = evaluate.load_checkpoint(str(tmp_path / "s1"), "cpu", torch.float32, log=lambda *a: None)
+    m, _, meta = checkpoint.load_model(str(tmp_path / "s1"), "cpu", torch.float32, log=lambda *a: None)
     assert meta["moge"] is None and torch.equal(m.mm_projector.bias, proj["mm_projector.weight.bias"])
     # wrong hidden size, a two-layer projector: named errors
     torch.save({"mm_projector.weight.weight": torch.zeros(65, 300), "mm_projector.weight.bias": torch.zeros(65)},
                tmp_path / "wide.bin")
     with pytest.raises(convert.ConversionError, match=r"\(65, 300\).*needs \(64, 300\)"):
         convert.convert_projector(str(tmp_path / "wide.bin"), str(tmp_path / "x"), "tiny")
-    torch.save({"mm_projector.w1.weight": torch.zeros(64, 300), "mm_projector.w1.bias": torch.zeros(64)}, tmp_path / "mlp.bin")
+    torch.save({"mm_projector.w1.weight": torch.zeros(64, 300), "mm_projector.w1.bias": torch.zeros(64)},
+               tmp_path / "mlp.bin")
     with pytest.raises(convert.ConversionError, match="two-layer"):
         convert.convert_projector(str(tmp_path / "mlp.bin"), str(tmp_path / "x"), "tiny")

@@ -8,9 +8,17 @@ import random
 import numpy as np
 import pytest
 
+import chem
 import data
 import demo_data
-from data import GRAPH, MOL, TASKS
+import model
+import molecule
+import readers
+import tasks
+import tokenizer
+from tasks import GRAPH, TASKS
+from tokenizer import MOL_PLACEHOLDER as MOL
+from tokenizer import Tokenizer, byte_level_tokenizer
 
 SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
 
@@ -20,12 +28,7 @@ ETOH, BRET, PHOH, NA = "[C][C][O]", "[C][C][Br]", "[O][C][=C][C][=C][C][=C][Ring
 
 @pytest.fixture(scope="session")
 def tok():
-    try:
-        import model
-        return model.load_model("tiny")[1]
-    except ImportError:  # stand-in until model.py exists: a byte-level ChatML tokenizer
-        from tokenizer import Tokenizer, byte_level_tokenizer
-        return Tokenizer(byte_level_tokenizer(["<|im_start|>", "<|im_end|>", "<|endoftext|>"]), "chatml")
+    return model.load_model("tiny")[1]
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +40,8 @@ def demo(tmp_path_factory):
 
 
 def rec(instruction, inp, output, split="train", **kw):
-    return {"instruction": instruction, "input": inp, "output": output, "metadata": {"split": split, **kw.pop("meta", {})}, **kw}
+    meta = {"split": split, **kw.pop("meta", {})}
+    return {"instruction": instruction, "input": inp, "output": output, "metadata": meta, **kw}
 
 
 # ----------------------------------------------------------------------------- prompts (the release's texts)
@@ -87,8 +91,8 @@ def test_sixteen_tasks():
 @pytest.mark.parametrize("key,record,prompt,smiles", CASES, ids=[c[0] for c in CASES])
 def test_prompt_equals_release(key, record, prompt, smiles):
     task = TASKS[key]
-    assert data.build_prompt(task, record) == prompt
-    assert data.graph_source(task, record) == smiles
+    assert tasks.build_prompt(task, record) == prompt
+    assert tasks.graph_source(task, record) == smiles
     s = data.make_sample(task, record, key, "x:1")
     assert s.answer == str(record["output"])
     assert s.prompt.count(MOL) == (0 if smiles is None else 1)
@@ -96,30 +100,29 @@ def test_prompt_equals_release(key, record, prompt, smiles):
 
 def test_molcap_prompt_ignores_instruction():
     r = rec("IGNORED", ETOH, "The molecule is ethanol.")
-    p = data.build_prompt(TASKS["molcap"], r, random.Random(0))
+    p = tasks.build_prompt(TASKS["molcap"], r, random.Random(0))
     q = p[len(GRAPH):].split(" The compound sequence is: ")
-    assert p.startswith(GRAPH) and q[0] in data.MOLCAP_QUESTIONS and q[1] == ETOH and "IGNORED" not in p
+    assert p.startswith(GRAPH) and q[0] in tasks.MOLCAP_QUESTIONS and q[1] == ETOH and "IGNORED" not in p
     # deterministic per sample id and seed
     a = data.make_sample(TASKS["molcap"], r, "molcap", "f:1", seed=1).prompt
     assert a == data.make_sample(TASKS["molcap"], r, "molcap", "f:1", seed=1).prompt
 
 
 def test_selfies_smiles_roundtrip():
-    assert data.selfies_to_smiles(data.smiles_to_selfies("CC(=O)O")) == "CC(=O)O"
+    assert chem.selfies_to_smiles(chem.smiles_to_selfies("CC(=O)O")) == "CC(=O)O"
     with pytest.raises(ValueError):
-        data.selfies_to_smiles("[C][Xx9]")
+        chem.selfies_to_smiles("[C][Xx9]")
     with pytest.raises(ValueError):
-        data.smiles_to_selfies("not a smiles")
+        chem.smiles_to_selfies("not a smiles")
 
 
 # ----------------------------------------------------------------------------- chat encoding
 
 def test_answer_only_masking(tok):
-    import tokenizer
     for key in ("forward", "homolumo", "textguidedmolgen"):
         s = data.make_sample(TASKS[key], next(c[1] for c in CASES if c[0] == key), key, "x:1")
         ids, labels = data.encode(s, tok)
-        sup = [i for i, l in enumerate(labels) if l != tokenizer.IGNORE_INDEX]
+        sup = [i for i, lab in enumerate(labels) if lab != tokenizer.IGNORE_INDEX]
         assert sup == list(range(sup[0], len(ids))), "only one contiguous supervised span, at the end"
         assert [ids[i] for i in sup] == [labels[i] for i in sup]
         assert tok.decode(ids[sup[0]:], skip_special_tokens=True) == s.answer
@@ -185,7 +188,7 @@ def test_malformed_json_names_file_and_line(tmp_path):
         data.load_tasks("forward", "train", str(tmp_path), verbose=False)
     p.write_text('[\n{"instruction": "a", "input": "[C]", "output": "[C]", "metadata": {"split": "train"}},\n{oops}\n]')
     with pytest.raises(ValueError, match=r"forward_prediction\.json: line 3"):
-        data.read_records(str(p))
+        readers.read_records(str(p))
 
 
 def test_bad_records_skipped_and_counted(tmp_path, capsys):
@@ -219,12 +222,14 @@ def test_graph_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "graph_info", lambda *a: pytest.fail("cache not used"))
     rep = data.Report()
     again = data.load_tasks("retrosynthesis", "train", str(tmp_path), verbose=False, report=rep)
-    assert [(s.id, s.smiles, s.n_atoms, s.prompt) for s in again] == [(s.id, s.smiles, s.n_atoms, s.prompt) for s in first]
+    assert [(s.id, s.smiles, s.n_atoms, s.prompt) for s in again] == [(s.id, s.smiles, s.n_atoms, s.prompt)
+                                                                      for s in first]
     assert rep.skipped == {"retrosynthesis": 1}
     monkeypatch.setattr(data, "graph_info", real)
     write(path, [rec("r", PHOH, ETOH)] * 3)
     os.utime(path, ns=(1, 1))  # a different file (size and mtime): recomputed
-    assert [s.smiles for s in data.load_tasks("retrosynthesis", "train", str(tmp_path), verbose=False)] == ["OC1=CC=CC=C1"] * 3
+    again = data.load_tasks("retrosynthesis", "train", str(tmp_path), verbose=False)
+    assert [s.smiles for s in again] == ["OC1=CC=CC=C1"] * 3
 
 
 def test_overlong_dropped_never_cut(tmp_path, tok):
@@ -268,7 +273,7 @@ def test_sharding_and_length_grouping(tok):
     world, bs = 2, 4
     loaders = [data.Loader(ss, tok, bs, rank=r, world_size=world, seed=3, order="length", graphs=False)
                for r in range(world)]
-    plans = [l.plan(0) for l in loaders]
+    plans = [ld.plan(0) for ld in loaders]
     assert len(plans[0]) == len(plans[1]) == 103 // (bs * world)
     seen = [i for p in plans for b in p for i in b]
     assert len(seen) == len(set(seen)) == 12 * 8  # disjoint across ranks, last partial global batch dropped
@@ -297,7 +302,7 @@ def test_uniform_order_is_the_release_permutation_and_mixes_tasks(tok):
         glob = perm[: len(ss) // G * G].reshape(-1, G)
         for r in range(world):
             assert uni[r].plan(epoch) == [b[r::world].tolist() for b in glob]
-    mixed = lambda l: sum(len({ss[i].task for i in b}) > 1 for b in l.plan(0)) / len(l.plan(0))  # noqa: E731
+    mixed = lambda ld: sum(len({ss[i].task for i in b}) > 1 for b in ld.plan(0)) / len(ld.plan(0))  # noqa: E731
     by_len = data.Loader(ss, tok, bs, world_size=world, seed=seed, order="length", graphs=False)
     assert mixed(uni[0]) == 1.0 and mixed(by_len) < 0.3
     batch = next(iter(uni[0]))
@@ -338,7 +343,7 @@ def test_molcap_question_redrawn_per_epoch():
     assert sum(a != b for a, b in zip(e0, e1)) > 20  # 6/7 expected to change
     for p in e1:  # only the question changes
         q, rest = p[len(GRAPH):].split(" The compound sequence is: ")
-        assert p.startswith(GRAPH) and q in data.MOLCAP_QUESTIONS and rest == ETOH
+        assert p.startswith(GRAPH) and q in tasks.MOLCAP_QUESTIONS and rest == ETOH
     other = data.make_sample(TASKS["retrosynthesis"], rec("Propose reactants.", ETOH, BRET), "r", "r:1")
     assert data.epoch_prompt(other, 3, 1) is other
 
@@ -349,7 +354,6 @@ def _release_ids(tok, template, instruction, answer):
     """The release's token sequence built by hand: conv_llama3 / ChatML text with "<image>\\n" + instruction
     in the user turn, split on "<image>", each chunk encoded alone, joined by the image id -200
     ([A] data_pipe/chat_template.py tokenizer_image_token; its extra BOS aside, see the README)."""
-    import tokenizer
     sys_p = tokenizer.SYSTEM_PROMPT
     if template == "llama3":
         text = ("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n" + sys_p + "<|eot_id|>"
@@ -365,7 +369,6 @@ def _release_ids(tok, template, instruction, answer):
 
 @pytest.mark.parametrize("template", ["chatml", "llama3"])
 def test_graph_prompt_tokens_equal_the_release(tok, template):
-    from tokenizer import Tokenizer, byte_level_tokenizer
     if template == "llama3":
         tok = Tokenizer(byte_level_tokenizer(["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
                                               "<|eot_id|>", "<|end_of_text|>"]), "llama3")
@@ -388,14 +391,14 @@ def test_stage1_prompt_is_graph_and_question_only(tmp_path, tok):
     r = rec("IGNORED", PHOH, "Phenol is an aromatic alcohol.")
     s = data.make_sample(TASKS["molcap"], r, "molcap", "m:1", graph_only=True)
     q = s.prompt[len(GRAPH):]
-    assert s.prompt == GRAPH + q and q in data.MOLCAP_QUESTIONS  # the release: "<image>\n" + question
+    assert s.prompt == GRAPH + q and q in tasks.MOLCAP_QUESTIONS  # the release: "<image>\n" + question
     assert PHOH not in s.prompt and "[" not in s.prompt and "IGNORED" not in s.prompt and "sequence" not in s.prompt
     assert s.smiles == "OC1=CC=CC=C1" and s.answer == r["output"]  # the graph still carries the molecule
     assert data.encode(s, tok)[0] == _release_ids(tok, "chatml", q, s.answer)
-    assert data.epoch_prompt(s, 2, 0).prompt[len(GRAPH):] in data.MOLCAP_QUESTIONS  # redrawn per epoch too
+    assert data.epoch_prompt(s, 2, 0).prompt[len(GRAPH):] in tasks.MOLCAP_QUESTIONS  # redrawn per epoch too
     write(str(tmp_path / "train" / "molcap.json"), [rec("x", ETOH, f"cap {i}") for i in range(5)])
     got = data.load_tasks("molcap", "train", str(tmp_path), graph_only=True, verbose=False)
-    assert len(got) == 5 and all(ETOH not in g.prompt and g.prompt[len(GRAPH):] in data.MOLCAP_QUESTIONS for g in got)
+    assert len(got) == 5 and all(ETOH not in g.prompt and g.prompt[len(GRAPH):] in tasks.MOLCAP_QUESTIONS for g in got)
 
 
 # ----------------------------------------------------------------------------- --mol-format smiles
@@ -407,13 +410,13 @@ def test_smiles_format_prompts_and_answers(key, record, prompt, smiles):
     assert s.smiles == sf_sample.smiles and s.n_atoms == sf_sample.n_atoms  # the graph does not change
     assert "SELFIES sequence" not in s.prompt
     if TASKS[key].graph not in (None, "placeholders"):  # the input molecules, as canonical SMILES per side
-        want = ">>".join(data.canonical(data.selfies_to_smiles(x)) for x in record["input"].split(">>"))
+        want = ">>".join(chem.canonical(chem.selfies_to_smiles(x)) for x in record["input"].split(">>"))
         assert s.prompt == prompt.replace("SELFIES", "SMILES").replace(record["input"], want)
         assert "][" not in s.prompt
     else:
         assert s.prompt == prompt
     if TASKS[key].answer == "molecule":
-        assert s.answer == data.canonical(data.selfies_to_smiles(str(record["output"])))
+        assert s.answer == chem.canonical(chem.selfies_to_smiles(str(record["output"])))
     else:
         assert s.answer == sf_sample.answer
     with pytest.raises(ValueError, match="mol_format"):
@@ -430,7 +433,6 @@ def test_smiles_format_examples():
 
 
 def test_collate_with_graphs(tok):
-    molecule = pytest.importorskip("molecule")
     s = data.make_sample(TASKS["reagent"], CASES[1][1], "reagent", "x:1")
     t = data.make_sample(TASKS["iupac"], CASES[13][1], "iupac", "x:2")
     b = data.collate([s, t], tok)
@@ -444,7 +446,7 @@ def _canon_inputs(samples):
     out = set()
     for s in samples:
         if s.smiles is not None:
-            out.add(data.canonical(s.smiles))
+            out.add(chem.canonical(s.smiles))
         inp = s.prompt
         out.add(inp.split(MOL)[-1])
     return out
@@ -468,10 +470,11 @@ def test_demo_every_task_no_leakage(demo, tok):
     mol_tasks = ["weight", "tpsa", "logp", "molcap", "dqa", "homolumo", "molediting", "retrosynthesis"]
     tr = data.load_tasks(",".join(mol_tasks), "train", root, verbose=False)
     te = data.load_tasks(",".join(mol_tasks), "test", root, verbose=False)
-    assert not {data.canonical(s.smiles) for s in tr} & {data.canonical(s.smiles) for s in te}
+    assert not {chem.canonical(s.smiles) for s in tr} & {chem.canonical(s.smiles) for s in te}
     for key in ("textguidedmolgen", "iupac"):  # text -> molecule: the answer molecule's side is global too
-        answers_te = {data.canonical(data.selfies_to_smiles(s.answer)) for s in data.load_tasks(key, "test", root, verbose=False)}
-        assert not answers_te & {data.canonical(s.smiles) for s in tr}, key
+        answers_te = {chem.canonical(chem.selfies_to_smiles(s.answer))
+                      for s in data.load_tasks(key, "test", root, verbose=False)}
+        assert not answers_te & {chem.canonical(s.smiles) for s in tr}, key
     # every sample fits the max length with the real chat template
     assert max(s.length for s in data.load_tasks("all", "train", root, tokenizer=tok, verbose=False)) <= data.MAX_LEN
 
@@ -503,7 +506,7 @@ def test_demo_manifest_names_sources_and_labels_are_real(demo):
                     row = dict(zip(header, next(csv.reader([line]))))
                     k = next(v for q, v in col.items() if q in r["instruction"])
                     assert r["output"] == float(row[k])
-                    assert data.canonical(data.selfies_to_smiles(r["input"])) == data.canonical(row["SMILES"])
+                    assert chem.canonical(chem.selfies_to_smiles(r["input"])) == chem.canonical(row["SMILES"])
                     found += 1
     assert found == len(recs) > 0
 
@@ -522,20 +525,18 @@ def test_real_data_smoke(tmp_path, tok):
     rep = data.Report()
     caps = data.load_tasks("molcap", "test", str(tmp_path), tokenizer=tok, report=rep, verbose=False)
     assert len(caps) + sum(rep.skipped.values()) == 3300 and len(caps) > 3200
-    import csv
     recs = []
     with open(uspto) as f:
         for row in csv.DictReader(f):
             try:
                 recs.append(rec("Please suggest potential reactants for the given product.",
-                                data.smiles_to_selfies(row["products_smiles"]),
-                                data.smiles_to_selfies(row["reactants_smiles"]), "test"))
+                                chem.smiles_to_selfies(row["products_smiles"]),
+                                chem.smiles_to_selfies(row["reactants_smiles"]), "test"))
             except ValueError:
                 pass
     write(str(tmp_path / "test" / "retrosynthesis.json"), recs)
     retro = data.load_tasks("retrosynthesis", "test", str(tmp_path), tokenizer=tok, verbose=False)
     assert len(retro) == len(recs) >= 95
-    molecule = pytest.importorskip("molecule")
     b = data.collate(caps[:32] + retro[:32], tok)
     assert all(g.num_nodes == s.n_atoms for g, s in zip(b["graphs"], b["samples"]))
     assert isinstance(b["graphs"][0], molecule.MolGraph)

@@ -4,6 +4,7 @@ Expected values are QM9's published numbers (Ramakrishnan et al. 2014) and hand-
 import collections
 import csv
 import io
+import json
 import os
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import selfies
 from rdkit import Chem
 
+import data
 import demo_data
 
 
@@ -102,9 +104,6 @@ def test_pubchem_rows_stop_after_n():
 
 def test_an_older_demo_is_rebuilt(tmp_path, monkeypatch):
     """data.ensure_demo: a demo folder from an older recipe (e.g. the GFN2-xTB one) is moved aside and rebuilt."""
-    import json
-
-    import data
     root = tmp_path / "demo"
     root.mkdir()
     (root / "manifest.json").write_text(json.dumps({"tasks": {}, "left_out": {"iupac": "old"}}))

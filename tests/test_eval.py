@@ -1,16 +1,27 @@
 """eval.py: `--score` on a small fixed file reproduces hand-computed values (both scoring modes);
-malformed input is a named error."""
+malformed input is a named error; a tiny checkpoint end to end (eval_data_folder, tiny_checkpoint:
+conftest.py)."""
+import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 import selfies
+import torch
 
+import checkpoint
+import data
 import eval as E
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import likelihood
+import molecule
+import moge
+import significance as S
+import train
+from tasks import TASKS, scored_as
+from tokenizer import IGNORE_INDEX, byte_level_tokenizer
 ETHANOL = selfies.encoder("CCO")
 CAPTION = "a primary alcohol"
 FIXED = [  # (task, prompt, prediction, reference)
@@ -31,11 +42,11 @@ def _write(path, rows):
             f.write(json.dumps({"task": task, "id": i, "prompt": prompt, "prediction": pred, "reference": ref}) + "\n")
 
 
-def test_score_fixed_file_reproduces_known_values(tmp_path):
+def test_score_fixed_file_reproduces_known_values(repo, tmp_path):
     pred_file = tmp_path / "predictions.jsonl"
     _write(pred_file, FIXED)
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "eval.py"), "--score", str(pred_file)],
-                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    out = subprocess.run([sys.executable, os.path.join(repo, "eval.py"), "--score", str(pred_file)],
+                         capture_output=True, text=True, cwd=repo, timeout=300)
     assert out.returncode == 0, out.stderr
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["forward"]["Validity"] == 0.5 and res["forward"]["Exact Match (InChI)"] == 1.0
@@ -59,7 +70,6 @@ def test_score_fixed_file_reproduces_known_values(tmp_path):
 
 
 def test_score_with_an_llm_tokenizer(tmp_path):
-    from tokenizer import byte_level_tokenizer
     tok = tmp_path / "tokenizer.json"
     byte_level_tokenizer(["<|im_end|>"]).save(str(tok))
     _write(tmp_path / "p.jsonl", [("molcap", "describe", "ab", "ab")])
@@ -78,62 +88,14 @@ def test_malformed_predictions_are_named_errors(tmp_path):
         E.main(["--score", str(bad)])
 
 
-# ----------------------------------------------------------------------------- a checkpoint of the tiny model, end to end
-
-def _data_folder(root):
-    """A few test records per task in the published dataset's layout (test/<stem>.json)."""
-    mols = ["CCO", "CC(=O)Nc1ccc(O)cc1", "c1ccccc1O"]
-    recs = {
-        "Molecular_Weight": [("What is the molecular weight of this molecule?", sf, "46.07") for sf in map(selfies.encoder, mols)],
-        "retrosynthesis": [("Please suggest potential reactants for the given product.", selfies.encoder(m),
-                            selfies.encoder("CC(=O)O.Nc1ccc(O)cc1")) for m in mols[1:]],
-        "molcap": [("", selfies.encoder(m), "The molecule is an alcohol.") for m in mols],
-    }
-    train = {  # a training split for the baselines and answer budgets (molcap has none: it must be left out)
-        "Molecular_Weight": [("What is the molecular weight of this molecule?", selfies.encoder(m), w)
-                             for m, w in (("CCCO", "60.10"), ("c1ccccc1", "78.11"), ("CC(=O)Nc1ccc(O)cc1", "151.16"))],
-        "retrosynthesis": [("Please suggest potential reactants for the given product.", selfies.encoder("CC(=O)Oc1ccccc1"),
-                            selfies.encoder("CC(=O)O.Oc1ccccc1"))],
-    }
-    for split, sets in (("test", recs), ("train", train)):
-        os.makedirs(root / split)
-        for stem, rs in sets.items():
-            (root / split / f"{stem}.json").write_text(json.dumps(
-                [{"instruction": i, "input": x, "output": y, "metadata": {"split": split}} for i, x, y in rs]))
-    return root
-
-
-def _tiny_checkpoint(out, data_dir, r=4, step=3):
-    import dataclasses
-    import torch
-    import model as M
-    import moge
-    import molecule
-    model, _ = M.load_model("tiny")
-    molecule.attach_molecule(model)
-    cfg = moge.MoGEConfig(r=r)
-    moge.attach_adapters(model, cfg)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # trained-looking adapters (B != 0), so a checkpoint that failed to load would show
-        for p in moge.trainable_parameters(model).values():
-            p.normal_(0.0, 0.02, generator=g)
-    step_dir = out / "checkpoints" / f"step_{step:06d}"
-    os.makedirs(step_dir)
-    moge.save_adapters(model, str(step_dir / "adapters.safetensors"))
-    meta = {"step": step, "args": {"model": "tiny", "data": str(data_dir), "seed": 42, "recipe": "moge", "gin": None},
-            "base_model": "tiny", "gin": "random init (seed 0)", "model_config": model.config.to_hf(),
-            "moge": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "adapter_dtype"}}
-    (step_dir / "meta.json").write_text(json.dumps(meta))
-    (step_dir / "optimizer.pt").write_bytes(b"")  # eval does not read it
-    return step_dir, moge.adapter_state_dict(model)
-
+# --------------------------------------------------------------------- a checkpoint of the tiny model, end to end
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, eval_data_folder, tiny_checkpoint):
     root = tmp_path_factory.mktemp("tiny")
-    data_dir = _data_folder(root / "data")
-    _tiny_checkpoint(root / "out", data_dir, step=1)               # older
-    step_dir, saved = _tiny_checkpoint(root / "out", data_dir, step=3)   # newest: the one eval must pick
+    data_dir = eval_data_folder(root / "data")
+    tiny_checkpoint(root / "out", data_dir, step=1)                # older
+    step_dir, saved = tiny_checkpoint(root / "out", data_dir, step=3)    # newest: the one eval must pick
     return root, step_dir, saved
 
 
@@ -144,8 +106,9 @@ def test_eval_tiny_checkpoint_end_to_end(tiny_run, capsys):
     printed = capsys.readouterr().out
     assert f"loaded {step_dir / 'adapters.safetensors'}" in printed and f"loaded {step_dir / 'meta.json'}" in printed
     ev = root / "out" / "eval"
-    rows = [json.loads(l) for l in (ev / "predictions.jsonl").read_text().splitlines()]
-    assert sorted(r["task"] for r in rows) == ["molcap", "molcap", "retrosynthesis", "retrosynthesis", "weight", "weight"]
+    rows = [json.loads(line) for line in (ev / "predictions.jsonl").read_text().splitlines()]
+    assert sorted(r["task"] for r in rows) == ["molcap", "molcap", "retrosynthesis", "retrosynthesis", "weight",
+                                               "weight"]
     assert all(set(r) == {"task", "id", "prompt", "prediction", "reference"} for r in rows)
     saved = json.loads((ev / "results.json").read_text())
     assert saved["_meta"]["checkpoint"].endswith("step_000003") and saved["_meta"]["items"] == 6
@@ -158,11 +121,13 @@ def test_eval_tiny_checkpoint_end_to_end(tiny_run, capsys):
     assert rescored["weight"]["Average MAE"] == res["weight"]["Average MAE"]
     # baselines from the training split, on the same items, with the model's metric keys
     base = json.loads((ev / "baselines.json").read_text())
-    assert set(base) - {"_selection"} == {"weight", "retrosynthesis"} and "no baselines or answer budget for molcap" in printed
+    assert set(base) - {"_selection"} == {"weight", "retrosynthesis"}
+    assert "no baselines or answer budget for molcap" in printed
     assert set(base["weight"]) == {"mean", "median", "nearest neighbour"}
     assert set(base["retrosynthesis"]) == {"copy input", "nearest neighbour"}
     w = [float(r["reference"]) for r in rows if r["task"] == "weight"]
-    assert base["weight"]["mean"]["Average MAE"] == pytest.approx(sum(abs(x - (60.10 + 78.11 + 151.16) / 3) for x in w) / 2)
+    mean = (60.10 + 78.11 + 151.16) / 3
+    assert base["weight"]["mean"]["Average MAE"] == pytest.approx(sum(abs(x - mean) for x in w) / 2)
     assert base["weight"]["mean"].keys() <= saved["weight"].keys()
     # held-out answer NLL, trained and untrained, and the summary table
     for task in ("weight", "retrosynthesis", "molcap"):
@@ -172,20 +137,16 @@ def test_eval_tiny_checkpoint_end_to_end(tiny_run, capsys):
 
 
 def test_eval_loads_exactly_the_saved_adapters(tiny_run):
-    import torch
-    import moge
     _, step_dir, saved = tiny_run
-    model, _, meta = E.load_checkpoint(str(step_dir), "cpu", torch.float32, log=lambda *a: None)
+    model, _, meta = checkpoint.load_model(str(step_dir), "cpu", torch.float32, log=lambda *a: None)
     got = moge.adapter_state_dict(model)
     assert set(got) == set(saved) and all(torch.equal(got[k], saved[k]) for k in saved)
     assert meta["step"] == 3
 
 
 def test_batched_generation_equals_one_by_one(tiny_run):
-    import torch
-    import data
     _, step_dir, _ = tiny_run
-    model, tok, meta = E.load_checkpoint(str(step_dir), "cpu", torch.float32, log=lambda *a: None)
+    model, tok, meta = checkpoint.load_model(str(step_dir), "cpu", torch.float32, log=lambda *a: None)
     samples = data.load_tasks("weight,molcap", split="test", data=meta["args"]["data"], verbose=False)
     items = [(s.prompt, data.featurize(s)) for s in samples]
     args = E.parse_args(["--greedy", "--max-new-tokens", "8"])
@@ -196,11 +157,9 @@ def test_batched_generation_equals_one_by_one(tiny_run):
 
 
 def test_missing_or_mismatched_checkpoint_fails_clearly(tmp_path, tiny_run):
-    import shutil
-    import torch
     root, step_dir, _ = tiny_run
     with pytest.raises(FileNotFoundError, match="never falls back"):
-        E.resolve_checkpoint(str(tmp_path))                       # an OUT folder without checkpoints
+        checkpoint.resolve(str(tmp_path))                       # an OUT folder without checkpoints
     broken = tmp_path / "step_000007"
     shutil.copytree(step_dir, broken)
     os.remove(broken / "adapters.safetensors")
@@ -211,23 +170,24 @@ def test_missing_or_mismatched_checkpoint_fails_clearly(tmp_path, tiny_run):
     meta["moge"]["r"] = 8                                          # adapters saved with r=4
     (tmp_path / "other" / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="mis-shaped"):
-        E.load_checkpoint(str(tmp_path / "other"), "cpu", torch.float32)
+        checkpoint.load_model(str(tmp_path / "other"), "cpu", torch.float32)
     meta["moge"]["r"] = 4
     meta["model_config"]["hidden_size"] = 128                     # trained on another base model
     (tmp_path / "other" / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="not the one this checkpoint was trained on"):
-        E.load_checkpoint(str(tmp_path / "other"), "cpu", torch.float32)
+        checkpoint.load_model(str(tmp_path / "other"), "cpu", torch.float32)
 
 
-def test_torchrun_two_ranks_gather_the_same_answers(tiny_run, tmp_path):
+def test_torchrun_two_ranks_gather_the_same_answers(repo, tiny_run, tmp_path):
     root, _, _ = tiny_run
     args = ["--ckpt", str(root / "out"), "--limit", "2", "--max-new-tokens", "6", "--greedy", "--batch-size", "2",
             "--tasks", "weight,retrosynthesis,molcap", "--no-roundtrip"]
     E.main(args + ["--out", str(tmp_path / "one")])
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([torchrun, "--nproc_per_node=2", os.path.join(ROOT, "eval.py")] + args +
-                         ["--out", str(tmp_path / "two")], capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    out = subprocess.run([torchrun, "--nproc_per_node=2", os.path.join(repo, "eval.py")] + args +
+                         ["--out", str(tmp_path / "two")], capture_output=True, text=True, cwd=repo, env=env,
+                         timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     one, two = ((tmp_path / d / "predictions.jsonl").read_text() for d in ("one", "two"))
     assert one == two and len(one.splitlines()) == 6
@@ -235,10 +195,8 @@ def test_torchrun_two_ranks_gather_the_same_answers(tiny_run, tmp_path):
 
 
 def test_top_k_reaches_generation(tiny_run):
-    import torch
-    import data
     _, step_dir, _ = tiny_run
-    model, tok, meta = E.load_checkpoint(str(step_dir), "cpu", torch.float32, log=lambda *a: None)
+    model, tok, meta = checkpoint.load_model(str(step_dir), "cpu", torch.float32, log=lambda *a: None)
     samples = data.load_tasks("weight,molcap", split="test", data=meta["args"]["data"], verbose=False)
     items = [(s.prompt, data.featurize(s)) for s in samples]
     assert E.parse_args([]).top_k == 50  # the release's (HF generate's default)
@@ -250,16 +208,15 @@ def test_top_k_reaches_generation(tiny_run):
 
 
 def test_eval_uses_the_checkpoints_mol_format(tiny_run, tmp_path):
-    import shutil
     root, step_dir, _ = tiny_run
     ck = tmp_path / "smiles_ckpt"
     shutil.copytree(step_dir, ck)
     meta = json.loads((ck / "meta.json").read_text())
     meta["args"]["mol_format"] = "smiles"
     (ck / "meta.json").write_text(json.dumps(meta))
-    E.main(["--ckpt", str(ck), "--limit", "2", "--max-new-tokens", "4", "--greedy", "--tasks", "weight,retrosynthesis",
-            "--out", str(tmp_path / "ev")])
-    rows = [json.loads(l) for l in (tmp_path / "ev" / "predictions.jsonl").read_text().splitlines()]
+    E.main(["--ckpt", str(ck), "--limit", "2", "--max-new-tokens", "4", "--greedy", "--tasks",
+            "weight,retrosynthesis", "--out", str(tmp_path / "ev")])
+    rows = [json.loads(line) for line in (tmp_path / "ev" / "predictions.jsonl").read_text().splitlines()]
     assert {r["prompt"].split()[-1] for r in rows if r["task"] == "weight"} == {"CCO", "CC(=O)Nc1ccc(O)cc1"}
     assert all("SMILES sequence" in r["prompt"] for r in rows if r["task"] == "weight")
     assert {r["reference"] for r in rows if r["task"] == "retrosynthesis"} == {"CC(=O)O.Nc1ccc(O)cc1"}
@@ -269,13 +226,8 @@ def test_eval_uses_the_checkpoints_mol_format(tiny_run, tmp_path):
 # ----------------------------------------------------------------------------- fast eval: merge, budgets, groups; NLL
 
 def test_merged_adapters_give_the_unmerged_logits_and_answers(tiny_run):
-    import copy
-    import torch
-    import data
-    import molecule
-    import moge
     _, step_dir, _ = tiny_run
-    model, tok, meta = E.load_checkpoint(str(step_dir), "cpu", torch.float32, log=lambda *a: None)
+    model, tok, meta = checkpoint.load_model(str(step_dir), "cpu", torch.float32, log=lambda *a: None)
     merged = copy.deepcopy(model)
     assert moge.merge_adapters(merged) > 0 and moge.moge_layers(merged)  # dense GAL folded, MoGE still routed
     samples = data.load_tasks("weight,molcap,retrosynthesis", split="test", data=meta["args"]["data"], verbose=False)
@@ -294,15 +246,14 @@ def test_merged_adapters_give_the_unmerged_logits_and_answers(tiny_run):
 
 
 def test_answer_budgets_and_task_grouped_batches(tiny_run):
-    import torch
-    import data
     _, step_dir, _ = tiny_run
-    model, tok, meta = E.load_checkpoint(str(step_dir), "cpu", torch.float32, log=lambda *a: None)
+    model, tok, meta = checkpoint.load_model(str(step_dir), "cpu", torch.float32, log=lambda *a: None)
     train, _ = E.training_items(meta["args"]["data"], ["weight", "retrosynthesis"], log=lambda *a: None)
     budgets = E.answer_budgets(tok, train, cap=40, margin=3)
     want = {}
     for s in train:  # direct: tokens of the answer + its end token + margin, capped
-        want[s.task] = min(40, max(want.get(s.task, 0), len(tok.tok.encode(s.answer, add_special_tokens=False).ids) + 1 + 3))
+        n = len(tok.tok.encode(s.answer, add_special_tokens=False).ids)
+        want[s.task] = min(40, max(want.get(s.task, 0), n + 1 + 3))
     assert budgets == want and budgets["weight"] < 40 == budgets["retrosynthesis"]
     samples = data.load_tasks("weight,molcap,retrosynthesis", split="test", data=meta["args"]["data"], verbose=False)
     items, groups = [(s.prompt, data.featurize(s)) for s in samples], [s.task for s in samples]
@@ -324,14 +275,10 @@ def test_answer_budgets_and_task_grouped_batches(tiny_run):
 
 
 def test_heldout_nll_equals_the_training_loss(tiny_run):
-    import torch
-    import data
-    import train
-    from tokenizer import IGNORE_INDEX
     _, step_dir, _ = tiny_run
-    model, tok, meta = E.load_checkpoint(str(step_dir), "cpu", torch.float32, log=lambda *a: None)
+    model, tok, meta = checkpoint.load_model(str(step_dir), "cpu", torch.float32, log=lambda *a: None)
     samples = data.load_tasks("weight,molcap,retrosynthesis", split="test", data=meta["args"]["data"], verbose=False)
-    got = E.heldout_nll(model, tok, samples, batch_size=2)
+    got = likelihood.heldout_nll(model, tok, samples, scored_as, batch_size=2)
     step = train.TrainStep(model).eval()  # the training loss: per-sample CE sums over the answer tokens
     for task in ("weight", "molcap", "retrosynthesis"):
         b = data.collate([s for s in samples if s.task == task], tok)
@@ -339,9 +286,9 @@ def test_heldout_nll_equals_the_training_loss(tiny_run):
             ce, _, _ = step(b["input_ids"], b["labels"], b["graphs"])
         n = sum(sum(y != IGNORE_INDEX for y in lab) for lab in b["labels"])
         assert got[task] == pytest.approx(ce.sum().item() / n, rel=1e-5)
-    fresh = E.untrained_model(meta, "cpu", torch.float32)  # step-0 adapters: B = 0, so not the checkpoint's
+    fresh, _ = checkpoint.build_model(meta, "cpu", torch.float32)  # step-0 adapters: B = 0, not the checkpoint's
     assert all(float(p.detach().abs().sum()) == 0 for n, p in fresh.named_parameters() if n.endswith(("lora_B", "_B")))
-    assert E.heldout_nll(fresh, tok, samples)["weight"] != pytest.approx(got["weight"])
+    assert likelihood.heldout_nll(fresh, tok, samples, scored_as)["weight"] != pytest.approx(got["weight"])
 
 
 def test_median_of_sampled_numbers():
@@ -352,9 +299,8 @@ def test_median_of_sampled_numbers():
 
 
 def test_numeric_samples_reach_generation(tiny_run):
-    import torch
     _, step_dir, _ = tiny_run
-    model, tok, _ = E.load_checkpoint(str(step_dir), "cpu", torch.float32, log=lambda *a: None)
+    model, tok, _ = checkpoint.load_model(str(step_dir), "cpu", torch.float32, log=lambda *a: None)
     args = E.parse_args(["--numeric-samples", "3", "--max-new-tokens", "4", "--batch-size", "2"])
     calls = []
     orig = model.generate
@@ -368,17 +314,16 @@ def test_numeric_samples_reach_generation(tiny_run):
     assert sorted(calls) == sorted([(6, 1.0), (1, 0.2)])   # 2 weight prompts x 3 samples at T=1; molcap once at T=0.2
 
 
-def test_score_reports_intervals_verdicts_and_collapse(tmp_path):
+def test_score_reports_intervals_verdicts_and_collapse(tmp_path, eval_data_folder):
     """--score with --data: every task gets its interval, the best baseline chosen on the training split, the
     paired verdict, Spearman for numbers and distinct answers; a constant answer shows 1 distinct answer."""
-    root = _data_folder(tmp_path / "data")
+    root = eval_data_folder(tmp_path / "data")
     rows = [{"task": "weight", "id": f"w{i}", "prompt": "<mol>\nWhat is the molecular weight of this molecule? "
              f"The molecule SELFIES sequence is: {selfies.encoder(m)}", "prediction": "151.16", "reference": w}
             for i, (m, w) in enumerate((("CCO", "46.07"), ("CC(=O)Nc1ccc(O)cc1", "151.16"), ("c1ccccc1O", "94.11")))]
     pred = tmp_path / "p.jsonl"
     pred.write_text("".join(json.dumps(r) + "\n" for r in rows))
     res = E.main(["--score", str(pred), "--data", str(root), "--out", str(tmp_path / "o")])
-    import significance as S
     w = res["weight"]
     assert w[S.DISTINCT] == 1 and w[S.DISTINCT_REF] == 3 and w[S.SPEARMAN] is None  # constant: rho undefined
     assert w[S.BEST] in ("mean", "median", "nearest neighbour") and w[S.VERDICT] == "no" and len(w[S.DIFF_CI]) == 2
@@ -391,10 +336,8 @@ def test_score_reports_intervals_verdicts_and_collapse(tmp_path):
 def test_digit_expectation_against_substituted_digit_likelihoods(tiny_run):
     """Each digit's expectation equals sum_d d * p(d | prompt, answer prefix) / sum_d p(d | ...), the p read
     by likelihood.answer_logprobs on the answer prefix with each digit substituted (an independent path)."""
-    import torch
-    import likelihood
     _, step_dir, _ = tiny_run
-    model, tok, _ = E.load_checkpoint(str(step_dir), "cpu", torch.float32, log=lambda *a: None)
+    model, tok, _ = checkpoint.load_model(str(step_dir), "cpu", torch.float32, log=lambda *a: None)
     digit = [tok.tok.token_to_id(str(d)) for d in range(10)]
     if None in digit:
         pytest.skip("tiny tokenizer has no single-digit tokens")
@@ -428,8 +371,7 @@ def test_digit_expectation_against_substituted_digit_likelihoods(tiny_run):
 
 
 def test_numeric_tasks_are_the_numeric_kinds():
-    import data
-    sets = set(data.TASKS) | {"yield_BH", "yield_SM"}
+    sets = set(TASKS) | {"yield_BH", "yield_SM"}
     assert {t for t in sets if E.numeric_task(t)} == {"weight", "tpsa", "logp", "homolumo", "yield", "yield_BH",
                                                       "yield_SM"}
     assert not E.numeric_task("")  # generate_answers' groups when the caller gives none

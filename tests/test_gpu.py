@@ -1,42 +1,45 @@
 """The CUDA paths on the tiny model (skipped without a GPU): a bf16-base train step against the fp32 CPU
 step, generation with the static cache + CUDA-graph decode step against the growing-cache path,
 packed rows (FlexAttention document mask) against padded batches, and torch.compile'd layers (Inductor
-+ Triton) against eager, each within its dtype's tolerance. bf16 needs compute capability >= 8."""
-import os
-import sys
++ Triton) against eager, each within its dtype's tolerance. bf16 needs compute capability >= 8.
+tiny_batch, decode_prompts (conftest.py) hold molecules, so they are used where RDKit is installed."""
+import importlib.util
 
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import model as M
+import molecule
+import moge
+from train import TrainStep
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-import model as M  # noqa: E402
-import molecule  # noqa: E402
-import moge  # noqa: E402
-from test_pack import tiny_batch as _tiny_batch  # noqa: E402
-from train import TrainStep  # noqa: E402
-
-HAVE_RDKIT = __import__("importlib").util.find_spec("rdkit") is not None
+HAVE_RDKIT = importlib.util.find_spec("rdkit") is not None
 
 
-def tiny_batch(tok):
-    """test_pack's batch with molecules when RDKit is installed; the GPU image may lack it (the graph
-    splice is CPU-tested): then text-only samples of similar lengths."""
-    if HAVE_RDKIT:
-        return _tiny_batch(tok)
-    ids, labels = zip(*(tok.encode_chat(f"Name {i * 'x'} a noble gas, item {i}.", f"answer {i} " + "y" * (3 * i))
-                        for i in range(7)))
-    return list(ids), list(labels), [None] * 7
+@pytest.fixture
+def batch_for(tiny_batch):
+    """batch_for(tok): conftest's tiny_batch (molecules) when RDKit is installed; the GPU image may lack it
+    (the graph splice is CPU-tested): then text-only samples of similar lengths."""
+    def make(tok):
+        if HAVE_RDKIT:
+            return tiny_batch(tok)
+        ids, labels = zip(*(tok.encode_chat(f"Name {i * 'x'} a noble gas, item {i}.", f"answer {i} " + "y" * (3 * i))
+                            for i in range(7)))
+        return list(ids), list(labels), [None] * 7
+    return make
 
 
-def prompts(m, tok):
-    if HAVE_RDKIT:
-        from test_static_decode import prompts as with_graphs
-        return with_graphs(m, tok)
-    ids = [tok.encode_chat(t)[0] for t in ("Describe ethanol.", "Name a noble gas, please, in one word.", "Why?")]
-    return molecule.embed_inputs(m, ids, [None] * 3, padding_side="left")[:2]
+@pytest.fixture
+def prompts_for(decode_prompts):
+    """prompts_for(m, tok): conftest's decode_prompts (two with graphs) when RDKit is installed, else text only."""
+    def make(m, tok):
+        if HAVE_RDKIT:
+            return decode_prompts(m, tok)
+        ids = [tok.encode_chat(t)[0] for t in ("Describe ethanol.", "Name a noble gas, please, in one word.", "Why?")]
+        return molecule.embed_inputs(m, ids, [None] * 3, padding_side="left")[:2]
+    return make
 
 
 def bf16_ok():
@@ -78,9 +81,9 @@ def grads_close(got, want, tol):
 
 
 @pytest.mark.skipif(not bf16_ok(), reason="bf16 needs compute capability >= 8")
-def test_bf16_train_step_matches_fp32_cpu():
+def test_bf16_train_step_matches_fp32_cpu(batch_for):
     ref_m, tok = build("cpu", torch.float32)
-    batch = tiny_batch(tok)
+    batch = batch_for(tok)
     ce_ref, g_ref = ce_and_grads(ref_m, batch)
     m, _ = build("cuda", torch.bfloat16)
     assert all(p.dtype == torch.float32 for p in moge.trainable_parameters(m).values())
@@ -92,10 +95,10 @@ def test_bf16_train_step_matches_fp32_cpu():
 
 @pytest.mark.parametrize("dtype", [torch.float32, pytest.param(torch.bfloat16, marks=pytest.mark.skipif(
     not bf16_ok(), reason="bf16 needs compute capability >= 8"))])
-def test_graph_decode_equals_eager_decode(dtype):
+def test_graph_decode_equals_eager_decode(dtype, prompts_for):
     m, tok = build("cuda", dtype, b_scale=0.2)
     m.eval()
-    emb, mask = prompts(m, tok)
+    emb, mask = prompts_for(m, tok)
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
         steps = {}
         for cls in (M.EagerDecoder, M.Decoder):
@@ -118,10 +121,10 @@ def test_graph_decode_equals_eager_decode(dtype):
 
 
 @pytest.mark.parametrize("backend", ["flex", "dense"])
-def test_packed_equals_unpacked_on_gpu(backend, monkeypatch):
+def test_packed_equals_unpacked_on_gpu(backend, monkeypatch, batch_for):
     monkeypatch.setenv("OMNIMOL_ATTN", backend)
     m, tok = build("cuda", torch.float32)
-    batch = tiny_batch(tok)
+    batch = batch_for(tok)
     ce0, g0 = ce_and_grads(m, batch)
     ce1, g1 = ce_and_grads(m, batch, pack_len=1024)
     torch.testing.assert_close(ce1, ce0, atol=1e-4, rtol=1e-4)
@@ -134,10 +137,10 @@ def test_packed_equals_unpacked_on_gpu(backend, monkeypatch):
 
 
 @pytest.mark.skipif(not bf16_ok(), reason="bf16 needs compute capability >= 8")
-def test_compiled_equals_eager_bf16():
+def test_compiled_equals_eager_bf16(batch_for):
     torch._dynamo.reset()
     m, tok = build("cuda", torch.bfloat16)
-    batch = tiny_batch(tok)
+    batch = batch_for(tok)
     ce0, g0 = ce_and_grads(m, batch, autocast=True)
     ce0p, _ = ce_and_grads(m, batch, pack_len=1024, autocast=True)
     for layer in m.model.layers:

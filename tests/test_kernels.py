@@ -1,12 +1,11 @@
 """Grouped-LoRA op: the Triton path (interpreted on CPU, native on a GPU) and the torch twin are both
 held equal to a naive per-expert loop in float64, on the output and the gradients of x, A, B,
 gamma and gates."""
-import os
-
 import pytest
 import torch
 
 import kernels
+from kernels.grouped_lora import CFG, _fwd
 from kernels.metadata import build_routing
 
 CUDA = torch.cuda.is_available()
@@ -160,7 +159,6 @@ def test_dispatch_env(monkeypatch):
 
 def test_custom_op_compiles():
     """The op is a registered custom op: opcheck (schema, fake, autograd) and a fullgraph trace."""
-    from kernels.grouped_lora import CFG, _fwd
     x, A, B, gamma, ids, gates, dy = make_case(19, 2, 5, 32, 48, 16, True, torch.float32)
     rt = build_routing(ids, 5, CFG["BM"])
     args = (x.requires_grad_(), A.requires_grad_(), B, gamma, ids, gates.requires_grad_(), *rt)

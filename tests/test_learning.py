@@ -5,22 +5,24 @@
   answer labels, atom splice or adapter loading breaks it. The tiny model's old init (0.02-std tied
   embeddings: nearly flat logits) plateaued at 5.2 nats/token here and reproduced 0 of 8 answers.
 - held-out loss: on a synthetic task with a fixed rule (answer format + a class), the teacher-forced
-  answer NLL of unseen items after training is far below that of the untrained model (eval.heldout_nll,
-  the numbers eval.py reports), and the class token's NLL and accuracy on them beat what the answer format
-  and the (balanced) class prior alone allow: ln 2 nats and 1/2, so the rule itself has been learned."""
+  answer NLL of unseen items after training is far below that of the untrained model
+  (likelihood.heldout_nll, the numbers eval.py reports), and the class token's NLL and accuracy on them
+  beat what the answer format and the (balanced) class prior alone allow: ln 2 nats and 1/2, so the rule
+  itself has been learned."""
 import json
 import math
 import os
 import random
 
-import pytest
 import selfies
 import torch
 
+import checkpoint
 import data
 import eval as E
 import likelihood
 import train
+from tasks import scored_as
 
 sf = selfies.encoder
 MOLS = ["CCO", "c1ccccc1", "CC(=O)O", "CCN"]
@@ -84,15 +86,16 @@ def test_heldout_loss_after_training_is_below_the_untrained_loss(tmp_path):
         rng.shuffle(part)
     data_dir = _write(tmp_path / "data", {"IUPAC2SELFIES": split})
     _train(data_dir, tmp_path / "out", "iupac", steps=100)
-    step_dir = E.resolve_checkpoint(str(tmp_path / "out"))
-    trained, tok, meta = E.load_checkpoint(step_dir, "cpu", torch.float32, log=lambda *a: None)
+    step_dir = checkpoint.resolve(str(tmp_path / "out"))
+    trained, tok, meta = checkpoint.load_model(step_dir, "cpu", torch.float32, log=lambda *a: None)
     test = data.load_tasks("iupac", split="test", data=data_dir, verbose=False)
     assert {s.answer for s in test} <= {"[C]", "[O]"} and not {s.prompt for s in test} & {
         s.prompt for s in data.load_tasks("iupac", split="train", data=data_dir, verbose=False)}
     items = [(s.prompt, data.featurize(s)) for s in test]
     with torch.no_grad():
-        after = E.heldout_nll(trained, tok, test)["iupac"]
-        before = E.heldout_nll(E.untrained_model(meta, "cpu", torch.float32), tok, test)["iupac"]
+        after = likelihood.heldout_nll(trained, tok, test, scored_as)["iupac"]
+        untrained, _ = checkpoint.build_model(meta, "cpu", torch.float32)
+        before = likelihood.heldout_nll(untrained, tok, test, scored_as)["iupac"]
         # log p of the class token (answer token 1, after "[") for the right and for the wrong class
         right = [float(lp[1]) for lp in likelihood.answer_logprobs(trained, tok, items, [s.answer for s in test])]
         wrong = [float(lp[1]) for lp in likelihood.answer_logprobs(

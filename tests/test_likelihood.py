@@ -1,14 +1,10 @@
 """likelihood.answer_logprobs against a per-sample, per-position loop over the full logits."""
-import os
-import sys
-
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import likelihood  # noqa: E402
-import model as M  # noqa: E402
-import molecule  # noqa: E402
-from tokenizer import IGNORE_INDEX, MOL_PLACEHOLDER  # noqa: E402
+import likelihood
+import model as M
+import molecule
+from tokenizer import IGNORE_INDEX, MOL_PLACEHOLDER
 
 
 def test_answer_logprobs_match_a_direct_loop():
@@ -35,6 +31,7 @@ def test_answer_logprobs_match_a_direct_loop():
 def test_answer_logprobs_grad_reaches_the_projector():
     m, tok = M.load_model("tiny")
     molecule.attach_molecule(m)
-    lp = likelihood.answer_logprobs(m, tok, [(MOL_PLACEHOLDER + "Hi", molecule.smiles_to_graph("CC"))], ["ok"], grad=True)
+    items = [(MOL_PLACEHOLDER + "Hi", molecule.smiles_to_graph("CC"))]
+    lp = likelihood.answer_logprobs(m, tok, items, ["ok"], grad=True)
     lp[0].sum().backward()
     assert m.mm_projector.weight.grad is not None and m.mm_projector.weight.grad.abs().sum() > 0

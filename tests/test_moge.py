@@ -8,9 +8,16 @@ import tempfile
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.checkpoint import checkpoint
 
+import kernels
+import kernels.reference as ref_mod
 import moge
+import molecule
 from model import MLP, TINY, ModelConfig, load_model
 from moge import GALLinear, MoGEConfig, MoGEFFN, ReferenceMoGE
 
@@ -155,8 +162,6 @@ def test_idle_experts_still_get_gradients():
 
 
 def _ddp_worker(rank, world, init_file, result_file):
-    import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel as DDP
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     layer = make_layer()
     randomize(layer)
@@ -183,7 +188,6 @@ def _ddp_worker(rank, world, init_file, result_file):
 
 
 def test_ddp_without_find_unused_parameters():
-    import torch.multiprocessing as mp
     with tempfile.TemporaryDirectory() as tmp:
         mp.spawn(_ddp_worker, args=(2, os.path.join(tmp, "init"), os.path.join(tmp, "r1.pt")), nprocs=2)
 
@@ -222,7 +226,7 @@ def test_layer_selection_and_trainable_names():
     assert {n.split(".mlp.")[-1] for n in moge.trainable_parameters(model) if ".1.mlp." in n} == {
         "router.weight", *(f"experts.{a}_{b}" for a in ("gate", "up", "down") for b in ("A", "B", "gal"))}
     assert model.model.layers[1].mlp.experts.gate_A.shape == (6, 8, 64)
-    import molecule  # the projector is trainable, the graph tower frozen, whichever is attached first
+    # the projector is trainable, the graph tower frozen, whichever is attached first
     model = moge.attach_adapters(molecule.attach_molecule(tiny()), MoGEConfig(r=8))
     train = moge.trainable_parameters(model)
     assert {"mm_projector.weight", "mm_projector.bias"} <= set(train) and all(p.requires_grad for p in train.values())
@@ -323,7 +327,6 @@ def test_router_fp32_under_autocast():
 
 
 def test_moge_through_triton_kernel_matches_reference(monkeypatch):
-    kernels = pytest.importorskip("kernels")
     if getattr(kernels, "grouped_lora_triton", None) is None:
         pytest.skip("triton not importable")
     if os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
@@ -351,7 +354,6 @@ def test_moge_through_triton_kernel_matches_reference(monkeypatch):
 
 
 def test_activation_checkpointing_keeps_aux_loss_gradient():
-    from torch.utils.checkpoint import checkpoint
     layer = make_layer(dropout=0.1)
     randomize(layer)
     x = torch.randn(2, 10, 24)
@@ -369,8 +371,6 @@ def test_activation_checkpointing_keeps_aux_loss_gradient():
 def test_moge_layer_builds_its_routing_metadata_once(monkeypatch):
     """The three projections of a MoGE layer share one routing plan (kernels.routing_plan), so the
     torch path's sort (and its host sync) happens once per forward, not once per grouped_lora call."""
-    import kernels
-    import kernels.reference as ref_mod
     counts = {"plan": 0, "fallback": 0}
     real_plan, real_fallback = kernels.sort_plan, ref_mod.sort_plan
 

@@ -2,10 +2,14 @@
 per-molecule reference, checkpoint conversion and strict loading, and the splice into the tiny LLM
 (positions, padding sides, labels, generate, gradients)."""
 import pytest
+import selfies
 import torch
 import torch.nn.functional as F
+from rdkit import Chem
+from safetensors.torch import save_file
 
 import convert
+import moge
 import molecule as M
 from model import load_model
 
@@ -58,7 +62,6 @@ def test_charged_multifragment_wildcard():
 
 
 def test_unsupported_features_are_mapped_counted_or_rejected():
-    from rdkit import Chem
     M.reset_feature_stats()
     g = M.smiles_to_graph("[NH3]->[Pt]")                          # dative -> single, counted
     assert g.x[:, 0].tolist() == [6, 77] and edges(g) == {(0, 1): [0, 0], (1, 0): [0, 0]}
@@ -81,8 +84,7 @@ def test_unparsable_and_selfies():
     assert M.smiles_to_graph("") is None
     assert M.selfies_to_graph("[Xyz]") is None
     assert dict(M.FEATURE_STATS) == {"molecules": 3, "unparsable": 1, "empty": 1, "selfies_undecodable": 1}
-    import selfies as sf
-    a, b = M.selfies_to_graph(sf.encoder("CC(=O)Oc1ccccc1C(=O)O")), M.smiles_to_graph("CC(=O)Oc1ccccc1C(=O)O")
+    a, b = M.selfies_to_graph(selfies.encoder("CC(=O)Oc1ccccc1C(=O)O")), M.smiles_to_graph("CC(=O)Oc1ccccc1C(=O)O")
     assert a.x.tolist() == b.x.tolist() and edges(a) == edges(b)
 
 
@@ -243,7 +245,6 @@ def test_wrong_checkpoints_give_named_errors(tmp_path):
     with pytest.raises(SystemExit, match="missing"):
         convert.main(["moleculestm", str(tmp_path / "bad.pth"), str(tmp_path / "bad.safetensors")])
     # load_gin is strict too, and refuses an unconverted .pth
-    from safetensors.torch import save_file
     extra = {k: v for k, v in sd.items()}                        # graph_pred_linear not dropped
     save_file(extra, str(tmp_path / "extra.safetensors"))
     with pytest.raises(M.GINCheckpointError, match="graph_pred_linear"):
@@ -402,7 +403,6 @@ def test_bf16_llm_keeps_fp32_tower_and_casts_tokens():
 
 
 def test_gradients_reach_projector_and_adapters_with_moge():
-    moge = pytest.importorskip("moge")
     model, tok = load_model("tiny")
     torch.manual_seed(0)
     M.attach_molecule(model)

@@ -1,22 +1,19 @@
 """Sequence packing (packing.py, model doc_ids): the row plan against hand-worked cases and its
 invariants, per-document positions and masks against naive loops, FlexAttention's document mask
 against the dense one, and train.py's loss of a packed micro-batch equal to the unpacked one (per
-sample, and every trainable gradient) on the tiny model with graphs spliced in."""
+sample, and every trainable gradient) on the tiny model with graphs spliced in. tiny_batch, tiny_data,
+train_args, read_log, log_keys: conftest.py."""
 import os
-import sys
 
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import model as M  # noqa: E402
-import molecule  # noqa: E402
-import moge  # noqa: E402
-import packing  # noqa: E402
-from tokenizer import MOL_PLACEHOLDER as MOL  # noqa: E402
-from test_train import KEYS, args_for, read_log, tiny_data  # noqa: E402, F401 (tiny_data: a fixture)
-from train import TrainStep  # noqa: E402
+import model as M
+import moge
+import molecule
+import packing
+import train
+from train import TrainStep
 
 
 def test_plan_rows_first_fit_decreasing_by_hand():
@@ -92,18 +89,8 @@ def test_packed_rows_give_each_sample_its_solo_logits():
         torch.testing.assert_close(got, solo, atol=1e-5, rtol=1e-5)
 
 
-def tiny_batch(tok):
-    smiles = ["CCO", "c1ccccc1O", None, "CC(=O)Nc1ccc(O)cc1", None, "C1CC1", "CCN(CC)CC"]
-    ids, labels, graphs = [], [], []
-    for i, s in enumerate(smiles):
-        prompt = (f"Describe {MOL} briefly, item {i}." if s else f"Name {i * 'x'} a noble gas.")
-        a, l = tok.encode_chat(prompt, f"answer {i} " + "y" * (3 * i))
-        ids.append(a), labels.append(l), graphs.append(molecule.smiles_to_graph(s) if s else None)
-    return ids, labels, graphs
-
-
 @pytest.mark.parametrize("recipe", ["moge", "gal"])
-def test_packed_loss_and_gradients_equal_unpacked(recipe):
+def test_packed_loss_and_gradients_equal_unpacked(recipe, tiny_batch):
     torch.manual_seed(0)
     model, tok = M.load_model("tiny")
     molecule.attach_molecule(model)
@@ -137,20 +124,19 @@ def test_packed_loss_and_gradients_equal_unpacked(recipe):
 MOL_TOKEN = M.MOL_TOKEN_ID
 
 
-def test_train_py_pack_and_prefetch_keep_the_loss_curve(tiny_data, tmp_path):
+def test_train_py_pack_and_prefetch_keep_the_loss_curve(tiny_data, train_args, read_log, log_keys, tmp_path):
     """train.py end to end: --pack gives the unpacked run's loss and gradient norm (dropout and the
     balance loss off: dropout masks follow tensor shapes, the balance loss counts padding), and
     --prefetch 0 (inline collate) the same log as the default background prefetch, exactly."""
-    import train
     data_dir = tiny_data
     common = ("--batch-size", 4, "--max-steps", 3, "--lora-dropout", 0, "--aux-coef", 0)
-    train.main(args_for(data_dir, tmp_path / "pad", *common))
-    train.main(args_for(data_dir, tmp_path / "pack", *common, "--pack"))
-    train.main(args_for(data_dir, tmp_path / "sync", *common, "--prefetch", 0))
+    train.main(train_args(data_dir, tmp_path / "pad", *common))
+    train.main(train_args(data_dir, tmp_path / "pack", *common, "--pack"))
+    train.main(train_args(data_dir, tmp_path / "sync", *common, "--prefetch", 0))
     pad, pk, sync = (read_log(tmp_path / n) for n in ("pad", "pack", "sync"))
     for a, b, c in zip(pad, pk, sync):
         assert a["tokens"] == b["tokens"]
         for k in ("ce", "grad_norm"):
             assert b[k] == pytest.approx(a[k], rel=1e-5), (a["step"], k)
-        assert {k: a[k] for k in KEYS} == {k: c[k] for k in KEYS}
+        assert {k: a[k] for k in log_keys} == {k: c[k] for k in log_keys}
     assert pad[-1]["ce"] != pad[0]["ce"]

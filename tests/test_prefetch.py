@@ -1,17 +1,12 @@
 """data.Prefetcher (train.py --prefetch): the same batches in the same order as the synchronous Loader
 across epochs, graphs included; a resume from its state_dict continues exactly where the consumer was
 (not where the background thread had got to); a collate error reaches the training thread."""
-import os
-import sys
-
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import data  # noqa: E402
-import model as M  # noqa: E402
-from tokenizer import MOL_PLACEHOLDER as MOL  # noqa: E402
+import data
+import model as M
+from tokenizer import MOL_PLACEHOLDER as MOL
 
 SMILES = ["CCO", "c1ccccc1", "CC(=O)O", "CCN", "OCCO", "CCCC", "C1CC1", "CC(C)O", "CC#N", "C=CC=C", None, None]
 

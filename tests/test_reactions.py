@@ -12,7 +12,8 @@ from ord_schema.proto import dataset_pb2, reaction_pb2 as pb
 
 import data
 import reactions
-from tasks import TASKS
+from demo_data import ORD_DIR, _package_file
+from tasks import TASKS, build_prompt, graph_source
 
 ROLE = pb.ReactionRole
 
@@ -108,13 +109,14 @@ def test_every_reaction_task_record_in_release_format(tmp_path):
     for t, rec in r.items():
         assert rec["instruction"] == reactions.INSTRUCTIONS[t] and rec["metadata"]["split"] in ("train", "test")
         # the release's prompt and graph source read these records
-        assert data.graph_source(TASKS[t], rec)
-        assert TASKS[t].prompt.split("{input}")[0].format(instruction=rec["instruction"]) in data.build_prompt(TASKS[t], rec)
-    assert data.graph_source(TASKS["forward"], r["forward"]) == "CCBr"            # first component
-    assert data.graph_source(TASKS["experiment"], e) == "CCBr.Oc1ccccc1.O.[Na+].[OH-].[Pd]"
+        assert graph_source(TASKS[t], rec)
+        assert TASKS[t].prompt.split("{input}")[0].format(instruction=rec["instruction"]) in build_prompt(TASKS[t], rec)
+    assert graph_source(TASKS["forward"], r["forward"]) == "CCBr"            # first component
+    assert graph_source(TASKS["experiment"], e) == "CCBr.Oc1ccccc1.O.[Na+].[OH-].[Pd]"
     # the split: product for retrosynthesis / forward, the reaction for the others
     assert r["retrosynthesis"]["metadata"]["split"] == ("test" if reactions.is_test("CCOc1ccccc1") else "train")
-    assert r["reagent"]["metadata"]["split"] == ("test" if reactions.is_test("CCBr.Oc1ccccc1>>CCOc1ccccc1") else "train")
+    reagent_test = reactions.is_test("CCBr.Oc1ccccc1>>CCOc1ccccc1")
+    assert r["reagent"]["metadata"]["split"] == ("test" if reagent_test else "train")
 
 
 def test_eln_reaction_uses_roles(tmp_path):
@@ -201,7 +203,6 @@ def test_ord_data_source_counts_skips(tmp_path):
 
 
 def test_the_demo_reads_orderly_files():
-    from demo_data import ORD_DIR, _package_file
     files = reactions.ord_files(_package_file("orderly", *ORD_DIR, folder=True))
     assert len(files) == 12
     xs, _ = reactions.read_ord([p for p in files if "85c00026681b46f89ef8634d2b8618c3" in p][0])

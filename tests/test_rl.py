@@ -3,29 +3,32 @@ the clipped objective and the KL term match hand formulas (KL exactly 0 at step 
 log-probs equal the teacher-forced ones, resume is exact and eval.py loads an RL checkpoint.
 
 The toy rewards here are test stand-ins for verify.verify (same call and verdict shape); rl.py itself
-uses verify.py."""
+uses verify.py. smiles, read_log, repo: conftest.py."""
 import collections
 import json
 import math
 import os
+import subprocess
 import sys
 
 import pytest
+import selfies
 import torch
+from rdkit import Chem
+from rdkit.Chem import Descriptors
+from safetensors.torch import load_file
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-import eval as E  # noqa: E402
-import likelihood  # noqa: E402
-import moge  # noqa: E402
-import molecule  # noqa: E402
-import rl  # noqa: E402
-import train  # noqa: E402
+import checkpoint
+import data
+import eval as E
+import likelihood
+import moge
+import molecule
+import rl
+import train
+import verify
 
 Verdict = collections.namedtuple("Verdict", "score reason")
-SMILES = ["CCO", "c1ccccc1", "CC(=O)O", "CCN", "OCCO", "CCCC", "C1CC1", "CC(C)O", "CC#N", "C=CC=C",
-          "CS", "NCC(=O)O"]
 LETTERS = set("abcdefghijklmnopqrstuvwxyz")
 
 
@@ -38,15 +41,12 @@ def letters_reward(task, prompt, prediction, reference):
 
 
 @pytest.fixture(scope="module")
-def sft(tmp_path_factory):
+def sft(tmp_path_factory, smiles):
     """A tiny data folder (weight: train and test records) and a 2-step train.py checkpoint on it."""
-    import selfies
     root = tmp_path_factory.mktemp("rl")
-    from rdkit import Chem
-    from rdkit.Chem import Descriptors
     recs = [{"instruction": "What is the molecular weight of this molecule?", "input": selfies.encoder(s),
              "output": f"{Descriptors.MolWt(Chem.MolFromSmiles(s)):.2f}", "metadata": {"split": split}}
-            for split in ("train", "test") for s in SMILES]
+            for split in ("train", "test") for s in smiles]
     os.makedirs(root / "data" / "train")
     os.makedirs(root / "data" / "test")
     for split in ("train", "test"):
@@ -54,18 +54,13 @@ def sft(tmp_path_factory):
             json.dumps([r for r in recs if r["metadata"]["split"] == split]))
     train.main(["--model", "tiny", "--data", str(root / "data"), "--tasks", "weight", "--out", str(root / "sft"),
                 "--lora-r", "4", "--max-steps", "2", "--batch-size", "2", "--max-len", "512", "--threads", "1"])
-    return root, train.checkpoint_dirs(root / "sft")[-1]
+    return root, checkpoint.steps(root / "sft")[-1]
 
 
 def rl_args(sft, out, *extra):
     root, ckpt = sft
     return ["--ckpt", ckpt, "--tasks", "weight", "--out", str(out), "--threads", "1", "--prompts", "2",
             "--group-size", "4", "--max-new-tokens", "6", *map(str, extra)]
-
-
-def read_log(out):
-    with open(os.path.join(out, "log.jsonl")) as f:
-        return [json.loads(line) for line in f]
 
 
 # ----------------------------------------------------------------------------- pieces against hand formulas
@@ -119,7 +114,6 @@ def test_shaping_options():
 
 
 def test_real_verifier_plugs_in():
-    verify = pytest.importorskip("verify")  # helper "verify"'s module; rl.py's default reward
     assert set(rl.NO_FORMAT) <= set(verify.REASONS)
     assert rl.default_reward() is verify.verify
     prompt = "What is the molecular weight of this molecule? The molecule SELFIES sequence is: <mol>[C][C][O]"
@@ -129,7 +123,7 @@ def test_real_verifier_plugs_in():
 
 
 def test_swapped_parameters_come_back(sft):
-    model, _, _ = E.load_checkpoint(sft[1], "cpu", torch.float32, log=lambda *a: None)
+    model, _, _ = checkpoint.load_model(sft[1], "cpu", torch.float32, log=lambda *a: None)
     params = moge.trainable_parameters(model)
     live = {n: p.detach().clone() for n, p in params.items()}
     zeros = {n: torch.zeros_like(p) for n, p in params.items()}
@@ -142,8 +136,7 @@ def test_swapped_parameters_come_back(sft):
 def test_sampling_logprobs_equal_teacher_forced(sft):
     """The old-policy log-probs from the KV-cache sampling pass (model.generate) equal the teacher-forced
     log-probs of the same token ids (likelihood.answer_logprobs with answer_ids), at temperature T."""
-    import data
-    model, tok, meta = E.load_checkpoint(sft[1], "cpu", torch.float32, log=lambda *a: None)
+    model, tok, meta = checkpoint.load_model(sft[1], "cpu", torch.float32, log=lambda *a: None)
     samples = data.load_tasks("weight", split="train", data=meta["args"]["data"], verbose=False)[:3]
     items = [(s.prompt, data.featurize(s)) for s in samples for _ in range(2)]
     ids = [tok.encode_chat(u)[0] for u, _ in items]
@@ -184,7 +177,7 @@ def test_sampling_logprobs_equal_teacher_forced(sft):
 TOY = ("--lr", 1e-2, "--temperature", 0.2)
 
 
-def test_toy_reward_rises(sft, tmp_path):
+def test_toy_reward_rises(sft, tmp_path, read_log):
     out = tmp_path / "rise"
     rl.main(rl_args(sft, out, "--max-steps", 20, "--group-size", 8, *TOY), reward_fn=letters_reward)
     log = read_log(out)
@@ -196,7 +189,7 @@ def test_toy_reward_rises(sft, tmp_path):
     assert os.path.exists(out / "reward.png") or "matplotlib" not in sys.modules
 
 
-def test_kl_is_zero_at_step_0_then_grows(sft, tmp_path):
+def test_kl_is_zero_at_step_0_then_grows(sft, tmp_path, read_log):
     out = tmp_path / "kl"
     rl.main(rl_args(sft, out, "--max-steps", 3, "--kl-coef", 0.1, *TOY), reward_fn=letters_reward)
     log = read_log(out)
@@ -207,7 +200,7 @@ def test_kl_is_zero_at_step_0_then_grows(sft, tmp_path):
 KEYS = ("reward", "verified", "reasons", "kl", "entropy", "answer_len", "loss", "grad_norm", "clip_frac", "example")
 
 
-def test_resume_is_exact(sft, tmp_path):
+def test_resume_is_exact(sft, tmp_path, read_log):
     common = ("--max-steps", 4, "--kl-coef", 0.05, "--save-every", 2, *TOY)
     rl.main(rl_args(sft, tmp_path / "full", *common), reward_fn=letters_reward)
     rl.main(rl_args(sft, tmp_path / "cut", *common, "--stop-after", 2), reward_fn=letters_reward)
@@ -219,27 +212,26 @@ def test_resume_is_exact(sft, tmp_path):
     assert [r["step"] for r in cut] == [1, 2, 3, 4]
     for a, b in zip(full, cut):
         assert {k: a[k] for k in KEYS} == {k: b[k] for k in KEYS}
-    from safetensors.torch import load_file
-    fa = load_file(os.path.join(train.checkpoint_dirs(tmp_path / "full")[-1], "adapters.safetensors"))
-    fb = load_file(os.path.join(train.checkpoint_dirs(tmp_path / "cut")[-1], "adapters.safetensors"))
+    fa = load_file(os.path.join(checkpoint.steps(tmp_path / "full")[-1], "adapters.safetensors"))
+    fb = load_file(os.path.join(checkpoint.steps(tmp_path / "cut")[-1], "adapters.safetensors"))
     assert fa.keys() == fb.keys() and all(torch.equal(fa[k], fb[k]) for k in fa)
 
 
 def test_rl_checkpoint_loads_in_eval(sft, tmp_path, capsys):
     out = tmp_path / "ev"
     trained = rl.main(rl_args(sft, out, "--max-steps", 2, *TOY), reward_fn=letters_reward)
-    ckpt = train.checkpoint_dirs(out)[-1]
-    model, _, meta = E.load_checkpoint(ckpt, "cpu", torch.float32, log=lambda *a: None)
+    ckpt = checkpoint.steps(out)[-1]
+    model, _, meta = checkpoint.load_model(ckpt, "cpu", torch.float32, log=lambda *a: None)
     got, want = moge.adapter_state_dict(model), moge.adapter_state_dict(trained)
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
-    start = moge.adapter_state_dict(E.load_checkpoint(sft[1], "cpu", torch.float32, log=lambda *a: None)[0])
+    start = moge.adapter_state_dict(checkpoint.load_model(sft[1], "cpu", torch.float32, log=lambda *a: None)[0])
     assert any(not torch.equal(got[k], start[k]) for k in got)  # RL changed the adapters
     assert meta["step"] == 2 and meta["rl"]["sft_checkpoint"] == os.path.abspath(sft[1])
     res = E.main(["--ckpt", str(out), "--tasks", "weight", "--limit", "2", "--max-new-tokens", "4", "--greedy"])
     assert "weight" in res and f"loaded {ckpt}" in capsys.readouterr().out.replace("/adapters.safetensors", "")
 
 
-def test_steps_without_signal_run(sft, tmp_path):
+def test_steps_without_signal_run(sft, tmp_path, read_log):
     """All answers score 0: every advantage is 0, no sequence is trained, the step still logs and saves."""
     out = tmp_path / "flat"
     rl.main(rl_args(sft, out, "--max-steps", 2, *TOY), reward_fn=lambda *a: Verdict(0.0, "unparsable"))
@@ -248,7 +240,7 @@ def test_steps_without_signal_run(sft, tmp_path):
     assert log[0]["grad_norm"] == 0.0 and not any(r["skipped"] for r in log)
 
 
-def test_micro_batches_take_the_same_step(sft, tmp_path):
+def test_micro_batches_take_the_same_step(sft, tmp_path, read_log):
     """Gradient accumulation over micro-batches of 3 sequences == one pass over all 8 (balance loss off: it is a
     per-forward statistic): the same loss and gradient norm, and step 2 samples from the same updated policy.
     (Adapters are not compared elementwise: Adam turns float-noise gradients of ~0 into +-lr steps.)"""
@@ -267,7 +259,7 @@ def test_text_tasks_are_refused(capsys):
     assert "molcap: free-text answers have no verifiable reward" in capsys.readouterr().err
 
 
-def test_nonfinite_steps_are_skipped_then_stop(sft, tmp_path):
+def test_nonfinite_steps_are_skipped_then_stop(sft, tmp_path, read_log):
     out = tmp_path / "nan"
     rl.main(rl_args(sft, out, "--max-steps", 3, "--debug-nan-steps", 2, *TOY), reward_fn=letters_reward)
     assert [r["skipped"] for r in read_log(out)] == [False, True, False]
@@ -277,33 +269,33 @@ def test_nonfinite_steps_are_skipped_then_stop(sft, tmp_path):
     assert e.value.code == 1 and len(read_log(tmp_path / "nan2")) == 3
 
 
+# rl.main in a torchrun child with this file's toy reward (the child finds the repository and this file
+# by PYTHONPATH)
 TOY_SCRIPT = '''
 import os, sys
-sys.path[:0] = [{repo!r}, {tests!r}]
 import moge, rl, test_rl
 from safetensors.torch import save_file
 model = rl.main(sys.argv[1:], reward_fn=test_rl.letters_reward)
-save_file({{n: t.contiguous() for n, t in moge.adapter_state_dict(model).items()}},
-          os.path.join(sys.argv[sys.argv.index("--out") + 1], f"rank{{os.environ.get('RANK', 0)}}.safetensors"))
+save_file({n: t.contiguous() for n, t in moge.adapter_state_dict(model).items()},
+          os.path.join(sys.argv[sys.argv.index("--out") + 1], f"rank{os.environ.get('RANK', 0)}.safetensors"))
 '''
 
 
-def test_torchrun_two_ranks_stay_in_sync(sft, tmp_path):
+def test_torchrun_two_ranks_stay_in_sync(repo, sft, read_log, tmp_path):
     """Two ranks sample different answers to different prompts; the summed gradients keep their adapters
     identical, and the log counts both ranks' answers."""
-    import subprocess
     script = tmp_path / "toy_rl.py"
-    script.write_text(TOY_SCRIPT.format(repo=REPO, tests=os.path.dirname(os.path.abspath(__file__))))
+    script.write_text(TOY_SCRIPT)
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    path = os.pathsep.join([repo, os.path.join(repo, "tests")] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                         str(script), *rl_args(sft, out, "--max-steps", 2, "--kl-coef", 0.05, *TOY)],
-                       cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+                       cwd=repo, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    from safetensors.torch import load_file
     a, b = load_file(out / "rank0.safetensors"), load_file(out / "rank1.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    saved = load_file(os.path.join(train.checkpoint_dirs(out)[-1], "adapters.safetensors"))
+    saved = load_file(os.path.join(checkpoint.steps(out)[-1], "adapters.safetensors"))
     assert all(torch.equal(a[k], saved[k]) for k in a)
     log = read_log(out)
     assert [r["answers"] for r in log] == [16, 16] and log[0]["kl"] == 0.0  # 2 ranks x 2 prompts x 4 answers

@@ -18,6 +18,9 @@ def row(task, pred, ref, prompt=""):
     return {"task": task, "prediction": pred, "reference": ref, "prompt": prompt}
 
 
+QED_UP = "Can you make this molecule more drug-like, i.e. raise its QED value? "
+
+
 def cases():
     """One small set of rows per answer kind, with unparsable and invalid answers mixed in."""
     return {
@@ -26,14 +29,18 @@ def cases():
         "homolumo": [row("homolumo", p, r, HL.format(q)) for p, r, q in
                      [("-0.25", "-0.24", "HOMO energy"), ("0.01", "0.02", "LUMO energy"), ("x", "0.3", "HOMO-LUMO gap"),
                       ("0.31", "0.29", "HOMO-LUMO gap")]],
-        "yield_BH": [row("yield_BH", p, r) for p, r in [("10", "12"), ("50", "40"), ("bad", "30"), ("70", "90"), ("5", "1")]],
+        "yield_BH": [row("yield_BH", p, r) for p, r in
+                     [("10", "12"), ("50", "40"), ("bad", "30"), ("70", "90"), ("5", "1")]],
         "forward": [row("forward", p, r) for p, r in
-                    [(sf("CCO"), sf("OCC")), (sf("CC"), sf("CCC")), ("[C][Branch1", sf("C")), ("CCN", "NCC"), ("", sf("O"))]],
-        "molediting": [row("molediting", p, r, "Can you make this molecule more drug-like, i.e. raise its QED value? " + sf(s))
+                    [(sf("CCO"), sf("OCC")), (sf("CC"), sf("CCC")), ("[C][Branch1", sf("C")), ("CCN", "NCC"),
+                     ("", sf("O"))]],
+        "molediting": [row("molediting", p, r, QED_UP + sf(s))
                        for p, r, s in [(sf("CC(=O)Nc1ccc(O)cc1"), sf("CC(=O)Nc1ccc(OC)cc1"), "CC(=O)Nc1ccccc1"),
-                                       (sf("CCCCCCCCCC"), sf("CCCCCCCCCO"), "CCCCCCCCC"), ("zz", sf("c1ccccc1O"), "c1ccccc1")]],
-        "molcap": [row("molcap", p, r) for p, r in [("The molecule is an alcohol.", "The molecule is a primary alcohol."),
-                                                      ("", "It is an acid."), ("A ketone", "A ketone<|im_end|>")]],
+                                       (sf("CCCCCCCCCC"), sf("CCCCCCCCCO"), "CCCCCCCCC"),
+                                       ("zz", sf("c1ccccc1O"), "c1ccccc1")]],
+        "molcap": [row("molcap", p, r) for p, r in
+                   [("The molecule is an alcohol.", "The molecule is a primary alcohol."),
+                    ("", "It is an acid."), ("A ketone", "A ketone<|im_end|>")]],
     }
 
 
@@ -114,7 +121,8 @@ def test_homolumo_spearman_is_within_buckets():
     rows = []
     for q, centre in (("HOMO energy", -0.25), ("LUMO energy", 0.0), ("HOMO-LUMO gap", 0.25)):
         for k, ref in enumerate((0.01, -0.02, 0.03, -0.01)):
-            rows.append(row("homolumo", f"{centre + (0.001 if k in (1, 2) else 0):.4f}", f"{centre + ref:.4f}", HL.format(q)))
+            pred = f"{centre + (0.001 if k in (1, 2) else 0):.4f}"
+            rows.append(row("homolumo", pred, f"{centre + ref:.4f}", HL.format(q)))
     rho = S.task_spearman("homolumo", rows)
     pooled = S.spearman([float(r["prediction"]) for r in rows], [float(r["reference"]) for r in rows])
     assert pooled > 0.8 and rho == pytest.approx(0.0, abs=1e-12)

@@ -2,18 +2,13 @@
 GPU) against the growing-cache path (EagerDecoder) on CPU, where both run eagerly: the same greedy
 tokens and per-step logits, the same sampled tokens under the same generator (identical logits feed
 identical draws), with left padding, graphs spliced in and MoGE layers; and the StaticKVCache's
-masked attention over all slots against HF-style attention over the filled prefix."""
-import os
-import sys
-
+masked attention over all slots against HF-style attention over the filled prefix. decode_prompts:
+conftest.py."""
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import model as M  # noqa: E402
-import molecule  # noqa: E402
-import moge  # noqa: E402
-from tokenizer import MOL_PLACEHOLDER as MOL  # noqa: E402
+import model as M
+import molecule
+import moge
 
 
 def tiny_trained():
@@ -29,17 +24,9 @@ def tiny_trained():
     return m.eval(), tok
 
 
-def prompts(m, tok):
-    texts = [(f"Describe {MOL}.", "CCO"), ("Name a noble gas, please, in one word.", None),
-             (f"What is {MOL}?", "c1ccccc1O")]
-    ids = [tok.encode_chat(t)[0] for t, _ in texts]
-    graphs = [molecule.smiles_to_graph(s) if s else None for _, s in texts]
-    return molecule.embed_inputs(m, ids, graphs, padding_side="left")[:2]
-
-
-def test_static_greedy_tokens_and_logits_equal_eager():
+def test_static_greedy_tokens_and_logits_equal_eager(decode_prompts):
     m, tok = tiny_trained()
-    emb, mask = prompts(m, tok)
+    emb, mask = decode_prompts(m, tok)
     assert mask.sum(1).unique().numel() > 1  # left padding really happens
     with torch.no_grad():
         steps = {}
@@ -56,9 +43,9 @@ def test_static_greedy_tokens_and_logits_equal_eager():
     assert a == b and any(len(s) for s in a)
 
 
-def test_static_sampling_equals_eager_with_the_same_generator():
+def test_static_sampling_equals_eager_with_the_same_generator(decode_prompts):
     m, tok = tiny_trained()
-    emb, mask = prompts(m, tok)
+    emb, mask = decode_prompts(m, tok)
     out = [m.generate(inputs_embeds=emb, attention_mask=mask, max_new_tokens=16, temperature=1.0, top_p=0.9,
                       generator=torch.Generator().manual_seed(5), static_cache=s) for s in (False, True)]
     assert out[0] == out[1]
@@ -73,11 +60,11 @@ def test_list_prompts_static_default_on_cpu_is_eager():
     assert m.generate(long, max_new_tokens=3) == m.generate(long, max_new_tokens=3, static_cache=True)
 
 
-def test_num_samples_share_one_prefill_and_equal_repeated_prompts():
+def test_num_samples_share_one_prefill_and_equal_repeated_prompts(decode_prompts):
     """generate(num_samples=n) expands the prefilled cache n times: the same tokens as the prompts repeated
     n times (rows prompt-major), sampled with the same generator, on both decode paths."""
     m, tok = tiny_trained()
-    embeds, mask = prompts(m, tok)
+    embeds, mask = decode_prompts(m, tok)
     for static in (False, True):
         kw = dict(max_new_tokens=6, temperature=1.0, static_cache=static)
         shared = m.generate(inputs_embeds=embeds, attention_mask=mask, num_samples=3,

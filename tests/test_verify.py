@@ -11,9 +11,10 @@ import selfies
 from rdkit import Chem, DataStructs
 from rdkit.Chem import QED, rdFingerprintGenerator
 
+import answers
+import eval as E
 import verify as V
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sf = selfies.encoder
 ETHANOL = sf("CCO")
 PARACETAMOL = "CC(=O)Nc1ccc(O)cc1"
@@ -54,7 +55,7 @@ def test_stereo_is_ignored_and_component_order_does_not_matter():
     ("hello world", "unparsable"), ("[C][Xyz]", "unparsable"), ("[nop]", "unparsable"), (".", "unparsable"),
     ("", "empty"), ("   ", "empty"), (None, "empty"), ("<|im_end|>", "empty"),
     ("[C]" * 4000, "too long"),                  # more than MAX_CHARS
-    ("C" * (V.MAX_ATOMS + 1), "too long"),       # more than MAX_ATOMS heavy atoms
+    ("C" * (answers.MAX_ATOMS + 1), "too long"),  # more than MAX_ATOMS heavy atoms
 ])
 def test_wrong_invalid_and_garbage_molecules_get_their_reason(answer, why):
     assert reason("forward", "p", answer, ETHANOL) == why
@@ -72,7 +73,8 @@ RETRO_REF = sf("CC(=O)Cl.Nc1ccc(O)cc1")
 
 
 def test_retrosynthesis_the_reference_and_other_plausible_reactants_pass():
-    assert reason("retrosynthesis", RETRO_PROMPT, "Nc1ccc(O)cc1.ClC(C)=O", RETRO_REF) == "ok"  # the reference, as SMILES
+    # the reference, as SMILES
+    assert reason("retrosynthesis", RETRO_PROMPT, "Nc1ccc(O)cc1.ClC(C)=O", RETRO_REF) == "ok"
     # acetic anhydride instead of acetyl chloride: not the reference, balanced -> plausible without a model
     anhydride = sf("CC(=O)OC(C)=O.Nc1ccc(O)cc1")
     assert reason("retrosynthesis", RETRO_PROMPT, anhydride, RETRO_REF) == "ok (atom balance only)"
@@ -151,7 +153,8 @@ def test_logp_keeps_its_sign():
 
 EDIT_SOURCE = "O=C(O)C1=NN(c2ccc(S(=O)(=O)O)cc2)C(=O)C1=CNc1ccccc1"   # QED 0.52
 EDIT_GOOD = "O=C(O)C1=NN(c2ccccc2)C(=O)C1=Cc1cccs1"                    # QED 0.89, similarity 0.47
-EDIT_PROMPT = "<mol>Make it more drug-like (QED) and keep it similar. The compound SELFIES sequence is: " + sf(EDIT_SOURCE)
+EDIT_PROMPT = ("<mol>Make it more drug-like (QED) and keep it similar. The compound SELFIES sequence is: "
+               + sf(EDIT_SOURCE))
 
 
 def _qed_sim(smiles):
@@ -263,26 +266,25 @@ def test_verify_rows_counts_reasons_and_skips_the_unverifiable():
     assert V.verify_rows([None, "row", {}])[""]["reasons"] == {"unknown task": 3}
 
 
-def test_cli_writes_verified_json_beside_the_file_and_survives_bad_bytes(tmp_path):
+def test_cli_writes_verified_json_beside_the_file_and_survives_bad_bytes(repo, tmp_path):
     path = tmp_path / "predictions.jsonl"
     lines = [json.dumps(r).encode() for r in ROWS]
     lines.append(b'{"task": "forward", "prompt": "p", "prediction": "\xff\xfe[C]", "reference": "[C][C][O]"}')
     path.write_bytes(b"\n".join(lines) + b"\n\n")
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "verify.py"), str(path)], capture_output=True, text=True,
-                         cwd=ROOT, timeout=300)
+    out = subprocess.run([sys.executable, os.path.join(repo, "verify.py"), str(path)], capture_output=True, text=True,
+                         cwd=repo, timeout=300)
     assert out.returncode == 0, out.stderr
     got = json.loads((tmp_path / "verified.json").read_text())
     assert got["forward"]["N"] == 5 and got["forward"]["reasons"]["unparsable"] == 2
     assert got["forward"]["verified"] == pytest.approx(1 / 5)
     assert "forward" in out.stdout and "wrote" in out.stdout
     path.write_text('{"task": "forward"}\n[1, 2]\n')
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "verify.py"), str(path)], capture_output=True, text=True,
-                         cwd=ROOT, timeout=300)
+    out = subprocess.run([sys.executable, os.path.join(repo, "verify.py"), str(path)], capture_output=True, text=True,
+                         cwd=repo, timeout=300)
     assert out.returncode != 0 and "predictions.jsonl:2" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_eval_score_reports_the_verified_column(tmp_path):
-    import eval as E
     path = tmp_path / "predictions.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
     res = E.main(["--score", str(path), "--out", str(tmp_path / "ev")])
@@ -296,7 +298,6 @@ def test_eval_score_reports_the_verified_column(tmp_path):
 def test_eval_round_trip_answers_reach_the_verifier(monkeypatch, tmp_path):
     """eval.roundtrip asks the model the forward question on each proposed reactant set; its answers are kept
     per row ("roundtrip"), written to predictions.jsonl and used by verify (here a stand-in model)."""
-    import eval as E
     asked = []
 
     def fake_generate(model, tok, samples, *a, **k):
@@ -318,8 +319,10 @@ def test_eval_round_trip_answers_reach_the_verifier(monkeypatch, tmp_path):
 
 def test_prompts_in_smiles_as_with_mol_format_smiles():
     """--mol-format smiles writes the prompt's molecule (and the answers) as SMILES: the same verdicts."""
-    assert reason("weight", "<mol>\nWhat is the weight? The molecule sequence is: CC(=O)[O-].[Na+]", "82.03", "x") == "ok"
-    p = "<mol>\nPlease suggest potential reactants. The product is: " + PARACETAMOL
-    assert reason("retrosynthesis", p, "CC(=O)OC(C)=O.Nc1ccc(O)cc1", "CC(=O)Cl.Nc1ccc(O)cc1") == "ok (atom balance only)"
-    assert reason("retrosynthesis", p, "CC(=O)Cl.c1ccc(O)cc1", "CC(=O)Cl.Nc1ccc(O)cc1") == "atoms unbalanced"
-    assert reason("molediting", "<mol>\nRaise its QED. The compound sequence is: " + EDIT_SOURCE, EDIT_GOOD, "x") == "ok"
+    salt = "<mol>\nWhat is the weight? The molecule sequence is: CC(=O)[O-].[Na+]"
+    assert reason("weight", salt, "82.03", "x") == "ok"
+    p, ref = "<mol>\nPlease suggest potential reactants. The product is: " + PARACETAMOL, "CC(=O)Cl.Nc1ccc(O)cc1"
+    assert reason("retrosynthesis", p, "CC(=O)OC(C)=O.Nc1ccc(O)cc1", ref) == "ok (atom balance only)"
+    assert reason("retrosynthesis", p, "CC(=O)Cl.c1ccc(O)cc1", ref) == "atoms unbalanced"
+    edit = "<mol>\nRaise its QED. The compound sequence is: " + EDIT_SOURCE
+    assert reason("molediting", edit, EDIT_GOOD, "x") == "ok"

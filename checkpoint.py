@@ -47,6 +47,22 @@ class RunFolderError(ValueError):
     """A run folder that belongs to another run (or is being written by one)."""
 
 
+def add_run_arguments(g) -> None:
+    """The run-folder flags train.py and rl.py share, added to an argparse group."""
+    g.add_argument("--save-every", type=int, default=None, help="steps between checkpoints; default: a tenth "
+                   "of the run, at least 10; the last step is always saved")
+    g.add_argument("--keep-last", type=int, default=3, help="checkpoints kept; older ones are deleted")
+    g.add_argument("--overwrite", action="store_true", help="delete the checkpoints and logs of an earlier run "
+                   "in --out first (without it, a used run folder is refused unless --resume)")
+    g.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in "
+                   "OUT/checkpoints (adapters, optimizer, schedule, data position, every rank's RNG): on CPU with "
+                   "the same world size the run continues exactly as if never interrupted")
+    g.add_argument("--stop-after", type=int, default=None, help="stop (with a checkpoint) after this many "
+                   "steps of this invocation, e.g. to fit a job's time limit; --resume continues")
+    g.add_argument("--max-bad-steps", type=int, default=5, help="a step with a non-finite loss or gradient "
+                   "norm is skipped and counted; this many in a row stop the run")
+
+
 # ----------------------------------------------------------------------------- finding checkpoints
 
 def steps(out: str) -> list:
@@ -207,6 +223,12 @@ def non_finite(model) -> list:
     return [n for n, t in moge.adapter_state_dict(model).items()
             if t.is_floating_point() and not torch.isfinite(t).all()]
 
+def cadence(save_every, total_steps) -> int:
+    """Steps between checkpoints: as asked, else a tenth of the run and at least 10 (the last step is always
+    saved too)."""
+    return save_every or max(10, total_steps // 10)
+
+
 def save(out, step, model, optimizer, scheduler, meta, keep_last, crash_after_adapters=False) -> str:
     """Rank 0 only. Written into a temporary folder, then renamed: a crash mid-save leaves the previous
     checkpoints whole, and a half-written folder is never mistaken for a checkpoint. Keeps the newest
@@ -282,6 +304,18 @@ def report_bad_step(args, step, loss, grad_norm, bad_in_row, skipped, bar, ddp):
         sys.exit(1)
 
 
+def finish(out, ddp, first_step, step, total_steps, seconds, skipped) -> None:
+    """The end of a train.py / rl.py run, on every rank: the summary line (rank 0), all ranks meet before the
+    process group goes (a rank that destroyed gloo while its peer still used it died with SIGABRT at exit),
+    and the run folder's lock is released."""
+    print0(f"done: steps {first_step} -> {step} of {total_steps} in {seconds:.0f}s, {skipped} skipped; "
+           f"{out}/log.jsonl, checkpoints in {out}/checkpoints")
+    if ddp:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    release(out)
+
+
 # ----------------------------------------------------------------------------- reading
 
 def read_adapters(step_dir) -> dict:
@@ -301,6 +335,19 @@ def read_adapters(step_dir) -> dict:
     return sd
 
 
+def refused(e: Exception) -> str:
+    """Why torch.load(weights_only=True) refused a file, without torch's advice to load it some less safe way
+    ("Re-running torch.load with weights_only set to False will likely succeed", add_safe_globals): never, for
+    a file we refused to unpickle."""
+    text = str(e)
+    m = re.search(r"Unsupported global: GLOBAL [\w.]+", text)
+    if m:
+        return f"it holds a pickled object ({m.group(0)}), not only tensors"
+    keep = [ln.strip() for ln in text.splitlines()
+            if ln.strip() and not re.search(r"weights_only|can still be loaded|safe_globals|trust", ln)]
+    return " ".join(keep) or type(e).__name__
+
+
 def read_optimizer(step_dir) -> dict:
     path = os.path.join(step_dir, "optimizer.pt")
     if not os.path.isfile(path):
@@ -308,9 +355,7 @@ def read_optimizer(step_dir) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as e:
-        # torch's message may advise weights_only=False: not for a file we refused to unpickle
-        msg = " ".join(ln for ln in str(e).splitlines() if "weights_only" not in ln).strip() or type(e).__name__
-        raise CorruptCheckpoint(f"checkpoint {step_dir} is corrupt: {path}: {msg}") from None
+        raise CorruptCheckpoint(f"checkpoint {step_dir} is corrupt: {path}: {refused(e)}") from None
 
 
 def newest_intact(out, before=None) -> str | None:
@@ -339,6 +384,29 @@ def load_training(step_dir, model, optimizer, scheduler) -> dict:
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     return meta
+
+
+def resume(out, model, optimizer, scheduler, loader, args, keys, section, rank, device):
+    """--resume of train.py and rl.py: the newest checkpoint of OUT into model, optimizer, scheduler and the data
+    loader, and this rank's RNG states restored. section(meta) -> {"args", "data_position", "rng"}: where the run
+    keeps them (train.py: meta itself; rl.py: meta["rl"]); each of keys must equal this run's args (a mismatch
+    would not continue the same run). -> (meta, this rank's RNG record)."""
+    found = steps(out)
+    if not found:
+        raise SystemExit(f"--resume: no checkpoint in {os.path.join(out, 'checkpoints')}")
+    meta = load_training(found[-1], model, optimizer, scheduler)
+    sec = section(meta)
+    for k in keys:
+        if sec["args"].get(k) != getattr(args, k):
+            raise SystemExit(f"--resume: {found[-1]} ran with --{k.replace('_', '-')} {sec['args'].get(k)!r}, this "
+                             f"run has {getattr(args, k)!r}")
+    try:  # the data position belongs to one batch size and world size; data.py names a mismatch
+        loader.load_state_dict(sec["data_position"])
+    except ValueError as e:
+        raise SystemExit(f"--resume: {e}") from None
+    set_rng_state(sec["rng"][rank], device)
+    print0(f"resumed from {found[-1]} at step {meta['step']}")
+    return meta, sec["rng"][rank]
 
 
 def _build(meta, device, dtype, where="meta.json"):

@@ -83,7 +83,7 @@ def read_tensors(path: str) -> dict:
             sd = torch.load(path, map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError) as e:
             raise ConversionError(f"cannot read {path} with torch.load(weights_only=True) (only plain tensor "
-                                  f"dicts are accepted; nothing else is unpickled): {e}") from None
+                                  f"dicts are accepted; nothing else is unpickled): {checkpoint.refused(e)}") from None
     else:
         raise ConversionError(f"{path}: unknown file type (expected .safetensors or .bin)")
     if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
@@ -404,7 +404,7 @@ def convert_moleculestm(src: str, dst: str) -> dict:
     try:
         sd = torch.load(src, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-        raise GINError(f"cannot read {src} with torch.load(weights_only=True): {e}") from None
+        raise GINError(f"cannot read {src} with torch.load(weights_only=True): {checkpoint.refused(e)}") from None
     if isinstance(sd, dict) and len(sd) == 1 and isinstance(next(iter(sd.values())), dict):
         sd = next(iter(sd.values()))            # {"model": state_dict} / {"state_dict": ...} wrappers
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):

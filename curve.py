@@ -1,8 +1,12 @@
-"""The learning curve: held-out answer loss per task while training runs.
+"""A run's curves: the held-out answer loss per task while training runs, and the plots of a run folder.
 
     curve = HeldoutCurve(tok, tasks, data_src, out, per_task=4, seed=42, mol_format="smiles")  # out None off rank 0
     curve(model, step, rank, world)   # every rank (items are sharded); the one with an out appends OUT/heldout.jsonl
     plot(OUT/heldout.jsonl, OUT/learning_curve.png)
+    plot_losses(OUT/log.jsonl, OUT/loss.png)      # train.py's per-task training loss
+    plot_rewards(OUT/log.jsonl, OUT/reward.png)   # rl.py's reward, verified score, KL or entropy
+
+Plots need matplotlib (requirements-dev.txt); without it they are skipped (each returns False).
 
 The loss is likelihood.heldout_nll (teacher-forced, nats per answer token, the same sequences as the training
 loss) over the first `per_task` test items of each scored set, with dropout off. It is a report only: no
@@ -51,19 +55,29 @@ class HeldoutCurve:
         return nll
 
 
-def plot(jsonl_path, png_path):
-    """Held-out NLL per task (and the mean over tasks) against steps; False if matplotlib or points are missing."""
+def _pyplot():
+    """matplotlib.pyplot on the Agg backend, or None where matplotlib (a dev requirement) is not installed."""
     try:
-        import matplotlib
+        import matplotlib  # optional: plots are a report, a run works without them
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return False
-    if not os.path.exists(jsonl_path):
-        return False
-    with open(jsonl_path) as f:
-        recs = [json.loads(ln) for ln in f if ln.strip()]
-    if not recs:
+        return None
+    return plt
+
+
+def _records(path):
+    """The JSON objects of a .jsonl log (train.py / rl.py log.jsonl, heldout.jsonl); [] if it is missing."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(ln) for ln in f if ln.strip()]
+
+
+def plot(jsonl_path, png_path):
+    """Held-out NLL per task (and the mean over tasks) against steps; False if matplotlib or points are missing."""
+    plt, recs = _pyplot(), _records(jsonl_path)
+    if plt is None or not recs:
         return False
     tasks = sorted({t for r in recs for t in r["nll"]})
     fig, ax = plt.subplots(figsize=(9, 5))
@@ -78,5 +92,52 @@ def plot(jsonl_path, png_path):
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(png_path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_losses(log_path, png_path):
+    """Loss per task (and the total) against steps, if matplotlib is installed."""
+    plt, recs = _pyplot(), _records(log_path)
+    if plt is None or not recs:
+        return False
+    fig, ax = plt.subplots(figsize=(9, 5))
+    ax.plot([r["step"] for r in recs], [r["ce"] for r in recs], color="black", lw=2, label="all tasks")
+    for i, t in enumerate(sorted({t for r in recs for t in r["task_loss"]})):
+        pts = [(r["step"], r["task_loss"][t]) for r in recs if t in r["task_loss"]]
+        ax.plot(*zip(*pts), lw=1, alpha=0.8, label=t, color=plt.cm.tab20(i % 20))
+    ax.set_xlabel("step")
+    ax.set_ylabel("answer-token cross-entropy")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def plot_rewards(log_path, png_path):
+    """Mean reward, verified score and per-task reward against steps (and the KL, when measured)."""
+    plt, recs = _pyplot(), _records(log_path)
+    if plt is None or not recs:
+        return False
+    steps = [r["step"] for r in recs]
+    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(9, 7), sharex=True, height_ratios=(3, 1))
+    ax.plot(steps, [r["reward"] for r in recs], color="black", lw=2, label="reward (all tasks)")
+    ax.plot(steps, [r["verified"] for r in recs], color="black", lw=1, ls="--", label="verified score")
+    for i, t in enumerate(sorted({t for r in recs for t in r["task_reward"]})):
+        pts = [(r["step"], r["task_reward"][t]) for r in recs if t in r["task_reward"]]
+        ax.plot(*zip(*pts), lw=1, alpha=0.8, label=t, color=plt.cm.tab20(i % 20))
+    ax.set_ylabel("mean reward per answer")
+    ax.legend(fontsize=7, ncol=2)
+    if recs[0]["kl"] is not None:
+        ax2.plot(steps, [r["kl"] for r in recs], color="tab:red")
+        ax2.set_ylabel("KL to start")
+    else:
+        ax2.plot(steps, [r["entropy"] for r in recs], color="tab:blue")
+        ax2.set_ylabel("entropy (nats/token)")
+    ax2.set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
     plt.close(fig)
     return True

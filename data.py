@@ -30,16 +30,19 @@ import json
 import os
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
+import torch
 
+import demo_data
+import model
+import molecule
 import reactions  # ORD (.pb.gz) reaction files as a data source
-
-from chem import (_hash, heavy_atoms, selfies_text_to_smiles)
+from chem import _hash, heavy_atoms, selfies_text_to_smiles
 from readers import read_records, task_files
-from tasks import (MOL_FORMATS, TASKS, Task, build_prompt,
-                   graph_source, redraw_question)
+from tasks import MOL_FORMATS, TASKS, Task, build_prompt, graph_source, redraw_question
 from tokenizer import MOL_PLACEHOLDER as MOL  # "<mol>": replaces the release's "<image>\n"
 
 MAX_LEN = 2048           # the release's model_max_length (which it never applied; we do)
@@ -267,7 +270,7 @@ def resolve_data(data) -> tuple[str, dict]:
     -> (folder or file, {task left out: why})."""
     if data in (None, "demo"):
         root = os.environ.get("OMNIMOL_DATA") or os.path.join(REPO, "data", "demo")
-        ensure_demo(root)
+        demo_data.ensure_demo(root)
     else:
         root = data
         if not os.path.isdir(root) and not reactions.ord_files(root):
@@ -279,47 +282,6 @@ def resolve_data(data) -> tuple[str, dict]:
             left_out = json.load(f).get("left_out", {})
     left_out.update(reactions.left_out(root))  # ORD files feed the reaction tasks only
     return root, left_out
-
-
-def _demo_current(manifest: str) -> bool:
-    """A demo folder built by the current recipe (demo_data.RECIPE); an older one is rebuilt."""
-    from demo_data import RECIPE
-    try:
-        with open(manifest) as f:
-            return json.load(f).get("recipe") == RECIPE
-    except (OSError, ValueError):
-        return False
-
-
-def ensure_demo(root: str, timeout: float = 1800):
-    """Build the demo once: the first process (e.g. rank 0 of torchrun) takes a lock file and builds,
-    the others wait for its manifest. A demo of an older recipe is moved aside and rebuilt."""
-    manifest = os.path.join(root, "manifest.json")
-    lock = root.rstrip("/") + ".lock"
-    t0 = time.time()
-    while not _demo_current(manifest):
-        try:
-            os.makedirs(os.path.dirname(os.path.abspath(lock)), exist_ok=True)
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            if time.time() - os.path.getmtime(lock) > timeout:  # a builder that died: take over
-                os.unlink(lock)
-            elif time.time() - t0 > timeout:
-                raise TimeoutError(f"waited {timeout:.0f}s for {manifest}; remove {lock} if no build is running")
-            time.sleep(1)
-            continue
-        try:
-            if not _demo_current(manifest):
-                from demo_data import build_demo  # the builder is its own concept (demo_data.py)
-                if os.path.isdir(root):  # an older recipe's demo
-                    import shutil
-                    old = f"{root.rstrip('/')}.old-{os.getpid()}"
-                    os.rename(root, old)
-                    shutil.rmtree(old, ignore_errors=True)
-                build_demo(root)
-        finally:
-            os.close(fd)
-            os.unlink(lock)
 
 
 # ----------------------------------------------------------------------------- encoding and batches
@@ -340,7 +302,6 @@ def featurize(sample: Sample):
     """The graph for the sample's graph-source molecule (molecule.smiles_to_graph), None if text-only."""
     if sample.smiles is None:
         return None
-    import molecule
     return molecule.smiles_to_graph(sample.smiles)
 
 
@@ -478,7 +439,6 @@ class Prefetcher:
         self._state = self.loader.state_dict()
 
     def __iter__(self):
-        from concurrent.futures import ThreadPoolExecutor
         pool = ThreadPoolExecutor(1, thread_name_prefix="prefetch")
         positions, pending = self.loader.positions(), collections.deque()
 
@@ -509,9 +469,7 @@ def _bench(args):
     """Samples/s of the full sample pipeline on one core: parse JSON + SELFIES decode + validate,
     tokenize (chat template, answer mask), featurize (molecule.smiles_to_graph). Reports rates by CPU
     time of this process (what one core does, robust to other load on the machine) and by wall time."""
-    import torch
     torch.set_num_threads(1)
-    import model
     _, tok = model.load_model(args.model)
     root, _ = resolve_data(args.data)
     clocks = (time.process_time, time.perf_counter)
@@ -549,15 +507,16 @@ def main(argv=None):
     bb.add_argument("--model", default="default", help="whose tokenizer: default|tiny|PATH")
     args = p.parse_args(argv)
     if args.cmd == "build-demo":
-        from demo_data import build_demo, demo_table
+        if os.path.exists(args.out) and not os.path.isdir(args.out):
+            raise SystemExit(f"data.py build-demo: --out {args.out} is a file, not a folder")
         if os.path.isdir(args.out):
             print(f"{args.out} exists; remove it to rebuild")
             with open(os.path.join(args.out, "manifest.json")) as f:
                 m = json.load(f)
         else:
-            m = build_demo(args.out, args.seed)
+            m = demo_data.build_demo(args.out, args.seed)
         if args.table:
-            print(demo_table(m))
+            print(demo_data.demo_table(m))
     elif args.cmd == "stats":
         load_tasks(args.tasks, args.split, args.data)
     else:

@@ -34,7 +34,7 @@ import reactions
 from chem import _hash, canonical, selfies_to_smiles, smiles_to_selfies
 from tasks import TASKS
 
-RECIPE = 2                         # bump when the records change: data.ensure_demo rebuilds older demos
+RECIPE = 2                         # bump when the records change: ensure_demo rebuilds older demos
 DEMO_TRAIN, DEMO_TEST = 1000, 45  # records per task (caps); yield: half of each per HTE set
 POOL = 8000                        # SMILES drawn from NCI + WEHI for the molecule tasks
 MAX_RXN_CHARS = 800                # reaction records: input + output SELFIES characters (fits max_len 1024)
@@ -446,8 +446,11 @@ def _build_demo(out, seed, verbose):
             raise FileExistsError
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         os.rename(tmp, out)
-    except OSError:
+    except FileExistsError:
         shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as e:  # out is a file, or not writable: say so instead of "wrote"
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OSError(e.errno, f"cannot write the demo data to {out}: {e.strerror}", out) from None
     say(f"[demo] wrote {out} in {time.time() - t0:.0f}s: " +
         ", ".join(f"{k} {v['train']}/{v['test']}" for k, v in manifest["tasks"].items()) +
         " (train/test); left out: " + ", ".join(manifest["left_out"]))
@@ -464,3 +467,44 @@ def demo_table(manifest: dict) -> str:
         else:
             rows.append(f"| {k} | - | left out: {manifest['left_out'].get(k, '')} | 0 | 0 |")
     return "\n".join(rows)
+
+
+# ----------------------------------------------------------------------------- keeping it current
+
+def _demo_current(manifest: str) -> bool:
+    """A demo folder built by the current recipe (demo_data.RECIPE); an older one is rebuilt."""
+    try:
+        with open(manifest) as f:
+            return json.load(f).get("recipe") == RECIPE
+    except (OSError, ValueError):
+        return False
+
+
+def ensure_demo(root: str, timeout: float = 1800):
+    """data.resolve_data("demo") calls this. Build the demo once: the first process (e.g. rank 0 of torchrun)
+    takes a lock file and builds, the others wait for its manifest. A demo of an older recipe is moved aside
+    and rebuilt."""
+    manifest = os.path.join(root, "manifest.json")
+    lock = root.rstrip("/") + ".lock"
+    t0 = time.time()
+    while not _demo_current(manifest):
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(lock)), exist_ok=True)
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if time.time() - os.path.getmtime(lock) > timeout:  # a builder that died: take over
+                os.unlink(lock)
+            elif time.time() - t0 > timeout:
+                raise TimeoutError(f"waited {timeout:.0f}s for {manifest}; remove {lock} if no build is running")
+            time.sleep(1)
+            continue
+        try:
+            if not _demo_current(manifest):
+                if os.path.isdir(root):  # an older recipe's demo
+                    old = f"{root.rstrip('/')}.old-{os.getpid()}"
+                    os.rename(root, old)
+                    shutil.rmtree(old, ignore_errors=True)
+                build_demo(root)
+        finally:
+            os.close(fd)
+            os.unlink(lock)

@@ -453,8 +453,14 @@ def load_model(path: str = "default", device="cpu", dtype=torch.float32):
     cfg_file = os.path.join(path, "config.json")
     if not os.path.exists(cfg_file):
         raise FileNotFoundError(f"no config.json in {path!r} (expected an HF checkpoint folder, 'default' or 'tiny')")
-    with open(cfg_file) as f:
-        cfg = ModelConfig.from_hf(json.load(f))
+    try:
+        with open(cfg_file, encoding="utf-8") as f:
+            hf_cfg = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{cfg_file} is not valid JSON: {e}") from None
+    if not isinstance(hf_cfg, dict):
+        raise ValueError(f"{cfg_file} holds a {type(hf_cfg).__name__}, not a JSON object")
+    cfg = ModelConfig.from_hf(hf_cfg)
     with torch.device("meta"):
         model = CausalLM(cfg)
     load_state_dict_strict(model, _read_safetensors(path), dtype)

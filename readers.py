@@ -19,8 +19,11 @@ def read_records(path: str, task: str | None = None, skipped=None) -> list[dict]
         return reactions.task_records(path, task, skipped)
     if path.endswith((".txt", ".tsv")):
         return read_chebi20(path)
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); task files are UTF-8 JSON") from None
     head = text.lstrip()[:1]
     if head == "[":
         try:
@@ -68,6 +71,13 @@ def read_jsonl(path: str, required=(), expected: str = "") -> list[dict]:
 
 def read_chebi20(path: str) -> list[dict]:
     """ChEBI-20 (MolT5) split files -> molcap records; split from the file name (train/validation/test)."""
+    try:
+        return _read_chebi20(path)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+
+
+def _read_chebi20(path: str) -> list[dict]:
     name = os.path.basename(path).lower()
     split = "test" if "test" in name else "validation" if "valid" in name else "train"
     recs = []

@@ -53,6 +53,7 @@ from tqdm import tqdm
 
 import answers
 import checkpoint
+import curve
 import data
 import likelihood
 import metrics
@@ -135,17 +136,7 @@ def get_parser():
                    "seed + r)")
 
     g = p.add_argument_group("checkpoints, logging, hardware")
-    g.add_argument("--save-every", type=int, default=None, help="steps between checkpoints; default: a tenth "
-                   "of the run, at least 10; the last step is always saved")
-    g.add_argument("--keep-last", type=int, default=3, help="checkpoints kept; older ones are deleted")
-    g.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in "
-                   "OUT/checkpoints: on CPU with the same world size the run continues exactly")
-    g.add_argument("--overwrite", action="store_true", help="delete the checkpoints and logs of an earlier run "
-                   "in --out first (without it, a used run folder is refused unless --resume)")
-    g.add_argument("--stop-after", type=int, default=None, help="stop (with a checkpoint) after this many "
-                   "steps of this invocation; --resume continues")
-    g.add_argument("--max-bad-steps", type=int, default=5, help="a non-finite loss or gradient norm skips the "
-                   "update; this many in a row stop the run")
+    checkpoint.add_run_arguments(g)
     g.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
     p.add_argument("--debug-nan-steps", default="", help=argparse.SUPPRESS)  # test hook
@@ -323,14 +314,14 @@ def main(argv=None, reward_fn=None):
     loader = data.Loader(train_set, tok, args.prompts, rank=rank, world_size=world, seed=args.seed)
     tasks = sorted({s.task for s in train_set})
     total_steps = args.max_steps
-    save_every = args.save_every or max(10, total_steps // 10)
-    print0(f"data {data_src}: {len(train_set)} prompts in {len(tasks)} tasks; {total_steps} steps of {args.prompts} "
-           f"prompts x {G} answers x {world} ranks, T={T}, top-p {args.top_p}, top-k {args.top_k or 'off'}, "
-           f"{args.max_new_tokens} new tokens")
+    save_every = checkpoint.cadence(args.save_every, total_steps)
+    sampling = (f"{args.prompts} prompts x {G} answers x {world} ranks, T={T}, top-p {args.top_p}, "
+                f"top-k {args.top_k or 'off'}, {args.max_new_tokens} new tokens")
+    print0(f"data {data_src}: {len(train_set)} prompts in {len(tasks)} tasks; {total_steps} steps of {sampling}")
 
-    # ---------------------------------------------------------------- optimizer
-    optimizer = torch.optim.AdamW(params.values(), lr=args.lr, betas=(0.9, 0.999), eps=1e-8,
-                                  weight_decay=args.weight_decay)
+    # ---------------------------------------------------------------- optimizer: AdamW, constant after warmup
+    optimizer = torch.optim.AdamW(params.values(), lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.999),
+                                  eps=1e-8)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / args.warmup_steps) if args.warmup_steps else 1.0)
     gen = torch.Generator(device=device).manual_seed(args.seed + rank)  # the sampler's own RNG
@@ -338,26 +329,14 @@ def main(argv=None, reward_fn=None):
     # ---------------------------------------------------------------- resume
     step = 0
     if args.resume:
-        ckpts = checkpoint.steps(args.out)
-        if not ckpts:
-            raise SystemExit(f"--resume: no checkpoint in {os.path.join(args.out, 'checkpoints')}")
-        meta = checkpoint.load_training(ckpts[-1], model, optimizer, scheduler)
-        rl = meta.get("rl") or {}
-        if rl.get("sft_checkpoint") != step_dir:
-            raise SystemExit(f"--resume: {ckpts[-1]} started from {rl.get('sft_checkpoint')}, not --ckpt {step_dir}")
-        for k in ("tasks", "seed", "prompts", "group_size", "temperature", "top_p", "top_k", "max_new_tokens",
-                  "kl_coef"):
-            if rl["args"][k] != getattr(args, k):
-                raise SystemExit(f"--resume: {ckpts[-1]} ran with --{k.replace('_', '-')} {rl['args'][k]!r}, "
-                                 f"this run has {getattr(args, k)!r}")
-        try:
-            loader.load_state_dict(rl["data_position"])
-        except ValueError as e:
-            raise SystemExit(f"--resume: {e}") from None
+        meta, rng = checkpoint.resume(args.out, model, optimizer, scheduler, loader, args,
+                                      ("tasks", "seed", "prompts", "group_size", "temperature", "top_p", "top_k",
+                                       "max_new_tokens", "kl_coef"), lambda m: m.get("rl") or {}, rank, device)
+        if meta["rl"].get("sft_checkpoint") != step_dir:
+            raise SystemExit(f"--resume: the run in {args.out} started from {meta['rl'].get('sft_checkpoint')}, "
+                             f"not --ckpt {step_dir}")
         step = meta["step"]
-        checkpoint.set_rng_state(rl["rng"][rank], device)
-        gen.set_state(torch.tensor(rl["rng"][rank]["sampler"], dtype=torch.uint8))
-        print0(f"resumed from {ckpts[-1]} at step {step}")
+        gen.set_state(torch.tensor(rng["sampler"], dtype=torch.uint8))
     log_path = checkpoint.start_log(args.out, step if args.resume else None) if master else None
 
     def save():
@@ -504,48 +483,9 @@ def main(argv=None, reward_fn=None):
             save()
     bar.close()
     if master:
-        plot_rewards(log_path, os.path.join(args.out, "reward.png"))
-        print0(f"done: steps {first_step} -> {step} of {total_steps} in {time.time() - t_start:.0f}s, {skipped} "
-               f"skipped; {args.out}/log.jsonl, checkpoints in {args.out}/checkpoints")
-    if ddp:
-        dist.barrier()
-        dist.destroy_process_group()
-    checkpoint.release(args.out)
+        curve.plot_rewards(log_path, os.path.join(args.out, "reward.png"))
+    checkpoint.finish(args.out, ddp, first_step, step, total_steps, time.time() - t_start, skipped)
     return model
-
-
-def plot_rewards(log_path, png_path):
-    """Mean reward, verified score and per-task reward against steps (and the KL, when measured)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print0(f"matplotlib is not installed (requirements-dev.txt): no {png_path}")
-        return
-    with open(log_path) as f:
-        recs = [json.loads(ln) for ln in f if ln.strip()]
-    if not recs:
-        return
-    steps = [r["step"] for r in recs]
-    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(9, 7), sharex=True, height_ratios=(3, 1))
-    ax.plot(steps, [r["reward"] for r in recs], color="black", lw=2, label="reward (all tasks)")
-    ax.plot(steps, [r["verified"] for r in recs], color="black", lw=1, ls="--", label="verified score")
-    for i, t in enumerate(sorted({t for r in recs for t in r["task_reward"]})):
-        pts = [(r["step"], r["task_reward"][t]) for r in recs if t in r["task_reward"]]
-        ax.plot(*zip(*pts), lw=1, alpha=0.8, label=t, color=plt.cm.tab20(i % 20))
-    ax.set_ylabel("mean reward per answer")
-    ax.legend(fontsize=7, ncol=2)
-    if recs[0]["kl"] is not None:
-        ax2.plot(steps, [r["kl"] for r in recs], color="tab:red")
-        ax2.set_ylabel("KL to start")
-    else:
-        ax2.plot(steps, [r["entropy"] for r in recs], color="tab:blue")
-        ax2.set_ylabel("entropy (nats/token)")
-    ax2.set_xlabel("step")
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,6 @@ import sys
 import time
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint as grad_checkpoint
@@ -44,8 +43,7 @@ from tqdm import tqdm
 
 import checkpoint
 import data
-from curve import HeldoutCurve
-from curve import plot as plot_curve
+import curve
 from ddp import all_sum, compute_init, print0, rank0_first  # noqa: F401 (train.compute_init etc. stay importable)
 import model as M
 import molecule
@@ -136,22 +134,11 @@ def get_parser():
                    "second_quarter = the last L//4 layers (the paper)")
 
     g = p.add_argument_group("checkpoints and logging")
-    g.add_argument("--save-every", type=int, default=None, help="steps between checkpoints; default: a tenth "
-                   "of the run, at least 10; the last step is always saved")
+    checkpoint.add_run_arguments(g)
     g.add_argument("--curve-every", type=int, default=0, help="every N steps (and at step 0) the held-out answer "
                    "NLL of --curve-items test items per task -> OUT/heldout.jsonl, OUT/learning_curve.png (a report: "
                    "nothing in the run is chosen from it); 0 = off")
     g.add_argument("--curve-items", type=int, default=4, help="test items per task for --curve-every")
-    g.add_argument("--keep-last", type=int, default=3, help="checkpoints kept; older ones are deleted")
-    g.add_argument("--overwrite", action="store_true", help="delete the checkpoints and logs of an earlier run "
-                   "in --out first (without it, a used run folder is refused unless --resume)")
-    g.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in "
-                   "OUT/checkpoints (adapters, optimizer, schedule, data position, RNG): on CPU with the same "
-                   "world size the loss curve continues exactly as if never interrupted")
-    g.add_argument("--stop-after", type=int, default=None, help="stop (with a checkpoint) after this many "
-                   "steps of this invocation, e.g. to fit a job's time limit; --resume continues")
-    g.add_argument("--max-bad-steps", type=int, default=5, help="a step with a non-finite loss or gradient "
-                   "norm is skipped and counted; this many in a row stop the run")
 
     g = p.add_argument_group("hardware")
     g.add_argument("--device", default=None, help="default: cuda if available, else cpu")
@@ -340,7 +327,7 @@ def main(argv=None):
     tasks = sorted({s.task for s in train_set})
     steps_per_epoch = max(1, len(loader) // args.grad_accum)
     total_steps = args.max_steps or max(1, math.ceil(args.epochs * steps_per_epoch))
-    save_every = args.save_every or max(10, total_steps // 10)
+    save_every = checkpoint.cadence(args.save_every, total_steps)
     print0(f"data {args.data}: {len(train_set)} training samples in {len(tasks)} tasks; {total_steps} steps "
            f"of {args.batch_size} x {args.grad_accum} x {world_size} sequences ({total_steps / steps_per_epoch:.2f} "
            f"epochs)")
@@ -359,24 +346,13 @@ def main(argv=None):
     # ---------------------------------------------------------------- resume
     step = 0
     if args.resume:
-        ckpts = checkpoint.steps(args.out)
-        if not ckpts:
-            raise SystemExit(f"--resume: no checkpoint in {os.path.join(args.out, 'checkpoints')}")
-        meta = checkpoint.load_training(ckpts[-1], raw_model, optimizer, scheduler)
         older = {"order": "length", "mol_format": "selfies", "n_experts": 5, "top_k": 2,
                  "moe_layers": "second_quarter"}  # what checkpoints from before these flags did
-        for k in ("model", "data", "tasks", "stage", "recipe", "lora_r", "lora_alpha", "seed", "batch_size",
-                  "grad_accum", *older):
-            if meta["args"].get(k, older.get(k)) != getattr(args, k):
-                raise SystemExit(f"--resume: {ckpts[-1]} was trained with --{k.replace('_', '-')} "
-                                 f"{meta['args'].get(k, older.get(k))!r}, this run has {getattr(args, k)!r}")
-        try:  # the data position belongs to one batch size and world size; data.py names a mismatch
-            loader.load_state_dict(meta["data_position"])
-        except ValueError as e:
-            raise SystemExit(f"--resume: {e}") from None
+        meta, _ = checkpoint.resume(
+            args.out, raw_model, optimizer, scheduler, loader, args,
+            ("model", "data", "tasks", "stage", "recipe", "lora_r", "lora_alpha", "seed", "batch_size", "grad_accum",
+             *older), lambda m: {**m, "args": {**older, **m["args"]}}, rank, device)
         step = meta["step"]
-        checkpoint.set_rng_state(meta["rng"][rank], device)
-        print0(f"resumed from {ckpts[-1]} at step {step}")
     log_path = checkpoint.start_log(args.out, step if args.resume else None) if master else None
 
     def checkpoint_meta():
@@ -400,12 +376,12 @@ def main(argv=None):
             except ValueError as e:  # non-finite tensors: never the newest checkpoint
                 print0(f"\n{e}")
 
-    curve = None
+    heldout = None
     if args.curve_every > 0:  # held-out NLL during training (curve.py); collective: each rank scores its share
-        curve = HeldoutCurve(tok, tasks, args.data, args.out if master else None, args.curve_items, args.seed,
+        heldout = curve.HeldoutCurve(tok, tasks, args.data, args.out if master else None, args.curve_items, args.seed,
                              args.mol_format, step if args.resume else None)
         if step == 0:
-            curve(raw_model, 0, rank, world_size)
+            heldout(raw_model, 0, rank, world_size)
 
     # ---------------------------------------------------------------- the loop
     bar = tqdm(total=total_steps, initial=step, disable=not master, dynamic_ncols=True)
@@ -465,51 +441,18 @@ def main(argv=None):
             bar.update(1)
         if not finite:
             checkpoint.report_bad_step(args, step, total, grad_norm, bad_in_row, skipped, bar, ddp)
-        if curve is not None and (step % args.curve_every == 0 or step == total_steps):
-            curve(raw_model, step, rank, world_size)
+        if heldout is not None and (step % args.curve_every == 0 or step == total_steps):
+            heldout(raw_model, step, rank, world_size)
         if (step % save_every == 0 and finite) or step == stop_at:
             save()
     bar.close()
     if master:
-        plot_losses(log_path, os.path.join(args.out, "loss.png"))
-        if curve is not None:
-            plot_curve(curve.path, os.path.join(args.out, "learning_curve.png"))
-        print0(f"done: steps {first_step} -> {step} of {total_steps} in {time.time() - t_start:.0f}s, {skipped} "
-               f"skipped; {args.out}/log.jsonl, checkpoints in {args.out}/checkpoints")
-    if ddp:
-        # every rank reaches here before teardown, and DDP's reducer goes before the process group: a rank
-        # that destroyed gloo while its peer or its own reducer still held it died with SIGABRT at exit
-        dist.barrier()
-        del step_fn
-        dist.destroy_process_group()
-    checkpoint.release(args.out)
+        curve.plot_losses(log_path, os.path.join(args.out, "loss.png"))
+        if heldout is not None:
+            curve.plot(heldout.path, os.path.join(args.out, "learning_curve.png"))
+    del step_fn  # DDP's reducer goes before the process group: one that outlived gloo died with SIGABRT at exit
+    checkpoint.finish(args.out, ddp, first_step, step, total_steps, time.time() - t_start, skipped)
     return raw_model
-
-
-def plot_losses(log_path, png_path):
-    """Loss per task (and the total) against steps, if matplotlib is installed."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    with open(log_path) as f:
-        recs = [json.loads(ln) for ln in f if ln.strip()]
-    if not recs:
-        return
-    fig, ax = plt.subplots(figsize=(9, 5))
-    ax.plot([r["step"] for r in recs], [r["ce"] for r in recs], color="black", lw=2, label="all tasks")
-    for i, t in enumerate(sorted({t for r in recs for t in r["task_loss"]})):
-        pts = [(r["step"], r["task_loss"][t]) for r in recs if t in r["task_loss"]]
-        ax.plot(*zip(*pts), lw=1, alpha=0.8, label=t, color=plt.cm.tab20(i % 20))
-    ax.set_xlabel("step")
-    ax.set_ylabel("answer-token cross-entropy")
-    ax.set_yscale("log")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

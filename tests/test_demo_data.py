@@ -12,7 +12,6 @@ import pytest
 import selfies
 from rdkit import Chem
 
-import data
 import demo_data
 
 
@@ -103,7 +102,7 @@ def test_pubchem_rows_stop_after_n():
 
 
 def test_an_older_demo_is_rebuilt(tmp_path, monkeypatch):
-    """data.ensure_demo: a demo folder from an older recipe (e.g. the GFN2-xTB one) is moved aside and rebuilt."""
+    """demo_data.ensure_demo: a demo folder from an older recipe (e.g. the GFN2-xTB one) is moved aside and rebuilt."""
     root = tmp_path / "demo"
     root.mkdir()
     (root / "manifest.json").write_text(json.dumps({"tasks": {}, "left_out": {"iupac": "old"}}))
@@ -117,7 +116,7 @@ def test_an_older_demo_is_rebuilt(tmp_path, monkeypatch):
         built.append(out)
 
     monkeypatch.setattr(demo_data, "build_demo", fake_build)
-    data.ensure_demo(str(root))
+    demo_data.ensure_demo(str(root))
     assert built == [str(root)] and not (root / "stale.json").exists()
-    data.ensure_demo(str(root))  # current: nothing to do
+    demo_data.ensure_demo(str(root))  # current: nothing to do
     assert len(built) == 1 and sorted(os.listdir(tmp_path)) == ["demo"]

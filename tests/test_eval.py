@@ -18,6 +18,7 @@ import eval as E
 import likelihood
 import molecule
 import moge
+import report
 import significance as S
 import train
 from tasks import TASKS, scored_as
@@ -48,7 +49,9 @@ def test_score_fixed_file_reproduces_known_values(repo, tmp_path):
     out = subprocess.run([sys.executable, os.path.join(repo, "eval.py"), "--score", str(pred_file)],
                          capture_output=True, text=True, cwd=repo, timeout=300)
     assert out.returncode == 0, out.stderr
-    res = json.loads((tmp_path / "results.json").read_text())
+    scored = tmp_path / "predictions_scored"  # FILE_scored/ beside the file, never over a model eval's results
+    assert not (tmp_path / "results.json").exists()
+    res = json.loads((scored / "results.json").read_text())
     assert res["forward"]["Validity"] == 0.5 and res["forward"]["Exact Match (InChI)"] == 1.0
     assert res["forward"]["Exact Match (InChI, all items)"] == 0.5
     assert res["logp"]["Average MAE"] == pytest.approx((1.0 + 0.5) / 2)    # signed: |0.5 - (-0.5)|, |2 - 2.5|
@@ -57,7 +60,7 @@ def test_score_fixed_file_reproduces_known_values(repo, tmp_path):
     assert res["molcap"]["BLEU-4"] == pytest.approx(0.0, abs=1e-12)  # no 4-gram in 3 tokens: unsmoothed BLEU-4 ~ 0
     assert res["molcap"]["BLEU-2"] == pytest.approx(1.0) and res["molcap"]["ROUGE-L"] == pytest.approx(1.0)
     assert res["_meta"]["release_compat"] is False and "wordpunct" in res["_meta"]["text tokens"]
-    md = (tmp_path / "results.md").read_text()
+    md = (scored / "results.md").read_text()
     # the paper's number beside ours, and beside both the release's scoring of our answers (like for like)
     assert "### logp" in md and "| Average MAE | 0.7500 | 0.2500 | 0.49 |" in md
     assert "| Validity | 1.0000 |  |  |" in md  # no paper number: no compat value either
@@ -117,7 +120,7 @@ def test_eval_tiny_checkpoint_end_to_end(tiny_run, capsys):
     assert "rdkit: reference MAE" in res["weight"] and "LLM tokenizer" in res["molcap"]["notes"][0]
     assert "### retrosynthesis" in (ev / "results.md").read_text()
     # the written predictions score to the same numbers with --score and the same tokenizer choice
-    rescored = E.score_rows(rows)
+    rescored = report.score_rows(rows)
     assert rescored["weight"]["Average MAE"] == res["weight"]["Average MAE"]
     # baselines from the training split, on the same items, with the model's metric keys
     base = json.loads((ev / "baselines.json").read_text())
@@ -248,7 +251,7 @@ def test_merged_adapters_give_the_unmerged_logits_and_answers(tiny_run):
 def test_answer_budgets_and_task_grouped_batches(tiny_run):
     _, step_dir, _ = tiny_run
     model, tok, meta = checkpoint.load_model(str(step_dir), "cpu", torch.float32, log=lambda *a: None)
-    train, _ = E.training_items(meta["args"]["data"], ["weight", "retrosynthesis"], log=lambda *a: None)
+    train, _ = report.training_items(meta["args"]["data"], ["weight", "retrosynthesis"], log=lambda *a: None)
     budgets = E.answer_budgets(tok, train, cap=40, margin=3)
     want = {}
     for s in train:  # direct: tokens of the answer + its end token + margin, capped

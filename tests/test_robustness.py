@@ -16,8 +16,11 @@ from safetensors.torch import save_file
 
 import answers
 import checkpoint
+import data
 import eval as evaluate
 import mcq
+import model as M
+import readers
 import report
 import rl
 import train
@@ -255,3 +258,44 @@ def test_every_flag_has_help_with_its_default(parser):
     missing = [a.option_strings[0] for a in p._actions
                if a.option_strings and a.help is None and a.option_strings[0] != "-h"]
     assert not missing, missing
+
+
+# ----------------------------------------------------------------------------- bad files name themselves
+
+def test_non_utf8_data_files_are_named(tmp_path):
+    (tmp_path / "train").mkdir()
+    bad = tmp_path / "train" / "molcap.json"
+    bad.write_bytes(b'\xff\xfe[{"input": "[C]"}]')
+    with pytest.raises(ValueError, match=f"{bad}: not UTF-8"):
+        data.load_tasks("molcap", "train", str(tmp_path), verbose=False)
+    tsv = tmp_path / "chebi_test.txt"
+    tsv.write_bytes(b"CID\tSMILES\tdescription\n1\tC\t\xff\xfe\n")
+    with pytest.raises(ValueError, match=f"{tsv}: not UTF-8"):
+        readers.read_chebi20(str(tsv))
+
+
+def test_malformed_config_json_is_named(tmp_path):
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match=f"{tmp_path / 'config.json'} is not valid JSON"):
+        M.load_model(str(tmp_path))
+
+
+def test_build_demo_into_a_file_is_an_error(tmp_path, repo):
+    f = tmp_path / "a_file"
+    f.write_text("x")
+    p = subprocess.run([sys.executable, os.path.join(repo, "data.py"), "build-demo", "--out", str(f)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0 and "is a file, not a folder" in p.stderr and "wrote" not in p.stdout
+    assert f.read_text() == "x"
+
+
+def test_convert_never_advises_unpickling(tmp_path):
+    """A .bin holding more than tensors is refused without torch's "retry with weights_only=False" advice."""
+    import convert
+    f = tmp_path / "adapter_model.bin"
+    torch.save({"w": torch.zeros(1), "obj": argparse.Namespace(a=1)}, f)
+    with pytest.raises(convert.ConversionError) as e:
+        convert.read_tensors(str(f))
+    msg = str(e.value)
+    assert "argparse.Namespace" in msg and "not only tensors" in msg
+    assert "set to `False`" not in msg and "can still be loaded" not in msg and "safe_globals" not in msg

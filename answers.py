@@ -4,7 +4,7 @@ here, so a score, a verdict, a baseline and a reward see the same molecule and t
 
     cut_answer("CCO<|im_end|>junk")          -> "CCO"
     mol_from_text("[C][C][O]")               -> (Mol, "CCO")     the release's reading: canonical, stereo stripped
-    parse_molecule("C1CC")                   -> (None, "invalid molecule")   the strict reading, with a reason
+    parse_molecule("C(C)(C)(C)(C)C")         -> (None, "invalid molecule")   the strict reading, with a reason
     first_number("C12 weighs 180.2 g/mol")   -> 180.2            a number starts a word; non-finite is no number
     first_number("LogP -1.2", release_compat=True) -> 1.2        the release's first unsigned number
 

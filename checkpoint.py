@@ -76,7 +76,7 @@ def steps(out: str) -> list:
 
 
 def resolve(path) -> str:
-    """A step folder as given, or the newest OUT/checkpoints/step_NNNNNN under an OUT folder."""
+    """A step folder as given, or the newest complete OUT/checkpoints/step_NNNNNN under an OUT folder."""
     path = str(path)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"checkpoint path {path!r} does not exist "
@@ -84,12 +84,11 @@ def resolve(path) -> str:
     if os.path.exists(os.path.join(path, "meta.json")) or STEP_DIR.fullmatch(os.path.basename(os.path.normpath(path))):
         return path
     ck = os.path.join(path, "checkpoints")
-    found = sorted((d for d in (os.listdir(ck) if os.path.isdir(ck) else []) if STEP_DIR.fullmatch(d)),
-                   key=lambda d: int(d[5:]))
+    found = steps(path)  # complete ones: a folder without meta.json is a save that never finished
     if not found:
         raise FileNotFoundError(f"no checkpoint in {path!r}: expected {ck}/step_NNNNNN/ (written by train.py) "
                                 "or a step folder; eval never falls back to the bare base model")
-    return os.path.join(ck, found[-1])
+    return found[-1]
 
 
 def read_meta(step_dir) -> dict:

@@ -51,6 +51,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 import checkpoint
+import export
 import model as M
 import smollm
 import moge
@@ -451,6 +452,14 @@ def main(argv=None):
     g = sub.add_parser("gguf", help="a llama GGUF file -> HF folder (safetensors + config.json + tokenizer.json)")
     g.add_argument("src")
     g.add_argument("out_dir")
+    for name, what in (("export-peft", "a lora / rslora / gal run -> a peft LoRA adapter folder"),
+                       ("export-merged", "a lora / rslora / gal run -> a plain HF checkpoint, adapters merged")):
+        e = sub.add_parser(name, help=what + " (+ projector, GIN, README)",
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        e.add_argument("out", help="a run folder (its newest checkpoint) or a step folder")
+        e.add_argument("dest", help="the folder to write (new or empty)")
+        if name == "export-merged":
+            e.add_argument("--dtype", default="float32", choices=sorted(export.DTYPES), help="stored weight dtype")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "release":
@@ -462,6 +471,10 @@ def main(argv=None):
             sd = convert_moleculestm(args.src, args.dst)
             n = sum(v.numel() for k, v in sd.items() if "running" not in k and "num_batches" not in k)
             print(f"wrote {args.dst}: {len(sd)} tensors, {n:,} parameters")
+        elif args.cmd == "export-peft":
+            print(json.dumps(export.export_peft(args.out, args.dest)))
+        elif args.cmd == "export-merged":
+            print(json.dumps(export.export_merged(args.out, args.dest, args.dtype)))
         else:
             print(smollm.convert_gguf(args.src, args.out_dir))
     except (ValueError, FileNotFoundError) as e:    # ConversionError and GINCheckpointError are ValueErrors

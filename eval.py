@@ -2,15 +2,17 @@
 
     python eval.py [--ckpt out/] [--tasks all] [--data demo|PATH] [--limit N] [--greedy]
     torchrun --nproc_per_node=N eval.py ...   # prompts sharded over ranks, answers gathered on rank 0
-    python eval.py --score predictions.jsonl [--data demo|PATH]   # no model: score a file of answers
+    python eval.py --score predictions.jsonl [--data demo|PATH] [--scoring release|molt5]   # no model (report.py)
     python eval.py --mcq mcq.jsonl [--ckpt out/ | --ckpt none --base default]   # multiple choice (mcq.py)
 
 A checkpoint is exactly the folder it names (or the newest OUT/checkpoints/step_* under an OUT
-folder): its meta.json says which base model, recipe and adapter config to rebuild, and its
-adapters.safetensors must load strictly. A missing file is an error; eval never falls back to the
-bare base model. Decoding follows the release (sampling, temperature 0.2, top-k 50 (HF generate's default,
-which the release leaves on), top-p 1.0, 512 new tokens) unless --greedy, but batched with a KV cache
-instead of one sample at a time. Prompts use the checkpoint's --mol-format (meta.json).
+folder; checkpoint.py): its meta.json says which base model, recipe and adapter config to rebuild, and its
+adapters.safetensors must load strictly. A missing or corrupt file is an error naming it; eval never falls
+back to the bare base model. The output folder is checked before generating, and each rank appends its
+answers to OUT/eval/predictions.partial.rankN.jsonl as they are made. Decoding follows the release
+(sampling, temperature 0.2, top-k 50 (HF generate's default, which the release leaves on), top-p 1.0, 512
+new tokens) unless --greedy, but batched with a KV cache instead of one sample at a time. Prompts use the
+checkpoint's --mol-format (meta.json).
 
 Writes OUT/eval/results.json ({task: {metric: value}}, plus "_meta": checkpoint, decoding, speed),
 predictions.jsonl (one {"task", "id", "prompt", "prediction", "reference"} per line, the schema --score
@@ -30,9 +32,11 @@ Is it better than a trivial guess? Every report (--score included) gives per tas
 best baseline chosen on the training split, the paired bootstrap interval of ours minus it and the verdict,
 Spearman and distinct answers (significance.py: the rule is printed in results.md). Numeric tasks may be
 answered by the median of K samples (--numeric-samples) or by digit expectations (--numeric-expectation).
-Metric definitions: metrics.py; --release-compat reproduces the release's scoring flaws.
+Metric definitions: metrics.py; --release-compat reproduces the release's scoring flaws; --scoring molt5 uses
+MolT5's definitions for the molecule and text tasks (molt5.py), as the ChEBI-20 literature reports them.
 Text metrics: BLEU/METEOR count the LLM's own tokens, as the release does. --score has no model, so it
-uses --tokenizer (a tokenizer.json) when given, else nltk's wordpunct words; the output names which.
+uses --tokenizer (a tokenizer.json) when given, else nltk's wordpunct words; the output names which. --score
+writes into FILE_scored/ beside the predictions file, never over the model eval's results.
 Beyond the release: a retrosynthesis round trip (the model's own forward prediction from its proposed
 reactants must give back the product) and an rdkit re-computation of MW / TPSA / LogP; every answer is also
 checked by verify.py (column "Verified (verify.py)", reasons in the notes, verified.json beside the predictions).

@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 
 import answers
 import checkpoint
+import convert
 import data
 import eval as evaluate
 import mcq
@@ -61,9 +62,9 @@ def test_a_running_run_holds_its_folder(tmp_path, repo):
     """A second process asking for a locked run folder is refused with the holder's pid; the lock ends with
     its process."""
     out = tmp_path / "busy"
-    code = ("import sys, time; sys.path.insert(0, sys.argv[1]); import checkpoint; checkpoint.lock(sys.argv[2]); "
-            "print('locked', flush=True); time.sleep(60)")
-    holder = subprocess.Popen([sys.executable, "-c", code, repo, str(out)], stdout=subprocess.PIPE, text=True)
+    code = "import sys, time, checkpoint; checkpoint.lock(sys.argv[1]); print('locked', flush=True); time.sleep(60)"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([repo] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+    holder = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(checkpoint.RunFolderError, match=f"in use by another run \\(pid {holder.pid}"):
@@ -291,7 +292,6 @@ def test_build_demo_into_a_file_is_an_error(tmp_path, repo):
 
 def test_convert_never_advises_unpickling(tmp_path):
     """A .bin holding more than tensors is refused without torch's "retry with weights_only=False" advice."""
-    import convert
     f = tmp_path / "adapter_model.bin"
     torch.save({"w": torch.zeros(1), "obj": argparse.Namespace(a=1)}, f)
     with pytest.raises(convert.ConversionError) as e:

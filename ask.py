@@ -15,9 +15,9 @@ the instruction from INSTRUCTIONS unless --instruction. Verdicts (verify.py): we
 rdkit's value, molediting and retrosynthesis as they stand; any task given a reference (--reference, or
 "reference" in a .jsonl line).
 
-Output: one item prints its answer (and verdict) on stdout, or one line on stderr and exit code 2 for bad
-input. --file writes one JSON line per input line, in order: {"id", "task", "input", "prompt", "answer",
-"verdict": {"score", "reason"} | null, "rdkit": number | null}, or {"id", "task", "input", "error"}.
+Output: one item: its answer (and verdict, rdkit value) on stdout, or one line on stderr and exit code 2. --file:
+one JSON line per input line, in order: {"id", "task", "input", "prompt", "answer", "verdict": {"score",
+"reason"} | null, "rdkit": number | null}, or {"id", "task", "input", "error"}.
 """
 import argparse
 import contextlib
@@ -42,9 +42,8 @@ INSTRUCTIONS = {**REACTION_INSTRUCTIONS,
                 "molediting": "Can you make this molecule more drug-like, i.e. raise its QED value, while keeping it "
                               "similar? Give the edited molecule.",
                 "homolumo": "Please provide the gap between HOMO and LUMO of this molecule.",
-                "weight": "What is the molecular weight of this molecule?",
+                "weight": "What is the molecular weight of this molecule?", "logp": "What is the LogP of this molecule?",
                 "tpsa": "What is the topological polar surface area (TPSA) of this molecule?",
-                "logp": "What is the LogP of this molecule?",
                 "yield": "Predict the yield of this reaction (in percent).",
                 "molcap": "",  # molcap's prompt is one of tasks.MOLCAP_QUESTIONS, drawn from the input
                 "dqa": "Which functional groups does this molecule contain?",
@@ -180,6 +179,13 @@ def generate(model, tok, samples, graphs, args, generator) -> list:
     return [cut_answer(tok.decode(seq)) for seq in out]
 
 
+def _alone(model, tok, r, args, gen):
+    try:
+        return generate(model, tok, [r[1]], [r[2]], args, gen)[0]
+    except (RuntimeError, ValueError) as e:
+        return e
+
+
 def judge(sample, answer, reference=None) -> dict:
     """{"verdict": {"score", "reason"} | None, "rdkit": rdkit's value of weight / tpsa / logp | None}."""
     res = {"verdict": None, "rdkit": None}
@@ -192,15 +198,18 @@ def judge(sample, answer, reference=None) -> dict:
     return res
 
 
-def _one(model, tok, r, args, gen):
-    try:
-        return generate(model, tok, [r[1]], [r[2]], args, gen)[0]
-    except (RuntimeError, ValueError) as e:
-        return e
+def prepare(items, mol_format) -> None:
+    """Each item's Sample (item["sample"]) or why it cannot be asked (item["error"]): no model needed."""
+    for it in items:
+        try:
+            if not it["error"]:
+                it["sample"] = make_item(it["task"], it["kind"], it["value"], it["id"], it["instruction"], mol_format)
+        except BadInput as e:
+            it["error"] = str(e)
 
 
-def answer_all(model, tok, items, args, mol_format, max_len, bar=None) -> list:
-    """items (see item) -> one result dict per item, in order; a bad item's is {"id", "task", "input", "error"}."""
+def answer_all(model, tok, items, args, max_len, bar=None) -> list:
+    """Prepared items -> one result dict per item, in order; a bad item's is {"id", "task", "input", "error"}."""
     ctx = model.config.max_position_embeddings
     results, ready = [], []
     for i, it in enumerate(items):
@@ -208,7 +217,7 @@ def answer_all(model, tok, items, args, mol_format, max_len, bar=None) -> list:
         try:
             if it["error"]:
                 raise BadInput(it["error"])
-            s = make_item(it["task"], it["kind"], it["value"], it["id"], it["instruction"], mol_format)
+            s = it["sample"]
             s.length = data.sample_length(s, tok, with_answer=False)
             if s.length > max_len:
                 raise BadInput(f"the prompt is {s.length} tokens ({s.n_atoms} atoms), over --max-len {max_len}")
@@ -231,7 +240,7 @@ def answer_all(model, tok, items, args, mol_format, max_len, bar=None) -> list:
         try:
             texts = generate(model, tok, [r[1] for r in batch], [r[2] for r in batch], args, gen)
         except (RuntimeError, ValueError):  # e.g. out of memory: each item alone, so only a failing one fails
-            texts = [_one(model, tok, r, args, gen) for r in batch]
+            texts = [_alone(model, tok, r, args, gen) for r in batch]
         for (i, s, _, ref), t in zip(batch, texts):
             if isinstance(t, Exception):
                 del results[i]["prompt"]
@@ -251,11 +260,8 @@ def main(argv=None) -> int:
     single = args.file is None
     if single:
         kind = next(k for k in KINDS if getattr(args, k) is not None)
-        items = [item("input", args.task, kind, getattr(args, kind), args.instruction, args.reference)]
-        if args.task not in TASKS:  # said before the model loads
-            why = "--task is required" if args.task is None else f"unknown task {args.task!r}"
-            print(f"error: {why}; valid tasks: {', '.join(TASKS)}", file=sys.stderr)
-            return 2
+        items = [item("input", args.task, kind, getattr(args, kind), args.instruction, args.reference,
+                      "--task is required" if args.task is None else None)]
     else:
         try:
             items = read_file(args.file, args.task)
@@ -267,15 +273,18 @@ def main(argv=None) -> int:
                 it[k] = getattr(args, k) if it[k] is None else it[k]
     try:
         step_dir = checkpoint.resolve(args.ckpt)
-        model, tok, meta = checkpoint.load_model(step_dir, args.device, torch.bfloat16 if args.device.startswith(
+        margs = checkpoint.read_meta(step_dir).get("args", {})
+        prepare(items, margs.get("mol_format", "selfies"))
+        if single and items[0]["error"]:  # said before the model loads
+            raise BadInput(items[0]["error"])
+        model, tok, _ = checkpoint.load_model(step_dir, args.device, torch.bfloat16 if args.device.startswith(
             "cuda") else torch.float32, log=lambda m: print(m, file=sys.stderr))
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    margs = meta.get("args", {})
     max_len = args.max_len or margs.get("max_len") or data.MAX_LEN
     bar = None if single else tqdm(total=len(items), desc="answers", unit="item", file=sys.stderr, dynamic_ncols=True)
-    results = answer_all(model, tok, items, args, margs.get("mol_format", "selfies"), max_len, bar)
+    results = answer_all(model, tok, items, args, max_len, bar)
     if single:
         r = results[0]
         if "error" in r:

@@ -3,7 +3,7 @@
     python bench.py --generate     # batched KV-cache generation vs transformers generate (CPU, SmolLM2)
     python bench.py --train        # training tokens/s vs transformers + peft LoRA (see train section)
     python bench.py --moge         # MoGE FFN layer vs dense FFN + GAL vs the release's deep-copy loop (GPU)
-    python kernels/bench.py        # grouped-LoRA kernel vs the torch paths (GPU)
+    python moge_kernels/bench.py        # grouped-LoRA kernel vs the torch paths (GPU)
     python bench.py --gpu          # the whole model on one GPU: training, eval generation, MoGE layer (bench_gpu.py)
     python bench.py --gpu --dry-run  # the same script with tiny shapes, to check it end to end (CPU)
 """
@@ -154,8 +154,8 @@ def bench_moge(args, T=8192):
     """MoGE FFN layer (moge.py) fwd+bwd vs a dense frozen FFN with one GAL adapter per linear vs the
     release's deep-copy loop (targets: MoGE <= 1.3x the dense FFN + GAL): bf16 base weights, fp32 adapters,
     training mode."""
-    from triton.testing import do_bench  # triton is optional (kernels/ falls back to torch): this GPU path needs it
-    from kernels.bench import D, FFN, R  # kernels/bench.py imports triton.testing at import, as above
+    from triton.testing import do_bench  # optional triton (moge_kernels/ falls back to torch): this GPU path needs it
+    from moge_kernels.bench import D, FFN, R  # moge_kernels/bench.py imports triton.testing at import, as above
     torch.manual_seed(0)
     mlp = torch.nn.Module()
     mlp.gate_proj, mlp.up_proj = torch.nn.Linear(D, FFN, bias=False), torch.nn.Linear(D, FFN, bias=False)

@@ -15,7 +15,7 @@ adds `mlp.router.weight` (E, d) and the stacked adapters of E routed experts + 1
 
 Shared bases are exact by linearity: the base gate/up GEMMs run once per token, the base down GEMM
 once on the gate-weighted sum of the expert activations, and only the low-rank parts run per
-(token, expert) through `kernels.grouped_lora`. `ReferenceMoGE` is the release's layer (deep-copied
+(token, expert) through `moge_kernels.grouped_lora`. `ReferenceMoGE` is the release's layer (deep-copied
 FFNs, a loop over experts); tests check the two agree on outputs and every gradient.
 
 LoRA dropout: dense GAL layers draw a mask per linear, as peft does. In a MoGE layer gate and up each
@@ -47,7 +47,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from kernels import grouped_lora, routing_plan
+from moge_kernels import grouped_lora, routing_plan
 from model import LLAMA_3_2_1B, CausalLM, ModelConfig
 
 RECIPES = ("moge", "gal", "lora", "rslora")
@@ -173,7 +173,7 @@ def _gated_sum(a, gates):
     """(T, K, f), (T, K) -> (T, f) = sum_j gates[:, j] a[:, j]."""
     g = gates.to(a.dtype)
     if a.is_cuda:  # cuBLAS runs this batched 1xK GEMM far below bandwidth (26% of the MoGE step on an
-        return (a * g[..., None]).sum(1)  # H100, kernels/bench.py --profile); mul + sum stays elementwise
+        return (a * g[..., None]).sum(1)  # H100, moge_kernels/bench.py --profile); mul + sum stays elementwise
     return torch.bmm(g[:, None], a)[:, 0]  # on CPU the batched GEMM is ~2.5x faster than mul + sum
 
 

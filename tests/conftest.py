@@ -15,7 +15,7 @@ if ROOT not in sys.path:
 import torch  # noqa: E402 (after the sys.path line, like every import below)
 
 # Triton kernels run in the interpreter when there is no CUDA GPU; the variable must be set before
-# anything imports triton (moge.py imports kernels/, which imports triton).
+# anything imports triton (moge.py imports moge_kernels/, which imports triton).
 if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
 

@@ -4,9 +4,9 @@ gamma and gates."""
 import pytest
 import torch
 
-import kernels
-from kernels.grouped_lora import CFG, _fwd
-from kernels.metadata import build_routing
+import moge_kernels
+from moge_kernels.grouped_lora import CFG, _fwd
+from moge_kernels.metadata import build_routing
 
 CUDA = torch.cuda.is_available()
 DEV = "cuda" if CUDA else "cpu"
@@ -84,7 +84,7 @@ def check_against_loop(case, dtype, paths):
             assert rel(g, w) < TOL[dtype], f"{name} d{what}: {rel(g, w)}"
 
 
-PATHS = [("triton", kernels.grouped_lora_triton), ("torch", kernels.grouped_lora_ref)]
+PATHS = [("triton", moge_kernels.grouped_lora_triton), ("torch", moge_kernels.grouped_lora_ref)]
 
 # (T, k, E, d_in, d_out, r, routing)
 SHAPES = [
@@ -122,7 +122,7 @@ def test_bf16_activations_fp32_params():
 def test_dense_masked_matches_loop():
     for gated in (False, True):
         case = make_case(30, 2, 5, 40, 24, 16, gated, torch.float32)
-        check_against_loop(case, torch.float32, [("dense", kernels.grouped_lora_dense)])
+        check_against_loop(case, torch.float32, [("dense", moge_kernels.grouped_lora_dense)])
 
 
 def test_routing_metadata_invariants():
@@ -151,10 +151,10 @@ def test_dispatch_env(monkeypatch):
     x, A, B, gamma, ids, gates, _ = case
     for mode in ("torch", "triton"):
         monkeypatch.setenv("OMNIMOL_GLORA", mode)
-        assert rel(kernels.grouped_lora(x, A, B, gamma, ids), loop_reference(x, A, B, gamma, ids)) < 1e-5
+        assert rel(moge_kernels.grouped_lora(x, A, B, gamma, ids), loop_reference(x, A, B, gamma, ids)) < 1e-5
     monkeypatch.setenv("OMNIMOL_GLORA", "cuda")
     with pytest.raises(ValueError):
-        kernels.grouped_lora(x, A, B, gamma, ids)
+        moge_kernels.grouped_lora(x, A, B, gamma, ids)
 
 
 def test_custom_op_compiles():
@@ -163,7 +163,7 @@ def test_custom_op_compiles():
     rt = build_routing(ids, 5, CFG["BM"])
     args = (x.requires_grad_(), A.requires_grad_(), B, gamma, ids, gates.requires_grad_(), *rt)
     torch.library.opcheck(_fwd, args, test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
-    f = torch.compile(kernels.grouped_lora_triton, backend="aot_eager", fullgraph=True)
+    f = torch.compile(moge_kernels.grouped_lora_triton, backend="aot_eager", fullgraph=True)
     y = f(x, A, B, gamma, ids, gates)
     assert rel(y, loop_reference(x, A, B, gamma, ids, gates)) < 1e-5
 
@@ -172,13 +172,13 @@ def test_custom_op_compiles():
 def test_gpu_bf16_native_deterministic():
     """Native bf16 at a mid size; the backward is bit-identical run to run (no atomics)."""
     case = make_case(3000, 3, 6, 512, 1024, 64, True, torch.bfloat16, "shared")
-    check_against_loop(case, torch.bfloat16, [("triton", kernels.grouped_lora_triton)])
+    check_against_loop(case, torch.bfloat16, [("triton", moge_kernels.grouped_lora_triton)])
     case = make_case(3000, 3, 6, 512, 1024, 64, False, torch.bfloat16, "shared")
-    check_against_loop(case, torch.bfloat16, [("triton", kernels.grouped_lora_triton)])
-    _, g1 = run(kernels.grouped_lora_triton, *case)
+    check_against_loop(case, torch.bfloat16, [("triton", moge_kernels.grouped_lora_triton)])
+    _, g1 = run(moge_kernels.grouped_lora_triton, *case)
     torch.cuda.set_sync_debug_mode("error")  # metadata, kernels and backward never wait for the GPU
     try:
-        _, g2 = run(kernels.grouped_lora_triton, *case)
+        _, g2 = run(moge_kernels.grouped_lora_triton, *case)
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert all(torch.equal(a, b) for a, b in zip(g1, g2))
@@ -187,7 +187,7 @@ def test_gpu_bf16_native_deterministic():
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
 def test_gpu_cuda_graph_capture():
     x, A, B, gamma, ids, gates, dy = make_case(500, 3, 6, 256, 128, 64, True, torch.bfloat16, "shared")
-    f = lambda: kernels.grouped_lora_triton(x, A, B, gamma, ids, gates)  # noqa: E731
+    f = lambda: moge_kernels.grouped_lora_triton(x, A, B, gamma, ids, gates)  # noqa: E731
     want = f()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):

@@ -1,5 +1,5 @@
 """The shape of the house, read from the source with ast: which module imports which (function-local imports
-included), no import circle, scripts on top, kernels/ a leaf, the model free of data and scoring, files short."""
+included), no import circle, scripts on top, moge_kernels/ a leaf, the model free of data and scoring, files short."""
 import ast
 import os
 
@@ -15,12 +15,12 @@ MODEL_DEPS = {"decode", "smollm", "tokenizer"}
 
 
 def _modules():
-    """{module name: path} of the repository's own Python modules (kernels/ as kernels.*)."""
+    """{module name: path} of the repository's own Python modules (moge_kernels/ as kernels.*)."""
     mods = {f[:-3]: os.path.join(ROOT, f) for f in os.listdir(ROOT) if f.endswith(".py")}
-    for f in os.listdir(os.path.join(ROOT, "kernels")):
+    for f in os.listdir(os.path.join(ROOT, "moge_kernels")):
         if f.endswith(".py"):
-            name = "kernels" if f == "__init__.py" else f"kernels.{f[:-3]}"
-            mods[name] = os.path.join(ROOT, "kernels", f)
+            name = "moge_kernels" if f == "__init__.py" else f"moge_kernels.{f[:-3]}"
+            mods[name] = os.path.join(ROOT, "moge_kernels", f)
     return mods
 
 
@@ -33,8 +33,8 @@ def _imports(path, known):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-        elif isinstance(node, ast.ImportFrom):  # relative, inside kernels/
-            names = [f"kernels.{node.module}" if node.module else "kernels"]
+        elif isinstance(node, ast.ImportFrom):  # relative, inside moge_kernels/
+            names = [f"moge_kernels.{node.module}" if node.module else "moge_kernels"]
         else:
             continue
         out |= {n for n in names if n in known}
@@ -83,8 +83,8 @@ def test_scripts_are_on_top(graph):
 
 def test_kernels_are_a_leaf(graph):
     for m, deps in graph.items():
-        if m.startswith("kernels"):
-            assert all(d.startswith("kernels") for d in deps), (m, deps)
+        if m.startswith("moge_kernels"):
+            assert all(d.startswith("moge_kernels") for d in deps), (m, deps)
 
 
 def test_model_knows_no_data_or_scoring(graph):

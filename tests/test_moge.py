@@ -14,8 +14,8 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.checkpoint import checkpoint
 
-import kernels
-import kernels.reference as ref_mod
+import moge_kernels
+import moge_kernels.reference as ref_mod
 import moge
 import molecule
 from model import MLP, TINY, ModelConfig, load_model
@@ -327,11 +327,11 @@ def test_router_fp32_under_autocast():
 
 
 def test_moge_through_triton_kernel_matches_reference(monkeypatch):
-    if getattr(kernels, "grouped_lora_triton", None) is None:
+    if getattr(moge_kernels, "grouped_lora_triton", None) is None:
         pytest.skip("triton not importable")
     if os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
         pytest.skip("needs a GPU or TRITON_INTERPRET=1")
-    monkeypatch.setattr(moge, "grouped_lora", kernels.grouped_lora_triton)
+    monkeypatch.setattr(moge, "grouped_lora", moge_kernels.grouped_lora_triton)
     fast = make_layer(d=32, f=48)
     randomize(fast)
     ref = ReferenceMoGE(fast)
@@ -369,10 +369,10 @@ def test_activation_checkpointing_keeps_aux_loss_gradient():
 
 
 def test_moge_layer_builds_its_routing_metadata_once(monkeypatch):
-    """The three projections of a MoGE layer share one routing plan (kernels.routing_plan), so the
+    """The three projections of a MoGE layer share one routing plan (moge_kernels.routing_plan), so the
     torch path's sort (and its host sync) happens once per forward, not once per grouped_lora call."""
     counts = {"plan": 0, "fallback": 0}
-    real_plan, real_fallback = kernels.sort_plan, ref_mod.sort_plan
+    real_plan, real_fallback = moge_kernels.sort_plan, ref_mod.sort_plan
 
     def plan(*a):
         counts["plan"] += 1
@@ -381,7 +381,7 @@ def test_moge_layer_builds_its_routing_metadata_once(monkeypatch):
     def fallback(*a):
         counts["fallback"] += 1
         return real_fallback(*a)
-    monkeypatch.setattr(kernels, "sort_plan", plan)            # what routing_plan calls (CPU path)
+    monkeypatch.setattr(moge_kernels, "sort_plan", plan)            # what routing_plan calls (CPU path)
     monkeypatch.setattr(ref_mod, "sort_plan", fallback)        # what grouped_lora_ref calls without a plan
     monkeypatch.setenv("OMNIMOL_GLORA", "torch")
     layer = make_layer()

@@ -44,7 +44,7 @@ def sort_plan(ids: torch.Tensor, E: int) -> SortPlan:
 def grouped_lora_ref(x: torch.Tensor, A: torch.Tensor, B: torch.Tensor, gamma: torch.Tensor,
                      ids: torch.Tensor, gates: Optional[torch.Tensor] = None,
                      plan: Optional[SortPlan] = None) -> torch.Tensor:
-    """Same contract as `kernels.grouped_lora`: sorted-gather torch implementation. `plan`: a
+    """Same contract as `moge_kernels.grouped_lora`: sorted-gather torch implementation. `plan`: a
     sort_plan(ids, E) built once and shared by the calls that use the same ids."""
     T, k, E, r, d_in, d_out = _check(x, A, B, gamma, ids, gates)
     order, counts, inv = plan if isinstance(plan, SortPlan) else sort_plan(ids, E)  # another path's plan: rebuild

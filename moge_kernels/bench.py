@@ -1,8 +1,8 @@
 """Grouped-LoRA benchmark (GPU): the Triton op vs the torch paths, with byte and FLOP floors.
 
-    python kernels/bench.py [--T 2048 8192 16384] [--sweep] [--profile]
+    python moge_kernels/bench.py [--T 2048 8192 16384] [--sweep] [--profile]
 
-(The MoGE-layer benchmark, which needs moge.py, is `python bench.py --moge`: kernels/ imports nothing of ours.)
+(The MoGE-layer benchmark, which needs moge.py, is `python bench.py --moge`: moge_kernels/ imports nothing of ours.)
 
 Shapes are MoGE's on Llama-3.2-1B: hidden 2048, FFN 8192, r 64, 5 routed experts (top-2) + 1 shared
 expert as an always-on sixth expert, so E = 6 and k = 3 slots per token; bf16. Two modes:
@@ -17,9 +17,9 @@ import sys
 import torch
 from triton.testing import do_bench
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # `python kernels/bench.py`
-from kernels import grouped_lora_dense, grouped_lora_ref, grouped_lora_triton
-from kernels.grouped_lora import CFG
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # `python moge_kernels/bench.py`
+from moge_kernels import grouped_lora_dense, grouped_lora_ref, grouped_lora_triton
+from moge_kernels.grouped_lora import CFG
 
 D, FFN, R, E, K = 2048, 8192, 64, 6, 3
 

@@ -34,7 +34,7 @@ from .reference import _check
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # BM slot/token block, BK shrink K tile, BN x NT expand N tiles per program, BX xty tile, warps, stages
-# (tuned on an H100 at the MoGE shapes: kernels/bench.py --sweep). Interpreter: small grids, both code paths.
+# (tuned on an H100 at the MoGE shapes: moge_kernels/bench.py --sweep). Interpreter: small grids, both code paths.
 CFG = dict(BM=32, BK=64, BN=64, NT=2, BX=64, W=4, S=1) if INTERPRET else \
     dict(BM=64, BK=128, BN=128, NT=4, BX=128, W=4, S=2)
 
@@ -318,7 +318,7 @@ def routing(ids, E):
 
 
 def grouped_lora_triton(x, A, B, gamma, ids, gates=None, plan=None):
-    """The Triton path of `kernels.grouped_lora` (any device under TRITON_INTERPRET=1). plan: a
+    """The Triton path of `moge_kernels.grouped_lora` (any device under TRITON_INTERPRET=1). plan: a
     routing(ids, E) built once for the calls that share ids."""
     _check(x, A, B, gamma, ids, gates)
     rt = plan if isinstance(plan, Routing) else build_routing(ids, A.shape[0], CFG["BM"])

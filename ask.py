@@ -4,7 +4,6 @@ prompt and the molecule's graph; each answer with its verdict where a verifier c
     python ask.py --ckpt out/ --task weight --smiles "CCO"
     python ask.py --ckpt out/ --task logp --selfies "[C][C][O]"
     python ask.py --ckpt out/ --task iupac --text "2-methylpropan-1-ol"
-    python ask.py --ckpt out/ --task reagent --smiles "CC(=O)O.OCC>>CC(=O)OCC"     # reactions: reactants>>product
     python ask.py --ckpt out/ --task weight --file molecules.smi --out answers.jsonl   # SMILES [id] per line
     python ask.py --ckpt out/ --file questions.jsonl   # {"task", "smiles"|"selfies"|"text", "id", "reference"}
 
@@ -42,7 +41,8 @@ INSTRUCTIONS = {**REACTION_INSTRUCTIONS,
                 "molediting": "Can you make this molecule more drug-like, i.e. raise its QED value, while keeping it "
                               "similar? Give the edited molecule.",
                 "homolumo": "Please provide the gap between HOMO and LUMO of this molecule.",
-                "weight": "What is the molecular weight of this molecule?", "logp": "What is the LogP of this molecule?",
+                "weight": "What is the molecular weight of this molecule?",
+                "logp": "What is the LogP of this molecule?",
                 "tpsa": "What is the topological polar surface area (TPSA) of this molecule?",
                 "yield": "Predict the yield of this reaction (in percent).",
                 "molcap": "",  # molcap's prompt is one of tasks.MOLCAP_QUESTIONS, drawn from the input
@@ -68,13 +68,12 @@ def get_parser():
     src.add_argument("--text", help="the input text of iupac (a name) or textguidedmolgen (a description)")
     src.add_argument("--file", help="many inputs: .smi (SMILES [id] per line) or .jsonl "
                                     '({"task", "smiles"|"selfies"|"text", "id", "instruction", "reference"})')
-    ap.add_argument("--instruction", default=None, help="the instruction text (default: INSTRUCTIONS[task])")
+    ap.add_argument("--instruction", default=None, help="the instruction text (None: INSTRUCTIONS[task])")
     ap.add_argument("--reference", default=None, help="the true answer, for a verdict on tasks that need one")
-    ap.add_argument("--out", default=None, help="--file: write the JSON lines here (default: stdout)")
+    ap.add_argument("--out", default=None, help="--file: write the JSON lines here (None: stdout)")
     ap.add_argument("--batch-size", type=int, default=16, help="prompts generated together")
     ap.add_argument("--max-new-tokens", type=int, default=128, help="tokens generated per answer at most")
-    ap.add_argument("--max-len", type=int, default=None, help="prompt tokens at most (atom tokens included); "
-                                                              "default the run's --max-len, else 2048")
+    ap.add_argument("--max-len", type=int, default=None, help="most prompt tokens, atoms included (None: the run's)")
     ap.add_argument("--temperature", type=float, default=0.0, help="0: greedy; > 0: sampling")
     ap.add_argument("--top-p", type=float, default=1.0, help="nucleus cut when sampling")
     ap.add_argument("--top-k", type=int, default=50, help="top-k cut when sampling (0: off)")
@@ -98,8 +97,7 @@ def _experiment_input(smiles: str):
     """A reaction SMILES -> the experiment record's "$1$.$2$>>$-1$" and its extracted_molecules."""
     reac, _, prod = smiles.partition(">>")
     ph = {m: f"${k + 1}$" for k, m in enumerate(dict.fromkeys(m for m in reac.split(".") if m))}
-    inp = ".".join(ph.values()) + ">>$-1$"
-    return inp, {**ph, **({prod: "$-1$"} if prod else {})}
+    return ".".join(ph.values()) + ">>$-1$", {**ph, **({prod: "$-1$"} if prod else {})}
 
 
 def make_item(task_key, kind, value, sid, instruction=None, mol_format="selfies") -> data.Sample:
@@ -152,18 +150,15 @@ def read_file(path, task=None) -> list:
                 continue
             try:
                 rec = json.loads(line)
-                if not isinstance(rec, dict):
-                    raise ValueError(f"a JSON {type(rec).__name__}")
             except ValueError as e:
-                items.append(item(f"line {n}", task, value=line.strip(), error=f"line {n} is not a JSON object: {e}"))
-                continue
+                rec = {"_error": f"line {n} is not JSON: {e}"}
+            if not isinstance(rec, dict):
+                rec = {"_error": f"line {n} is a JSON {type(rec).__name__}, not an object"}
             kinds = [k for k in KINDS if k in rec]
-            sid, t = str(rec.get("id", f"line {n}")), rec.get("task", task)
-            if len(kinds) != 1:
-                why = f"line {n} needs exactly one of {', '.join(KINDS)}"
-                items.append(item(sid, t, value=line.strip(), error=why))
-                continue
-            items.append(item(sid, t, kinds[0], rec[kinds[0]], rec.get("instruction"), rec.get("reference")))
+            err = rec.get("_error") or (None if len(kinds) == 1 else f"line {n} needs one of {', '.join(KINDS)}")
+            kind, value = (None, line.strip()) if err else (kinds[0], rec[kinds[0]])
+            items.append(item(str(rec.get("id", f"line {n}")), rec.get("task", task), kind, value,
+                              rec.get("instruction"), rec.get("reference"), err))
     return items
 
 
@@ -208,7 +203,7 @@ def prepare(items, mol_format) -> None:
             it["error"] = str(e)
 
 
-def answer_all(model, tok, items, args, max_len, bar=None) -> list:
+def answer_all(model, tok, items, args, max_len, bar) -> list:
     """Prepared items -> one result dict per item, in order; a bad item's is {"id", "task", "input", "error"}."""
     ctx = model.config.max_position_embeddings
     results, ready = [], []
@@ -231,8 +226,7 @@ def answer_all(model, tok, items, args, max_len, bar=None) -> list:
             results[i]["prompt"] = s.prompt
         except BadInput as e:
             results[i]["error"] = str(e)
-            if bar is not None:
-                bar.update(1)
+            bar.update(1)
     gen = torch.Generator(device=args.device).manual_seed(args.seed)
     ready.sort(key=lambda r: -r[1].length)  # similar lengths together: less padding
     for b in range(0, len(ready), args.batch_size):
@@ -247,8 +241,7 @@ def answer_all(model, tok, items, args, max_len, bar=None) -> list:
                 results[i]["error"] = f"generation failed: {(str(t).splitlines() or [type(t).__name__])[0]}"
             else:
                 results[i].update({"answer": t, **judge(s, t, ref)})
-        if bar is not None:
-            bar.update(len(batch))
+        bar.update(len(batch))
     return results
 
 
@@ -283,20 +276,18 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     max_len = args.max_len or margs.get("max_len") or data.MAX_LEN
-    bar = None if single else tqdm(total=len(items), desc="answers", unit="item", file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(total=len(items), desc="answers", unit="item", file=sys.stderr, dynamic_ncols=True, disable=single)
     results = answer_all(model, tok, items, args, max_len, bar)
+    bar.close()
     if single:
         r = results[0]
         if "error" in r:
             print(f"error: {r['error']}", file=sys.stderr)
             return 2
-        print(f"answer: {r['answer']}")
-        if r["verdict"] is not None:
-            print(f"verdict: {r['verdict']['reason']} (score {r['verdict']['score']:g})")
-        if r["rdkit"] is not None:
-            print(f"rdkit: {r['rdkit']}")
+        v, x = r["verdict"], r["rdkit"]
+        print(f"answer: {r['answer']}" + (f"\nverdict: {v['reason']} (score {v['score']:g})" if v else "")
+              + (f"\nrdkit: {x}" if x is not None else ""))
         return 0
-    bar.close()
     with open(args.out, "w", encoding="utf-8") if args.out else contextlib.nullcontext(sys.stdout) as f:
         f.writelines(json.dumps(r) + "\n" for r in results)
     n_bad = sum("error" in r for r in results)

@@ -21,6 +21,7 @@ import model as M
 import molecule
 import moge
 from train import TrainStep
+from tokenizer import IGNORE_INDEX
 
 
 def machine() -> str:
@@ -87,7 +88,7 @@ def bench_train(args, batch=4, seq_len=256, r=64):
     import transformers  # optional, as peft
     ids = torch.randint(0, 49152, (batch, seq_len), generator=torch.Generator().manual_seed(0))  # SmolLM2 vocab
     prompt = torch.arange(seq_len) < seq_len - seq_len // 6
-    settings = {"all tokens supervised": ids, "last 1/6 supervised": ids.masked_fill(prompt, M.IGNORE_INDEX)}
+    settings = {"all tokens supervised": ids, "last 1/6 supervised": ids.masked_fill(prompt, IGNORE_INDEX)}
     labels = {}  # the setting being timed
 
     def ours(recipe):
@@ -102,7 +103,7 @@ def bench_train(args, batch=4, seq_len=256, r=64):
         def run():
             lab = labels["now"]
             ce, aux, _ = step(list(ids), list(lab), [None] * batch)
-            (ce.sum() / (lab[:, 1:] != M.IGNORE_INDEX).sum() + 0.01 * aux).backward()
+            (ce.sum() / (lab[:, 1:] != IGNORE_INDEX).sum() + 0.01 * aux).backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             opt.zero_grad(set_to_none=True)

@@ -142,7 +142,7 @@ def export_peft(out, dest) -> dict:
         save_file(tensors, os.path.join(tmp, "adapter_model.safetensors"), metadata={"format": "pt"})
         with open(os.path.join(tmp, "adapter_config.json"), "w") as f:
             json.dump(adapter_config(cfg, targets, base), f, indent=1)
-        info = _side_files(tmp, step_dir, meta, sd, "peft")
+        info = _side_files(tmp, step_dir, meta, sd, "peft", dest)
     return {"dest": os.path.abspath(dest), "recipe": cfg.recipe, "tensors": len(tensors), **info}
 
 
@@ -182,7 +182,7 @@ def export_merged(out, dest, dtype=torch.float32) -> dict:
         model, tok, _ = checkpoint.load_model(step_dir, "cpu", torch.float32, log=lambda *a: None)
         n = moge.merge_adapters(model)
         save_hf(model, tmp, tok, dtype)
-        info = _side_files(tmp, step_dir, meta, sd, "merged")
+        info = _side_files(tmp, step_dir, meta, sd, "merged", dest)
     return {"dest": os.path.abspath(dest), "recipe": cfg.recipe, "merged": n, "dtype": str(dtype), **info}
 
 
@@ -214,16 +214,16 @@ WEIGHTS = {
 FFN projections of every layer{gal}:
 
     base = transformers.AutoModelForCausalLM.from_pretrained("{base}")
-    model = peft.PeftModel.from_pretrained(base, "DEST")        # or model.merge_and_unload()""",
+    model = peft.PeftModel.from_pretrained(base, "{dest}")        # or model.merge_and_unload()""",
     "merged": """`config.json` + `model.safetensors` + the tokenizer files are a plain HF checkpoint with the adapters
 merged into the weights:
 
-    model = transformers.AutoModelForCausalLM.from_pretrained("DEST")""",
+    model = transformers.AutoModelForCausalLM.from_pretrained("{dest}")""",
 }
 
 
-def _side_files(tmp, step_dir, meta, sd, kind) -> dict:
-    """mm_projector.safetensors, graph_tower.safetensors, omnimol.json and README.md into tmp."""
+def _side_files(tmp, step_dir, meta, sd, kind, dest) -> dict:
+    """mm_projector.safetensors, graph_tower.safetensors, omnimol.json and README.md into tmp (to become dest)."""
     margs = meta.get("args", {})
     proj = {k: v.contiguous() for k, v in sd.items() if k.startswith("mm_projector.")}
     save_file(proj, os.path.join(tmp, "mm_projector.safetensors"), metadata={"format": "pt"})
@@ -239,9 +239,9 @@ def _side_files(tmp, step_dir, meta, sd, kind) -> dict:
             "gin": gin_source, "gal_scale": "folded into lora_B" if recipe == "gal" and kind == "peft" else None}
     with open(os.path.join(tmp, "omnimol.json"), "w") as f:
         json.dump(info, f, indent=1)
-    gal = (" (GAL's learned per-layer scale folded into lora_B: B' = B * gamma * r / lora_alpha, so peft's "
-           "fixed lora_alpha / r gives the trained update)") if recipe == "gal" else ""
-    weights = WEIGHTS[kind].format(base=base, gal=gal)
+    gal = (";\nGAL's learned scale gamma of each linear is folded into its lora_B (B' = B * gamma * r / lora_alpha),\n"
+           "so peft's fixed lora_alpha / r gives the trained update") if recipe == "gal" else ""
+    weights = WEIGHTS[kind].format(base=base, gal=gal, dest=os.path.abspath(dest))
     with open(os.path.join(tmp, "README.md"), "w") as f:
         f.write(README.format(kind=kind, step_dir=os.path.abspath(step_dir), recipe=recipe, step=meta.get("step"),
                               base=base, weights=weights, mol=MOL_PLACEHOLDER, gin=gin_source,

@@ -20,10 +20,9 @@ import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from decode import Decoder, EagerDecoder, KVCache, StaticKVCache  # noqa: F401 (model.KVCache etc. stay importable)
+from decode import Decoder, EagerDecoder
 from smollm import default_model_dir
-from tokenizer import (IGNORE_INDEX, MOL_PLACEHOLDER, MOL_TOKEN_ID, SYSTEM_PROMPT, Tokenizer,  # noqa: F401
-                       byte_level_tokenizer)
+from tokenizer import Tokenizer, byte_level_tokenizer
 
 
 # ----------------------------------------------------------------------------- config

@@ -44,7 +44,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch.nn.utils.rnn import pad_sequence
 
-from tokenizer import IGNORE_INDEX, MOL_TOKEN_ID  # noqa: F401  (MOL_TOKEN_ID = -200, the release's <image>)
+from tokenizer import IGNORE_INDEX, MOL_TOKEN_ID  # MOL_TOKEN_ID = -200, the release's <image>
 
 # ----------------------------------------------------------------------------- featurization
 

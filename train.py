@@ -44,11 +44,12 @@ from tqdm import tqdm
 import checkpoint
 import data
 import curve
-from ddp import all_sum, compute_init, print0, rank0_first  # noqa: F401 (train.compute_init etc. stay importable)
+from ddp import all_sum, compute_init, print0, rank0_first
 import model as M
 import molecule
 import moge
 import packing
+from tokenizer import IGNORE_INDEX
 
 # Defaults that depend on the data. The release's recipe for real data; for `--data demo` a run sized so
 # that `torchrun --nproc_per_node=2 train.py --tasks all` and then `python eval.py` finish within 15
@@ -245,7 +246,7 @@ class TrainStep(nn.Module):
             logits = m(inputs_embeds=emb)                                             # (B, T, V)
             tgt, owner = labels[:, 1:], None                                           # (B, T-1)
         # log-softmax over the vocabulary only where there is a target (answers are ~1/6 of the tokens)
-        b, t = (tgt != M.IGNORE_INDEX).nonzero(as_tuple=True)                        # (N,) answer positions
+        b, t = (tgt != IGNORE_INDEX).nonzero(as_tuple=True)                        # (N,) answer positions
         tok_ce = F.cross_entropy(logits[b, t].float(), tgt[b, t], reduction="none")  # (N,)
         sample = b if owner is None else owner[b, t]                                  # (N,) sample of each
         ce = torch.zeros(len(labels), device=tok_ce.device, dtype=tok_ce.dtype).index_add(0, sample, tok_ce)
@@ -392,7 +393,7 @@ def main(argv=None):
     while step < stop_at:
         t0 = time.time()
         micro = [next(batches) for _ in range(args.grad_accum)]
-        answers = [[sum(y != M.IGNORE_INDEX for y in lab) for lab in mb["labels"]] for mb in micro]
+        answers = [[sum(y != IGNORE_INDEX for y in lab) for lab in mb["labels"]] for mb in micro]
         # the global count of supervised tokens (micro-steps x ranks), known before the first backward
         n_global = all_sum(torch.tensor(float(sum(map(sum, answers))))).item()
         # [ce sum, answer tokens] per task, then [ce sum, aux, tokens] of the step: one all-reduce at the end

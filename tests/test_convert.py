@@ -20,6 +20,7 @@ import convert
 import model as M
 import moge
 import molecule
+from tokenizer import MOL_TOKEN_ID
 
 R, ALPHA, E, TOP_K, MOE = 4, 16.0, 3, 2, [1]      # tiny has 2 layers: layer 0 dense, layer 1 MoE
 P, LM = "base_model.model.", "base_model.model.language_model."
@@ -184,8 +185,8 @@ def reference(lora, non_lora, moe=MOE):
 
 
 def inputs(tok):
-    ids = [tok.encode("The molecule ") + [M.MOL_TOKEN_ID] + tok.encode(" is an alcohol."),
-           tok.encode("Phenol ") + [M.MOL_TOKEN_ID] + tok.encode(" burns")]
+    ids = [tok.encode("The molecule ") + [MOL_TOKEN_ID] + tok.encode(" is an alcohol."),
+           tok.encode("Phenol ") + [MOL_TOKEN_ID] + tok.encode(" burns")]
     return ids, [molecule.smiles_to_graph("CCO"), molecule.smiles_to_graph("c1ccccc1O")]
 
 

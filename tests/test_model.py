@@ -12,6 +12,7 @@ from tokenizers import Tokenizer as HFTok
 from tokenizers import models
 
 import model as M
+from tokenizer import IGNORE_INDEX, MOL_TOKEN_ID, SYSTEM_PROMPT
 import smollm
 
 transformers = pytest.importorskip("transformers")  # optional package: the reference implementation
@@ -161,12 +162,12 @@ def test_top_k_then_top_p_in_hf_order():
 def test_chat_encoding_masks_everything_but_the_answer():
     _, tok = M.load_model("tiny")
     ids, labels = tok.encode_chat("Describe <mol> please", "A ring.")
-    assert ids.count(M.MOL_TOKEN_ID) == 1
-    sup = [t for t in labels if t != M.IGNORE_INDEX]
+    assert ids.count(MOL_TOKEN_ID) == 1
+    sup = [t for t in labels if t != IGNORE_INDEX]
     assert tok.decode(sup, skip_special_tokens=False) == "A ring.<|im_end|>"
-    assert len(ids) == len(labels) and labels[: len(ids) - len(sup)] == [M.IGNORE_INDEX] * (len(ids) - len(sup))
+    assert len(ids) == len(labels) and labels[: len(ids) - len(sup)] == [IGNORE_INDEX] * (len(ids) - len(sup))
     prompt, plabels = tok.encode_chat("Describe <mol> please")
-    assert set(plabels) == {M.IGNORE_INDEX}
+    assert set(plabels) == {IGNORE_INDEX}
     assert tok.decode(prompt, skip_special_tokens=False).endswith("<|im_start|>assistant\n")
 
 
@@ -179,7 +180,7 @@ def test_llama3_template(tmp_path):
     tok = M.Tokenizer.from_dir(str(tmp_path))
     assert tok.template == "llama3"
     assert tok.chat_prompt("hi") == (
-        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n" + M.SYSTEM_PROMPT + "<|eot_id|>"
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n" + SYSTEM_PROMPT + "<|eot_id|>"
         "<|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
     assert tok.eos_token_ids[0] == t.token_to_id("<|eot_id|>")
     assert tok.pad_token_id == t.token_to_id("<|finetune_right_pad_id|>")

@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 import convert
 import moge
 import molecule as M
+from tokenizer import IGNORE_INDEX, MOL_TOKEN_ID
 from model import load_model
 
 # ----------------------------------------------------------------------------- featurization
@@ -298,18 +299,18 @@ def test_splice_puts_atoms_at_placeholder_and_shifts_the_rest(tiny, side):
         e, m, y = emb[b, rows], mask[b], lab[b, rows]
         assert m[rows].all() and not m.sum() > L
         pad = lab[b, L:] if side == "right" else lab[b, :T - L]
-        assert (pad == M.IGNORE_INDEX).all()
+        assert (pad == IGNORE_INDEX).all()
         t_ids = torch.tensor(ids[b])
         if graphs[b] is None:
             torch.testing.assert_close(e, model.embed(t_ids), atol=0, rtol=0)
             assert y.tolist() == labels[b]
             continue
-        p, n = ids[b].index(M.MOL_TOKEN_ID), graphs[b].num_nodes
+        p, n = ids[b].index(MOL_TOKEN_ID), graphs[b].num_nodes
         atoms = model.mm_projector(model.graph_tower.encode([graphs[b]])[0])
         torch.testing.assert_close(e[:p], model.embed(t_ids[:p]), atol=0, rtol=0)
         torch.testing.assert_close(e[p:p + n], atoms, atol=1e-6, rtol=1e-5)  # exactly n_atoms rows (GEMM rounding)
         torch.testing.assert_close(e[p + n:], model.embed(t_ids[p + 1:]), atol=0, rtol=0)   # the rest shifted
-        assert (y[p:p + n] == M.IGNORE_INDEX).all()
+        assert (y[p:p + n] == IGNORE_INDEX).all()
         assert y[:p].tolist() == labels[b][:p] and y[p + n:].tolist() == labels[b][p + 1:]
 
 
@@ -338,7 +339,7 @@ def test_mismatched_placeholders_and_graphs_are_errors(tiny):
         M.embed_inputs(model, ids, [[None], None, graphs[2]])
     with pytest.raises(ValueError, match="negative token ids"):
         M.embed_inputs(model, [ids[1] + [-100]], [None])
-    two = [ids[0][:3] + [M.MOL_TOKEN_ID] + ids[0][3:]]               # two placeholders take a list of two graphs
+    two = [ids[0][:3] + [MOL_TOKEN_ID] + ids[0][3:]]               # two placeholders take a list of two graphs
     emb, mask, _ = M.embed_inputs(model, two, [[graphs[0], graphs[2]]])
     assert mask.sum() == len(two[0]) - 2 + 13 + 2
 
@@ -379,7 +380,7 @@ def test_gradients_reach_projector_only(tiny):
         assert not model.graph_tower.training
         emb, mask, lab = M.embed_inputs(model, ids, graphs, labels)
         logits = model(inputs_embeds=emb, attention_mask=mask)
-        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), lab[:, 1:].flatten(), ignore_index=M.IGNORE_INDEX)
+        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), lab[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
         loss.backward()
         assert model.mm_projector.weight.grad is not None and model.mm_projector.weight.grad.abs().sum() > 0
         assert model.mm_projector.bias.grad.abs().sum() > 0
@@ -411,7 +412,7 @@ def test_gradients_reach_projector_and_adapters_with_moge():
     ids, labels, graphs = batch(tok)
     emb, mask, lab = M.embed_inputs(model, ids, graphs, labels)
     logits = model(inputs_embeds=emb, attention_mask=mask)
-    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), lab[:, 1:].flatten(), ignore_index=M.IGNORE_INDEX)
+    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), lab[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
     (loss + 0.01 * moge.aux_loss(model)).backward()
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == set(moge.trainable_parameters(model))

@@ -14,6 +14,7 @@ import molecule
 import packing
 import train
 from train import TrainStep
+from tokenizer import MOL_TOKEN_ID
 
 
 def test_plan_rows_first_fit_decreasing_by_hand():
@@ -121,7 +122,7 @@ def test_packed_loss_and_gradients_equal_unpacked(recipe, tiny_batch):
             torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4, msg=name)
 
 
-MOL_TOKEN = M.MOL_TOKEN_ID
+MOL_TOKEN = MOL_TOKEN_ID
 
 
 def test_train_py_pack_and_prefetch_keep_the_loss_curve(tiny_data, train_args, read_log, log_keys, tmp_path):

@@ -1,10 +1,13 @@
-"""Foreign checkpoints -> ours, one subcommand per format. Nothing here downloads; `.bin` files are read
-with torch.load(weights_only=True) only, and any other pickle or file type is an error.
+"""Foreign checkpoints -> ours, one subcommand per format, and ours out to the formats others load (export.py).
+Nothing here downloads; `.bin` files are read with torch.load(weights_only=True) only, and any other pickle or
+file type is an error.
 
     python convert.py release CKPT_DIR OUT_DIR --model PATH [--gin gin.safetensors] [--projector mm_projector.bin]
     python convert.py projector mm_projector.bin OUT_DIR --model PATH [--gin gin.safetensors]
     python convert.py moleculestm moleculestm.pth gin.safetensors
     python convert.py gguf FILE.gguf OUT_DIR
+    python convert.py export-peft OUT DEST          # a lora / rslora / gal run -> a peft LoRA adapter folder
+    python convert.py export-merged OUT DEST        # the dense adapters merged: a plain HF checkpoint
 
 release: the authors' stage-2 checkpoint (`checkpoint-197148`: a peft adapter folder with
 adapter_model.safetensors (or .bin), adapter_config.json, config.json, and non_lora_trainables.bin with

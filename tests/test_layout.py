@@ -1,7 +1,10 @@
 """The shape of the house, read from the source with ast: which module imports which (function-local imports
 included), no import circle, scripts on top, moge_kernels/ a leaf, the model free of data and scoring, files short."""
 import ast
+import importlib.metadata as md
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -101,3 +104,20 @@ def test_the_checker_sees_local_imports(tmp_path):
     f = tmp_path / "x.py"
     f.write_text("def f():\n    import eval\n    from model import TINY\n")
     assert _imports(str(f), {"eval", "model"}) == {"eval", "model"}
+
+
+def test_no_module_shadows_an_installed_package():
+    """Scripts and notebooks run from the repository root see our modules first on sys.path, so none of ours
+    may share a top-level name with an installed distribution (HF's `kernels`, which transformers imports at
+    start-up, was shadowed by a `kernels/` folder here)."""
+    installed = {n.replace("-", "_").lower() for d in md.distributions()
+                 for n in [d.metadata["Name"] or ""] + (d.read_text("top_level.txt") or "").split()}
+    ours = {m.split(".")[0] for m in _modules()}
+    assert not ours & installed, ours & installed
+
+
+def test_transformers_imports_from_the_repository_root(repo):
+    pytest.importorskip("transformers")  # a dev requirement
+    p = subprocess.run([sys.executable, "-c", "from transformers import LlamaForCausalLM"], cwd=repo,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]

@@ -33,9 +33,16 @@ Deviations that no switch can undo, stated in every result that they touch (key 
 import warnings
 
 import numpy as np
+from Levenshtein import distance as levenshtein
+from nltk.stem.porter import PorterStemmer
+from nltk.tokenize import wordpunct_tokenize
+from nltk.translate.bleu_score import corpus_bleu
+from nltk.translate.meteor_score import meteor_score
 from rdkit import Chem, DataStructs, RDLogger
 from rdkit.Chem import Crippen, Descriptors, MACCSkeys, QED, rdMolDescriptors
+from rouge_score.rouge_scorer import RougeScorer
 
+import wordnet_data
 from answers import (END_MARKERS, MORGAN_BITS, MORGAN_COUNT, RELEASE_EOS, cut_answer, first_number, inchi,
                      mol_from_selfies, mol_from_text, prompt_molecule, strict_float)
 
@@ -81,7 +88,6 @@ def answer_kind(task):
 # ----------------------------------------------------------------------------- molecule answers
 def _corpus_bleu(refs, hyps, weights=(0.25, 0.25, 0.25, 0.25)):
     """nltk corpus BLEU, no smoothing, as the release; 0.0 on an empty corpus."""
-    from nltk.translate.bleu_score import corpus_bleu
     if not hyps:
         return 0.0
     with warnings.catch_warnings():  # nltk warns when a higher-order n-gram never matches (BLEU = 0)
@@ -98,7 +104,6 @@ def molecule_metrics(preds, refs, release_compat=False):
     Levenshtein on canonical SMILES, MACCS / RDK / Morgan(count, r=2) Tanimoto. Similarities,
     distances and BLEU average over valid pairs, as the release; an unparsable reference skips the item
     but stays in the validity denominator (release)."""
-    from Levenshtein import distance as levenshtein
     n = len(preds)
     n_valid = n_inchi = n_exact = n_bad_ref = n_smiles = 0
     sims = {"maccs": [], "rdk": [], "morgan": []}
@@ -275,7 +280,6 @@ def _meteor_wordnet(use_wordnet=True):
     """-> (WordNet reader or the stand-in, result key, note)."""
     wn = None
     if use_wordnet:
-        import wordnet_data
         wn = wordnet_data.wordnet()
     if wn is None:
         return _NoWordNet(), METEOR_FALLBACK_KEY, ("METEOR: nltk meteor_score with exact + Porter-stem matching "
@@ -285,7 +289,6 @@ def _meteor_wordnet(use_wordnet=True):
 
 def word_tokenize(text):
     """Model-independent tokens (nltk's regex wordpunct, needs no data): used when no LLM tokenizer is loaded."""
-    from nltk.tokenize import wordpunct_tokenize
     return wordpunct_tokenize(text)
 
 
@@ -300,9 +303,6 @@ def text_metrics(preds, refs, tokenize=None, tokenizer_name="nltk wordpunct", re
     """BLEU-2/4 (corpus, no smoothing) and METEOR (mean per item) on tokens, the first 512 of each text,
     as the release (it uses the LLM's own tokenizer); ROUGE-1/2/L F-measure (rouge-score, no stemmer)
     on the raw strings. use_wordnet=False: the exact + stem METEOR stand-in (its own key)."""
-    from nltk.stem.porter import PorterStemmer
-    from nltk.translate.meteor_score import meteor_score
-    from rouge_score.rouge_scorer import RougeScorer
     tokenize = tokenize or word_tokenize
     rouge, stemmer = RougeScorer(["rouge1", "rouge2", "rougeL"]), PorterStemmer()
     wordnet, meteor_key, meteor_note = _meteor_wordnet(use_wordnet)

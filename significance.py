@@ -26,6 +26,7 @@ with numpy, so 2,000 resamples cost milliseconds.
 import collections
 
 import numpy as np
+from rouge_score.rouge_scorer import RougeScorer
 
 import answers
 import baselines
@@ -89,7 +90,6 @@ def item_table(task, rows, release_compat=False, eos_text=answers.RELEASE_EOS):
             r_arr[i], p_arr[i] = (r, p) if w[i] else (0.0, 0.0)
         else:  # text_metrics' ROUGE-L, one item at a time
             if rouge is None:
-                from rouge_score.rouge_scorer import RougeScorer
                 rouge = RougeScorer(["rougeL"])
             hyp = metrics.rouge_prediction(_cut(pred, release_compat), release_compat, eos_text)
             v[i] = rouge.score(_cut(ref, release_compat), hyp)["rougeL"].fmeasure

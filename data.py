@@ -493,17 +493,21 @@ def _bench(args):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("build-demo", help="write the embedded demo data set (packages only, no network)")
-    b.add_argument("--out", default=os.environ.get("OMNIMOL_DATA") or os.path.join(REPO, "data", "demo"))
-    b.add_argument("--seed", type=int, default=0)
+    b = sub.add_parser("build-demo", help="write the embedded demo data set (packages only, no network)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    b.add_argument("--out", default=os.environ.get("OMNIMOL_DATA") or os.path.join(REPO, "data", "demo"),
+                   help="the folder to write ($OMNIMOL_DATA if set)")
+    b.add_argument("--seed", type=int, default=0, help="which records are drawn")
     b.add_argument("--table", action="store_true", help="also print the README table of the demo tasks")
-    s = sub.add_parser("stats", help="what the readers find: kept and skipped records per task")
-    s.add_argument("--tasks", default="all")
-    s.add_argument("--data", default="demo")
-    s.add_argument("--split", default="train", choices=["train", "test"])
-    bb = sub.add_parser("bench", help="sample pipeline throughput on one core")
-    bb.add_argument("--tasks", default="all")
-    bb.add_argument("--data", default="demo")
+    s = sub.add_parser("stats", help="what the readers find: kept and skipped records per task",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s.add_argument("--tasks", default="all", help="'all' or a comma list of task keys")
+    s.add_argument("--data", default="demo", help="demo or a data folder")
+    s.add_argument("--split", default="train", choices=["train", "test"], help="which split to read")
+    bb = sub.add_parser("bench", help="sample pipeline throughput on one core",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    bb.add_argument("--tasks", default="all", help="'all' or a comma list of task keys")
+    bb.add_argument("--data", default="demo", help="demo or a data folder")
     bb.add_argument("--model", default="default", help="whose tokenizer: default|tiny|PATH")
     args = p.parse_args(argv)
     if args.cmd == "build-demo":
@@ -524,4 +528,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (FileNotFoundError, ValueError) as e:  # bad paths, tasks, data files: the message, not a traceback
+        raise SystemExit(f"data.py: error: {e}") from None

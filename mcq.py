@@ -249,4 +249,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (FileNotFoundError, ValueError) as e:  # bad paths, tasks, data files: the message, not a traceback
+        raise SystemExit(f"mcq.py: error: {e}") from None

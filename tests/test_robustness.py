@@ -299,3 +299,13 @@ def test_convert_never_advises_unpickling(tmp_path):
     msg = str(e.value)
     assert "argparse.Namespace" in msg and "not only tensors" in msg
     assert "set to `False`" not in msg and "can still be loaded" not in msg and "safe_globals" not in msg
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["data.py", "stats", "--data", "/nonexistent/folder"], "data.py: error: data folder /nonexistent/folder"),
+    (["mcq.py", "build", "--tasks", "nope", "--out", "q.jsonl"], "mcq.py: error: unknown task 'nope'"),
+])
+def test_data_and_mcq_cli_errors_are_one_line(argv, msg, repo, tmp_path):
+    p = subprocess.run([sys.executable, os.path.join(repo, argv[0]), *argv[1:]], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode != 0 and msg in p.stderr and "Traceback" not in p.stderr

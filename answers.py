@@ -23,6 +23,8 @@ RDLogger.DisableLog("rdApp.*")
 # Where an answer ends: the release cuts at Llama-3's <|eot_id|> only; other chat templates end in these.
 END_MARKERS = ("<|eot_id|>", "<|im_end|>", "<|end_of_text|>", "<|endoftext|>", "</s>")
 RELEASE_EOS = "<|eot_id|>"
+# A rationale before the answer (reasoning.py): "<think> ... </think> ANSWER"
+THINK = ("<think>", "</think>")
 # Bounds on the work per answer: the release generates at most 512 tokens (a few thousand characters), and
 # InChI handles at most 1024 atoms; the biggest molecules of the data (ChEBI-20) have a few hundred heavy atoms.
 MAX_CHARS = 10_000
@@ -56,10 +58,16 @@ def as_text(x) -> str:
 
 def cut_answer(text, release_compat=False):
     """The answer part of a decoded generation: text before the first end marker, stripped (the release
-    cuts at <|eot_id|> only and does not strip)."""
+    cuts at <|eot_id|> only and does not strip). A rationale (reasoning.py) is dropped: where the text holds
+    "<think>", the answer is what follows the first "</think>" after it, "" if there is none (a rationale
+    without an answer); text without "<think>" reads exactly as before. release_compat drops a rationale too,
+    with the whitespace after "</think>": the release's answers have none, so none of its numbers change."""
     text = text or ""
     for marker in (RELEASE_EOS,) if release_compat else END_MARKERS:
         text = text.split(marker)[0]
+    if THINK[0] in text:
+        _, closed, after = text.partition(THINK[0])[2].partition(THINK[1])
+        text = after.lstrip() if closed else ""
     return text if release_compat else text.strip()
 
 

@@ -42,6 +42,7 @@ import molecule
 import reactions  # ORD (.pb.gz) reaction files as a data source
 from chem import _hash, heavy_atoms, selfies_text_to_smiles
 from readers import read_records, task_files
+from reasoning import has_rationale, with_rationale
 from tasks import MOL_FORMATS, TASKS, Task, build_prompt, graph_source, redraw_question
 from tokenizer import MOL_PLACEHOLDER as MOL  # "<mol>": replaces the release's "<image>\n"
 
@@ -128,11 +129,12 @@ def subsample(n: int, ratio: float, seed: int, key: str) -> list[int]:
 
 
 def make_sample(task: Task, rec: dict, eval_set: str, sid: str, seed: int = 0, graph=None, *,
-                mol_format: str = "selfies", graph_only: bool = False) -> Sample:
+                mol_format: str = "selfies", graph_only: bool = False, reasoning: bool = False) -> Sample:
     """One record -> Sample (ValueError with the reason if the record is unusable). `graph`: a cached
     (smiles, n_atoms) or error string from graph_info, to skip the SELFIES decode and rdkit parse.
     The answer is .strip()ped (the release keeps raw['output']: only edge whitespace differs).
-    mol_format / graph_only: see tasks.build_prompt; with "smiles" a molecule answer is SMILES too."""
+    mol_format / graph_only: see tasks.build_prompt; with "smiles" a molecule answer is SMILES too.
+    reasoning: the answer with its rationale before it where the task and record have one (reasoning.py)."""
     if mol_format not in MOL_FORMATS:
         raise ValueError(f"mol_format must be one of {MOL_FORMATS}, got {mol_format!r}")
     for k in ("input", "output"):
@@ -152,6 +154,8 @@ def make_sample(task: Task, rec: dict, eval_set: str, sid: str, seed: int = 0, g
     smiles, n_atoms = graph
     if mol_format == "smiles" and task.answer == "molecule":
         answer = selfies_text_to_smiles(answer)
+    if reasoning:
+        answer = with_rationale(task.key, rec, answer)
     rng = random.Random(_hash(f"{seed}/{sid}"))
     prompt = build_prompt(task, rec, rng, graph_only=graph_only, mol_format=mol_format)
     return Sample(task.key, eval_set, sid, prompt, answer, smiles, n_atoms)
@@ -200,12 +204,13 @@ def _graph_cache(task: Task, path: str, recs: list, keep: list[int]) -> dict:
 
 def load_tasks(spec="all", split="train", data="demo", seed=42, tokenizer=None, max_len=MAX_LEN,
                verbose=True, report: Report | None = None, *, mol_format="selfies",
-               graph_only=False) -> list[Sample]:
+               graph_only=False, reasoning=False) -> list[Sample]:
     """Read, filter (metadata.split, 3D-MoIT metadata.task), validate and subsample the selected tasks.
     With a tokenizer, each sample's length (placeholder counted as its N atoms) is computed and samples
     longer than max_len are dropped and counted, never cut. Bad records are skipped and counted; the
     per-task summary and the first few offenders print once (verbose). graph_only (stage 1) and
-    mol_format: see make_sample."""
+    mol_format: see make_sample; reasoning (train.py --reasoning): answers with their rationale (reasoning.py)
+    for the tasks and records that have one, the others unchanged; how many got one prints (verbose)."""
     ratios = parse_tasks(spec) if isinstance(spec, str) or spec is None else dict(spec)
     root, left_out = resolve_data(data)
     rep = report if report is not None else Report()
@@ -244,7 +249,7 @@ def load_tasks(spec="all", split="train", data="demo", seed=42, tokenizer=None, 
                 rec, sid = recs[i], f"{stem}:{i + 1}"
                 try:
                     task_samples.append(make_sample(task, rec, es, sid, seed, cache.get(i), mol_format=mol_format,
-                                                    graph_only=graph_only))
+                                                    graph_only=graph_only, reasoning=reasoning))
                 except ValueError as e:
                     rep.skip(key, str(e), sid, str(rec.get("input", "")))
         keep = subsample(len(task_samples), ratio, seed, key)
@@ -262,6 +267,9 @@ def load_tasks(spec="all", split="train", data="demo", seed=42, tokenizer=None, 
         samples += task_samples
     if verbose:
         print(f"[data] {split} samples from {root}:\n{rep.summary()}")
+    if verbose and reasoning:
+        n = collections.Counter(s.task for s in samples if has_rationale(s.answer))
+        print("[data] answers with a rationale: " + ", ".join(f"{t} {n[t]}/{rep.kept[t]}" for t in ratios))
     return samples
 
 

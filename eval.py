@@ -63,6 +63,7 @@ import metrics
 import model as M
 import moge
 import molecule
+import reasoning
 import significance
 import verify
 from ddp import compute_init  # the same process setup as training: ranks, device, CPU threads per rank
@@ -393,7 +394,7 @@ def run(args):
     train_samples, train_items = [], []
     if not (args.no_baselines and args.fixed_budget):  # the training split: answer budgets and baselines
         train_samples, train_items = report.training_items(data_src, {scored_as(s) for s in samples}, seed, log,
-                                                           mol_format)
+                                                           mol_format, meta.get("args", {}).get("reasoning", False))
     budgets = None if args.fixed_budget else answer_budgets(tok, train_samples, args.max_new_tokens)
     decoding = "greedy" if args.greedy else f"sampling T={args.temperature} top_k={args.top_k} top_p={args.top_p}"
     if args.numeric_expectation:
@@ -439,7 +440,7 @@ def run(args):
         tokenize, tok_name = report.text_tokenizer(args.tokenizer, "molt5")
     scorer = lambda rs: report.score_rows(rs, args.release_compat, tokenize, tok_name, eos_text,  # noqa: E731
                                    scoring=args.scoring)
-    results = scorer(rows)
+    results = reasoning.add_counts(scorer(rows), rows)  # "Answers with a rationale" per task
     if extra:
         results["retrosynthesis"].update(extra)
     for task, res in results.items():

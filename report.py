@@ -17,6 +17,7 @@ import baselines
 import data
 import metrics
 import molt5
+import reasoning
 import significance
 import verify
 from readers import disk_error, read_jsonl
@@ -179,19 +180,21 @@ def compat_scores(rows, release_compat, tokenize=None, tokenizer_name="nltk word
     return score_rows(keep, True, tokenize, tokenizer_name, eos_text) if keep else None
 
 
-def training_items(data_src, task_names, seed=42, log=print, mol_format="selfies"):
+def training_items(data_src, task_names, seed=42, log=print, mol_format="selfies", reasoning=False):
     """The training split of the scored sets' tasks -> (samples, baselines.py items {"task", "prompt",
     "reference", "smiles"}); yield's items say "yield" (yield_BH and yield_SM both draw on them). A task
-    without training files is left out with a message (no budget from it, no baselines for it)."""
+    without training files is left out with a message (no budget from it, no baselines for it).
+    reasoning: the samples' answers with their rationales (the answer budgets of a --reasoning run); the
+    items' references stay the bare answers."""
     samples = []
     for key in sorted({baselines.base_task(t) for t in task_names} & set(TASKS)):
         try:
             samples += data.load_tasks(key, split="train", data=data_src, seed=seed, verbose=False,
-                                       mol_format=mol_format)
+                                       mol_format=mol_format, reasoning=reasoning)
         except FileNotFoundError as e:
             log(f"no baselines or answer budget for {key}: {e}")
-    return samples, [{"task": s.eval_set, "prompt": s.prompt, "reference": s.answer, "smiles": s.smiles}
-                     for s in samples]
+    return samples, [{"task": s.eval_set, "prompt": s.prompt, "smiles": s.smiles,
+                      "reference": answers.cut_answer(s.answer) if reasoning else s.answer} for s in samples]
 
 
 def text_tokenizer(path, scoring):
@@ -242,7 +245,8 @@ def score_dir(path):
 def score_main(args):
     rows = read_predictions(args.score)
     tokenize, tok_name = text_tokenizer(args.tokenizer, args.scoring)
-    results = score_rows(rows, args.release_compat, tokenize, tok_name, scoring=args.scoring)
+    results = reasoning.add_counts(score_rows(rows, args.release_compat, tokenize, tok_name, scoring=args.scoring),
+                                   rows)
     out_dir = args.out or score_dir(args.score)
     check_writable(out_dir)
     meta = {"scored": os.path.abspath(args.score), "items": len(rows), "release_compat": args.release_compat,

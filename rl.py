@@ -178,7 +178,7 @@ def parse_args(argv=None):
 
 # verify.REASONS under which no answer was read (or none can be checked): no format credit
 NO_FORMAT = ("empty", "too long", "unparsable", "invalid molecule", "not verifiable", "unknown task", "bad reference",
-             "verifier error")
+             "verifier error", "rationale unreadable", "rationale inconsistent")  # a wrong rationale earns no credit
 # partial-credit scale per number task: the paper's MAE (Table 3, metrics.PAPER)
 PARTIAL_SCALE = {t: metrics.PAPER[t]["Average MAE"] for t in metrics.NUMBER_TASKS}
 

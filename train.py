@@ -86,6 +86,9 @@ def get_parser():
     g.add_argument("--mol-format", default="selfies", choices=data.MOL_FORMATS, help="how molecules are "
                    "written in prompts and molecule answers: selfies (the paper) or smiles (its ablation); "
                    "saved in meta.json, eval.py uses the same")
+    g.add_argument("--reasoning", action="store_true", help="answers with an rdkit rationale before them, "
+                   "'<think> ... </think> ANSWER', for the tasks and records that have one (reasoning.py: weight, "
+                   "tpsa, logp, molediting, atom-mapped reactions); the others unchanged")
     g.add_argument("--order", default="uniform", choices=data.ORDERS, help="batch order: uniform (the "
                    "release: uniform random over all tasks together, batches mix tasks) or length (batches of "
                    "similar length: less padding, but nearly single-task batches, which changes gradient noise "
@@ -320,7 +323,8 @@ def main(argv=None):
     with rank0_first(ddp, master):
         train_set = data.load_tasks(args.task_ratios, split="train", data=args.data, seed=args.seed,
                                     tokenizer=tok, max_len=args.max_len, verbose=master,
-                                    mol_format=args.mol_format, graph_only=args.stage == 1)
+                                    mol_format=args.mol_format, graph_only=args.stage == 1,
+                                    reasoning=args.reasoning)
     loader = data.Loader(train_set, tok, args.batch_size, rank=rank, world_size=world_size, seed=args.seed,
                          order=args.order)
     if args.prefetch:  # the same batches, collated ahead in a background thread (resume stays exact)
@@ -348,7 +352,7 @@ def main(argv=None):
     step = 0
     if args.resume:
         older = {"order": "length", "mol_format": "selfies", "n_experts": 5, "top_k": 2,
-                 "moe_layers": "second_quarter"}  # what checkpoints from before these flags did
+                 "moe_layers": "second_quarter", "reasoning": False}  # what checkpoints from before these flags did
         meta, _ = checkpoint.resume(
             args.out, raw_model, optimizer, scheduler, loader, args,
             ("model", "data", "tasks", "stage", "recipe", "lora_r", "lora_alpha", "seed", "batch_size", "grad_accum",

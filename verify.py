@@ -27,6 +27,11 @@ What is checked, per task (the tolerances are the constants below, each with its
   DRD2 scorer has no offline weights).
 - homolumo / yield: within a tolerance of the reference number.
 - molcap, dqa, experiment: "not verifiable" (free text; see mcq.py for a verifiable version).
+- a rationale before the answer ("<think> ... </think> ANSWER", reasoning.py): the answer after it is verified
+  as above (a rationale with no answer after it is "unparsable"); then, for weight / tpsa / logp / molediting,
+  reasoning.check: terms that do not add up to the stated sum, a sum that is not the answer at the answer's
+  precision, or QED / similarity not the molecules' fail as "rationale inconsistent" (a body not in the format
+  as "rationale unreadable"); a consistent rationale leaves the answer's verdict.
 """
 import argparse
 import json
@@ -38,6 +43,7 @@ from rdkit import Chem, DataStructs, RDLogger, rdBase
 from rdkit.Chem import QED, Crippen, Descriptors, rdMolDescriptors
 
 from answers import MAX_CHARS, MORGAN_BITS, as_text, cut_answer, first_number, inchi, parse_molecule, prompt_molecule
+import reasoning
 from readers import read_jsonl
 
 RDLogger.DisableLog("rdApp.*")
@@ -56,6 +62,8 @@ REASONS = (
     "product among reactants",  # retrosynthesis: the "reactants" contain the product itself
     "atoms unbalanced",         # retrosynthesis: the reactants hold fewer atoms of some heavy element than the product
     "round trip failed",        # retrosynthesis: the model's forward prediction from the reactants is not the product
+    "rationale inconsistent",   # reasoning.py: its terms miss its sum, its sum the answer, or QED / similarity
+    "rationale unreadable",     # reasoning.py: a weight / tpsa / logp / molediting rationale not in the format
     "bad reference",            # the reference (or the prompt's molecule) cannot be parsed: not the model's fault
     "not verifiable",           # free text, or a property we cannot compute (DRD2)
     "unknown task",
@@ -86,6 +94,9 @@ YIELD_TOL = 10.0
 # Molecule editing, the release's success thresholds (calculate_moledit_metrics).
 EDIT_QED_MIN, EDIT_SIM_MIN = 0.6, 0.4
 MOLECULE_TASKS = ("forward", "reagent", "solvent", "catalyst", "iupac", "textguidedmolgen")
+# verdicts given before an answer is read: a rationale is not checked then
+READ_FAILURES = ("empty", "too long", "unparsable", "invalid molecule", "bad reference", "not verifiable",
+                 "unknown task")
 TEXT_TASKS = ("molcap", "dqa", "experiment")
 
 
@@ -273,7 +284,11 @@ def verify(task, prompt, prediction, reference, roundtrip=None) -> Verdict:
     if fn is None:
         return _fail("unknown task")
     try:
-        return fn(prompt, prediction, reference, roundtrip)
+        v = fn(prompt, prediction, reference, roundtrip)
+        if not reasoning.has_rationale(prediction) or v.reason in READ_FAILURES:
+            return _fail("unparsable") if v.reason == "empty" and reasoning.has_rationale(prediction) else v
+        why = reasoning.check(task, prompt, prediction)  # the rationale's own arithmetic, after the answer's reading
+        return _fail(why) if why else v
     except Exception:  # a bug or an rdkit corner we did not foresee: counted, not raised (ether0 does the same)
         return _fail("verifier error")
 

@@ -23,7 +23,7 @@ NPROC = $$($(PY) -c "import torch; print(torch.cuda.device_count() or 2)")
 demo: .venv/.installed
 	.venv/bin/torchrun --nproc_per_node=$(NPROC) train.py --tasks all
 	.venv/bin/torchrun --nproc_per_node=$(NPROC) eval.py
-	$(PY) mcq.py build --data demo --out out/mcq.jsonl
+	$(PY) mcq.py build --data demo --limit 2 --out out/mcq.jsonl
 	$(PY) eval.py --mcq out/mcq.jsonl --limit 2
 
 # On one CUDA GPU, a few minutes (issue 13): multi-task vs single-task training at equal steps on three tasks

@@ -31,7 +31,9 @@ so long options are not penalised for their length; the best-scoring option is t
 """
 import argparse
 import json
+import os
 import re
+import time
 from collections import Counter
 
 import numpy as np
@@ -39,8 +41,11 @@ from rdkit import Chem, DataStructs, rdBase
 
 import answers
 import data
+import distractors
 import likelihood
 import molecule
+import shortcuts
+import verify
 from chem import _hash
 from readers import read_jsonl
 from tasks import MOL_FORMATS
@@ -72,8 +77,9 @@ def _question(prompt: str) -> str:
     return prompt.rsplit(run, 1)[0] if run else prompt
 
 
-def _task_questions(task, samples, seed, skipped):
-    """Questions of one task; samples: objects with .id, .prompt, .answer, .smiles (data.Sample)."""
+def _task_questions(task, samples, seed, skipped, limit=None):
+    """Questions of one task; samples: objects with .id, .prompt, .answer, .smiles (data.Sample). limit: questions
+    for the first `limit` records only, their distractors still drawn from all records."""
     text = task in TEXT_ANSWER
     keys, fps, kept = [], [], []
     for s in samples:
@@ -91,8 +97,9 @@ def _task_questions(task, samples, seed, skipped):
     for i, k in enumerate(keys):
         first_of.setdefault(k, i)
     valid = [j for j, f in enumerate(fps) if f is not None]
+    counts = Counter(keys)
     out = []
-    for i, s in enumerate(kept):
+    for i, s in enumerate(kept[:limit]):
         sims = np.zeros(len(kept))  # a record without a molecule is similar to nothing
         if fps[i] is not None and valid:
             sims[valid] = DataStructs.BulkTanimotoSimilarity(fps[i], [fps[j] for j in valid])
@@ -103,27 +110,48 @@ def _task_questions(task, samples, seed, skipped):
             rank = (questions is not None and questions[j] == questions[i], float(sims[j]))
             if k not in best or rank > best[k]:
                 best[k] = rank
-        if len(best) < N_OPTIONS - 1:
-            skipped[task][f"fewer than {N_OPTIONS - 1} distinct other answers"] += 1
-            continue
-        ranked = sorted(best, key=lambda k: (tuple(-x for x in best[k]), k))[:max(HARD_POOL, N_OPTIONS - 1)]
+        ranked = sorted(best, key=lambda k: (tuple(-x for x in best[k]), k))
         rng = np.random.default_rng([seed, _hash(f"{task}/{s.id}")])
-        picked = [ranked[j] for j in rng.choice(len(ranked), N_OPTIONS - 1, replace=False)]
-        out.append((s, [kept[first_of[k]].answer for k in picked]))
-    n = len(out)
-    rng = np.random.default_rng([seed, _hash(f"positions/{task}")])
-    positions = rng.permutation(np.resize(np.arange(N_OPTIONS), n))
+        if text:
+            picked = _pick_others(ranked, rng, N_OPTIONS - 1)
+            wrong = [kept[first_of[k]].answer for k in picked]
+        else:
+            wrong = distractors.choose(task, s.prompt, s.answer, rng, N_OPTIONS - 1,
+                                         [(k, kept[first_of[k]].answer) for k in ranked[:HARD_POOL * 4]],
+                                       counts if task in shortcuts.CONDITION_TASKS else None)
+        if len(wrong) < N_OPTIONS - 1:
+            skipped[task][f"fewer than {N_OPTIONS - 1} distinct distractors"] += 1
+            continue
+        out.append((s, wrong))
+    return _place(task, out, seed)
+
+
+def _pick_others(ranked, rng, n):
+    """n of the HARD_POOL best-ranked other-record answers, drawn without replacement ([] if there are too few)."""
+    pool = ranked[:max(HARD_POOL, n)]
+    if len(pool) < n:
+        return []
+    return [pool[j] for j in rng.choice(len(pool), n, replace=False)]
+
+
+def _place(task, out, seed, fmt="choice4"):
+    """(sample, distractors) pairs -> question lines; the answer positions of a task are a seeded permutation
+    of 0,1,..,k-1,0,1,.. so each position holds the answer equally often (to within one)."""
+    rng = np.random.default_rng([seed, _hash(f"positions/{task}/{fmt}")])
+    k = len(out[0][1]) + 1 if out else N_OPTIONS
+    positions = rng.permutation(np.resize(np.arange(k), len(out)))
     lines = []
-    for (s, distractors), pos in zip(out, positions.tolist()):
-        options = list(distractors)
+    for (s, wrong), pos in zip(out, positions.tolist()):
+        options = list(wrong)
         options.insert(pos, s.answer)
-        lines.append({"task": task, "id": s.id, "prompt": s.prompt, "options": options, "answer": pos,
-                      "graph": s.smiles})
+        lines.append({"task": task, "id": s.id, "format": fmt, "prompt": s.prompt, "options": options,
+                      "answer": pos, "graph": s.smiles})
     return lines
 
 
-def build(samples, seed=0, tasks=MCQ_TASKS):
-    """Test samples (any order, any tasks) -> (questions, {task: {reason: skipped}}). Deterministic in seed."""
+def build(samples, seed=0, tasks=MCQ_TASKS, limit=None):
+    """Test samples (any order, any tasks) -> (questions, {task: {reason: skipped}}). Deterministic in seed.
+    limit: at most this many questions per task (the first records; distractors still from all of them)."""
     by_task, skipped = {}, {t: Counter() for t in tasks}
     for s in samples:
         if s.task in tasks:
@@ -131,7 +159,7 @@ def build(samples, seed=0, tasks=MCQ_TASKS):
     questions = []
     for task in tasks:
         if task in by_task:
-            questions += _task_questions(task, by_task[task], seed, skipped)
+            questions += _task_questions(task, by_task[task], seed, skipped, limit)
     return questions, {t: dict(c) for t, c in skipped.items() if c}
 
 
@@ -149,7 +177,43 @@ def read(path):
                 and isinstance(q["answer"], int) and 0 <= q["answer"] < len(q["options"])):
             raise ValueError(f"{path}: question {i} ({q['id']}): options must be a list of >= 2 strings and "
                              "answer an index into it")
+        q.setdefault("format", "choice4" if len(q["options"]) == N_OPTIONS else "choice")
     return out
+
+
+# ----------------------------------------------------------------------------- validity
+
+def _option_key(q, option):
+    if q["task"] in TEXT_ANSWER:
+        return normalise_text(option)
+    return answers.mol_from_text(str(option).strip())[1] or normalise_text(option)
+
+
+def check(questions):
+    """-> problems, one line each ([] for a valid file): per question, distinct options (canonical molecule or
+    normalised text), no option the prompt's input molecule, and where verify.py has a verifier for the task,
+    exactly one option verified right (score 1) and it the answer; per task and format, answer positions
+    balanced (counts within one of each other)."""
+    problems, positions = [], {}
+    for q in questions:
+        where = f"{q['task']} {q['id']}"
+        keys = [_option_key(q, o) for o in q["options"]]
+        if len(set(keys)) < len(keys):
+            problems.append(f"{where}: duplicate options")
+        src = answers.mol_from_text(answers.prompt_molecule(q["prompt"]) or "")[1]
+        if q["task"] not in TEXT_ANSWER and src and src in keys:
+            problems.append(f"{where}: an option is the prompt's input molecule")
+        ref = q["options"][q["answer"]]
+        if verify.verify(q["task"], q["prompt"], ref, ref).reason != "not verifiable":
+            right = [j for j, o in enumerate(q["options"]) if verify.verify(q["task"], q["prompt"], o, ref).score == 1]
+            if right != [q["answer"]]:
+                problems.append(f"{where}: options verified right {right}, answer {q['answer']}")
+        positions.setdefault((q["task"], q.get("format", "choice4"), len(q["options"])), Counter())[q["answer"]] += 1
+    for (task, fmt, k), c in positions.items():
+        counts = [c.get(j, 0) for j in range(k)]
+        if max(counts) - min(counts) > 1:
+            problems.append(f"{task} ({fmt}): answer positions unbalanced {counts}")
+    return problems
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -226,13 +290,21 @@ def build_main(args):
             print(f"[mcq] {key}: no test records in {root}, left out")
             continue
         samples += data.load_tasks(key, split="test", data=args.data, verbose=False, mol_format=args.mol_format)
-    questions, skipped = build(samples, seed=args.seed, tasks=tasks)
+    t0 = time.time()
+    questions, skipped = build(samples, seed=args.seed, tasks=tasks, limit=args.limit)
+    seconds = time.time() - t0
     write(questions, args.out)
     counts = Counter(q["task"] for q in questions)
     print("[mcq] questions per task: " + ", ".join(f"{t} {n}" for t, n in counts.items()))
     for t, why in skipped.items():
         print(f"[mcq] {t}: skipped " + ", ".join(f"{n} ({r})" for r, n in why.items()))
-    print(f"wrote {len(questions)} questions to {args.out}")
+    problems = check(questions)
+    print(f"[mcq] validity: {len(problems)} problems" + "".join(f"\n  {p}" for p in problems[:20]))
+    print("[mcq] model-free shortcuts (accuracy, the better direction; chance beside):\n" +
+          shortcuts.table(shortcuts.report(questions)))
+    print(f"wrote {len(questions)} questions to {args.out} ({os.path.getsize(args.out) / 1e6:.2f} MB, "
+          f"built in {seconds:.1f} s)")
+    return problems
 
 
 def main(argv=None):
@@ -243,9 +315,18 @@ def main(argv=None):
     b.add_argument("--out", default="mcq.jsonl", help="questions, one JSON object per line (default: mcq.jsonl)")
     b.add_argument("--tasks", default=None, help="comma list; default: molcap, dqa, experiment and the Mol2Mol tasks")
     b.add_argument("--seed", type=int, default=0, help="distractor draws and answer positions (default: 0)")
+    b.add_argument("--limit", type=int, default=None, help="questions for the first N test records of each task "
+                   "only (their distractors still drawn from all records); default: every record")
     b.add_argument("--mol-format", default="selfies", choices=MOL_FORMATS, help="molecules in prompts and options, "
                    "as the checkpoint to be scored was trained (default: selfies)")
-    build_main(p.parse_args(argv))
+    c = sub.add_parser("check", help="validity checks on a built file: exit 1 on any problem")
+    c.add_argument("file")
+    args = p.parse_args(argv)
+    if args.cmd == "check":
+        problems = check(read(args.file))
+        print("\n".join(problems) or "ok: every check passed")
+        raise SystemExit(1 if problems else 0)
+    build_main(args)
 
 
 if __name__ == "__main__":

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import selfies
 import torch
-from rdkit import Chem, DataStructs
-from rdkit.Chem import rdFingerprintGenerator
+from rdkit import Chem
 
 import checkpoint
 import eval as E
 import mcq
 import model as M
 import molecule
+import shortcuts
 sf = selfies.encoder
 PHENOLS = ["Oc1ccccc1", "Oc1ccccc1C", "Oc1ccccc1CC", "Oc1ccc(C)cc1", "Oc1ccc(CC)cc1", "Oc1cccc(C)c1", "Oc1ccc(Cl)cc1"]
 OTHERS = ["CCCCCC", "CCCCO", "CC(=O)O", "NCCN", "C1CCCCC1", "CCN(CC)CC", "OCC(O)CO"]
@@ -46,36 +46,43 @@ def test_molecule_questions_have_one_correct_option_and_distinct_distractors():
     assert len(qs) == len(samples) and not skipped
     by_id = {s.id: s for s in samples}
     for q in qs:
-        assert set(q) == {"task", "id", "prompt", "options", "answer", "graph"} and len(q["options"]) == 4
+        assert set(q) == {"task", "id", "format", "prompt", "options", "answer", "graph"} and len(q["options"]) == 4
         ref = by_id[q["id"]].answer
         assert q["options"][q["answer"]] == ref and q["prompt"] == by_id[q["id"]].prompt
         keys = [canon(o) for o in q["options"]]
         assert keys.count(canon(ref)) == 1               # exactly one correct option, by molecule
         assert len(set(keys)) == 4                       # distractors distinct from each other too
-        assert all(o in {s.answer for s in samples} for o in q["options"])  # drawn from the same task's records
+    assert not mcq.check(qs)
 
 
-def test_distractors_are_the_most_similar_molecules():
-    samples = molecule_samples()
-    qs, _ = mcq.build(samples, seed=0)
-    gen = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
-    fp = {canon(s.answer): gen.GetFingerprint(Chem.MolFromSmiles(canon(s.answer))) for s in samples}
-    for q in qs:
-        ref = canon(q["options"][q["answer"]])
-        others = sorted((DataStructs.TanimotoSimilarity(fp[ref], fp[k]), k) for k in fp if k != ref)[::-1]
-        cutoff = others[mcq.HARD_POOL - 1][0]            # similarity of the HARD_POOL-th best candidate
-        for j, o in enumerate(q["options"]):
-            if j != q["answer"]:
-                assert DataStructs.TanimotoSimilarity(fp[ref], fp[canon(o)]) >= cutoff
-        if ref in {canon(s) for s in PHENOLS}:           # a phenol's distractors are phenols (6 others exist)
-            assert all(canon(o) in {canon(s) for s in PHENOLS} for o in q["options"])
+def test_check_rejects_two_right_options_duplicates_and_the_input():
+    qs, _ = mcq.build(molecule_samples(), seed=0)
+    assert mcq.check(qs) == []
+    bad = json.loads(json.dumps(qs[0]))
+    wrong = (bad["answer"] + 1) % 4
+    bad["options"][wrong] = canon(bad["options"][bad["answer"]])   # the answer again, as SMILES: two right
+    assert any("verified right" in p for p in mcq.check([bad]))
+    assert any("duplicate" in p for p in mcq.check([bad]))
+    src = json.loads(json.dumps(qs[1]))
+    src["options"][(src["answer"] + 1) % 4] = "[C][C][O]"         # the prompt's input molecule
+    assert any("input molecule" in p for p in mcq.check([src]))
+    skew = [dict(q, options=[q["options"][q["answer"]]] + [o for j, o in enumerate(q["options"]) if j != q["answer"]],
+                 answer=0) for q in qs]
+    assert any("unbalanced" in p for p in mcq.check(skew))
 
 
-def test_deterministic_under_the_seed_and_different_across_seeds():
+def test_edited_distractors_hide_the_answer_from_the_similarity_shortcut():
+    rep = shortcuts.report(mcq.build(molecule_samples(), seed=0)[0])
+    assert set(rep["forward"]) >= {"similarity", "consensus", "length", "overlap", "chance", "N"}
+
+
+def test_deterministic_under_the_seed_and_different_across_seeds(tmp_path):
     samples = molecule_samples()
     a, b = mcq.build(samples, seed=0)[0], mcq.build(list(reversed(samples)), seed=0)[0]
     c = mcq.build(samples, seed=1)[0]
     assert a == mcq.build(samples, seed=0)[0]
+    mcq.write(a, tmp_path / "a.jsonl"), mcq.write(mcq.build(samples, seed=0)[0], tmp_path / "b.jsonl")
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()   # the same file
     assert sorted(map(json.dumps, a)) != sorted(map(json.dumps, c))
     assert {q["id"] for q in b} == {q["id"] for q in a}
 
@@ -89,9 +96,9 @@ def test_answer_positions_are_balanced(n):
 
 
 def test_too_few_distinct_answers_is_skipped_and_counted():
-    samples = [sample("solvent", i, sf(s)) for i, s in enumerate(["CO", "OC", "CCO", "CC#N"])]  # 3 distinct molecules
+    samples = [sample("molcap", i, s) for i, s in enumerate(["a", "A.", "b", "c"])]  # 3 distinct texts
     qs, skipped = mcq.build(samples, seed=0)
-    assert qs == [] and skipped == {"solvent": {"fewer than 3 distinct other answers": 4}}
+    assert qs == [] and skipped == {"molcap": {"fewer than 3 distinct distractors": 4}}
     bad = [sample("forward", 0, "[C][Xyz]")] + molecule_samples()
     qs, skipped = mcq.build(bad, seed=0)
     assert skipped == {"forward": {"answer not a molecule": 1}} and len(qs) == len(bad) - 1

@@ -74,6 +74,15 @@ def _records(path):
         return [json.loads(ln) for ln in f if ln.strip()]
 
 
+def _save(plt, fig, ax, png_path, dpi=100):
+    """The legend, the layout, the PNG; the figure closed (pyplot keeps every open figure alive)."""
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=dpi)
+    plt.close(fig)
+    return True
+
+
 def plot(jsonl_path, png_path):
     """Held-out NLL per task (and the mean over tasks) against steps; False if matplotlib or points are missing."""
     plt, recs = _pyplot(), _records(jsonl_path)
@@ -89,11 +98,7 @@ def plot(jsonl_path, png_path):
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("held-out answer NLL (nats/token)")
     ax.set_title(f"held-out answer loss, {recs[-1]['items']} test items")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(plt, fig, ax, png_path, dpi=110)
 
 
 def plot_losses(log_path, png_path):
@@ -109,11 +114,7 @@ def plot_losses(log_path, png_path):
     ax.set_xlabel("step")
     ax.set_ylabel("answer-token cross-entropy")
     ax.set_yscale("log")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
-    return True
+    return _save(plt, fig, ax, png_path)
 
 
 def plot_rewards(log_path, png_path):
@@ -129,7 +130,6 @@ def plot_rewards(log_path, png_path):
         pts = [(r["step"], r["task_reward"][t]) for r in recs if t in r["task_reward"]]
         ax.plot(*zip(*pts), lw=1, alpha=0.8, label=t, color=plt.cm.tab20(i % 20))
     ax.set_ylabel("mean reward per answer")
-    ax.legend(fontsize=7, ncol=2)
     if recs[0]["kl"] is not None:
         ax2.plot(steps, [r["kl"] for r in recs], color="tab:red")
         ax2.set_ylabel("KL to start")
@@ -137,7 +137,4 @@ def plot_rewards(log_path, png_path):
         ax2.plot(steps, [r["entropy"] for r in recs], color="tab:blue")
         ax2.set_ylabel("entropy (nats/token)")
     ax2.set_xlabel("step")
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
-    return True
+    return _save(plt, fig, ax, png_path)

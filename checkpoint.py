@@ -16,6 +16,7 @@
 A checkpoint is written into a temporary folder and renamed, so a crash mid-save leaves the previous one
 whole and a half-written folder is never taken for a checkpoint (it has no meta.json under a step_ name).
 """
+import argparse
 import fcntl
 import json
 import os
@@ -47,10 +48,25 @@ class RunFolderError(ValueError):
     """A run folder that belongs to another run (or is being written by one)."""
 
 
-def add_run_arguments(g) -> None:
-    """The run-folder flags train.py and rl.py share, added to an argparse group."""
-    g.add_argument("--save-every", type=int, default=None, help="steps between checkpoints; default: a tenth "
-                   "of the run, at least 10; the last step is always saved")
+def _steps_or_epoch(v):
+    """--save-every with epochs: a step count, or 'epoch'."""
+    if v == "epoch":
+        return v
+    try:
+        return int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of steps or 'epoch', got {v!r}") from None
+
+
+def add_run_arguments(g, epochs=False) -> None:
+    """The run-folder flags train.py and rl.py share, added to an argparse group. epochs: --save-every also
+    takes 'epoch' (train.py; rl.py has no epochs)."""
+    g.add_argument("--save-every", type=_steps_or_epoch if epochs else int, default=None, help="steps between "
+                   "checkpoints; default: a tenth of the run, at least 10; the last step is always saved" + (
+                       "; 'epoch': at every epoch boundary (len(loader) // grad-accum steps), as the release's "
+                       "--save_strategy epoch --save_total_limit 2 (1789336421/Omni-Mol scripts/train.sh:49-50); "
+                       "the paper's epoch-14 checkpoint is then step 14 x that (printed at the start; a 15-epoch "
+                       "run keeps it with --keep-last 2)" if epochs else ""))
     g.add_argument("--keep-last", type=int, default=3, help="checkpoints kept; older ones are deleted")
     g.add_argument("--overwrite", action="store_true", help="delete the checkpoints and logs of an earlier run "
                    "in --out first (without it, a used run folder is refused unless --resume)")
@@ -222,9 +238,11 @@ def non_finite(model) -> list:
     return [n for n, t in moge.adapter_state_dict(model).items()
             if t.is_floating_point() and not torch.isfinite(t).all()]
 
-def cadence(save_every, total_steps) -> int:
-    """Steps between checkpoints: as asked, else a tenth of the run and at least 10 (the last step is always
-    saved too)."""
+def cadence(save_every, total_steps, steps_per_epoch=None) -> int:
+    """Steps between checkpoints: as asked ('epoch': steps_per_epoch), else a tenth of the run and at least 10
+    (the last step is always saved too)."""
+    if save_every == "epoch":
+        return steps_per_epoch
     return save_every or max(10, total_steps // 10)
 
 
@@ -435,13 +453,15 @@ def build_model(meta, device, dtype):
 def load_model(step_dir, device, dtype, log=print):
     """Rebuild the trained model exactly: base model named in meta.json, molecule encoder, adapters of the
     recorded config, then every trained tensor from adapters.safetensors, strictly (missing, extra or
-    mis-shaped tensors are an error). -> (model in eval mode, tokenizer, meta)."""
+    mis-shaped tensors are an error); the tokenizer starts prompts with the run's BOS count (meta args.bos).
+    -> (model in eval mode, tokenizer, meta)."""
     files = {name: os.path.join(step_dir, name) for name in ("meta.json", "adapters.safetensors")}
     missing = [p for p in files.values() if not os.path.isfile(p)]
     if missing:
         raise FileNotFoundError(f"checkpoint {step_dir} is incomplete, missing: {', '.join(missing)}")
     meta = read_meta(step_dir)
     model, tok = _build(meta, device, dtype, files["meta.json"])
+    tok.set_bos(meta["args"].get("bos", 1))  # prompts as the run was trained (a converted release run: 2)
     moge.load_adapters(model, read_adapters(step_dir))
     model.to(device).eval()
     margs = meta["args"]

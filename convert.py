@@ -59,12 +59,23 @@ import model as M
 import smollm
 import moge
 import molecule
+from tokenizer import TEMPLATES
 
 PEFT = "base_model.model."          # PeftModel -> LoraModel -> GraphLlavaForConditionalGeneration
 LM = "language_model."              # GraphLlava's LlamaForCausalLM; ours is the CausalLM itself
 LORA_SUFFIX = {"lora_A": "lora_A.weight", "lora_B": "lora_B.weight", "gal": "lora_learnable_alpha.weights",
                "A": "lora_A.weight", "B": "lora_B.weight"}
 RELEASE_TOP_K = 2                   # scripts/train.sh --top_k_experts 2
+RELEASE_BOS = 2                     # WillDreamer/Omni-Mol data_pipe/chat_template.py:31-45 keeps both BOS tokens
+# --mol-format of a converted checkpoint: how its training prompts wrote molecules (the checkpoint does not say)
+MOL_FORMAT_EVIDENCE = {
+    "selfies": "the official release (1789336421/Omni-Mol) has no SMILES switch: arguments.py DataArguments holds only "
+               "add_selfies=True, scripts/train.sh passes none, and its prompts name SELFIES "
+               "(data_pipe/dataset_profiles.py:218 'The compound SELFIES sequence is: '); the paper reports SELFIES",
+    "smiles": "the dev tree's 16-task training script (WillDreamer/Omni-Mol scripts/mixtrain_auto_eval.sh:78) passes "
+              "--if_smiles True (its W&B project is named _SMILES_, :22), as does WillDreamer/OmniMol "
+              "scripts/mixtrain-moelora-smiles.sh (last line): runs trained on SMILES prompts",
+}
 
 
 class ConversionError(ValueError):
@@ -298,7 +309,8 @@ def read_projector(path: str) -> dict:
 # ----------------------------------------------------------------------------- writing ours
 
 def _our_model(model_path, gin, cfg, llava_cfg=None):
-    model, _ = M.load_model(model_path, dtype=torch.float32)
+    model, tok = M.load_model(model_path, dtype=torch.float32)
+    model.chat_template = tok.template  # _meta: the BOS count applies to templates that have a BOS
     _check_text_config(model, llava_cfg)
     if cfg is not None and cfg.recipe == "moge" and max(cfg.moe_layers) >= model.config.num_hidden_layers:
         raise ConversionError(f"MoE layers {list(cfg.moe_layers)} but --model has {model.config.num_hidden_layers} "
@@ -311,9 +323,14 @@ def _our_model(model_path, gin, cfg, llava_cfg=None):
     return model.eval()
 
 
-def _meta(model, model_path, gin, cfg, stage, step, source):
+def _meta(model, model_path, gin, cfg, stage, step, source, mol_format=None):
     moge_meta = None if cfg is None else {k: v for k, v in dataclasses.asdict(cfg).items() if k != "adapter_dtype"}
-    args = {"model": model_path, "gin": gin, "stage": stage}
+    # the release's Llama-3 sequences start with two <|begin_of_text|> (tokenizer.Tokenizer.set_bos); eval prompts
+    # the same. A ChatML base (the tests' tiny model) has no such token: 1, i.e. none
+    bos = RELEASE_BOS if TEMPLATES[getattr(model, "chat_template", "llama3")][2] else 1
+    args = {"model": model_path, "gin": gin, "stage": stage, "bos": bos}
+    if mol_format is not None:
+        args["mol_format"] = mol_format
     if cfg is not None:
         args.update(recipe=cfg.recipe, lora_r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
                     aux_coef=cfg.aux_coef)
@@ -330,8 +347,12 @@ def _adapter_file(ckpt_dir):
 
 
 def convert_release(ckpt_dir, out_dir, model_path="default", gin=None, projector=None, top_k=None,
-                    lora_alpha=None, log=print) -> dict:
-    """The release's stage-2 checkpoint folder -> our checkpoint folder. Returns the written meta."""
+                    lora_alpha=None, log=print, mol_format="selfies") -> dict:
+    """The release's stage-2 checkpoint folder -> our checkpoint folder. Returns the written meta.
+    mol_format (meta.json args.mol_format, read by eval.py): how the run's prompts wrote molecules
+    (MOL_FORMAT_EVIDENCE); the CLI requires it."""
+    if mol_format not in MOL_FORMAT_EVIDENCE:
+        raise ValueError(f"mol_format must be one of {sorted(MOL_FORMAT_EVIDENCE)}, got {mol_format!r}")
     if not os.path.isdir(ckpt_dir):
         raise FileNotFoundError(f"{ckpt_dir} is not a folder (expected the release's checkpoint-NNNNNN/)")
     files = [_adapter_file(ckpt_dir)]
@@ -367,12 +388,12 @@ def convert_release(ckpt_dir, out_dir, model_path="default", gin=None, projector
     source = {"format": "Omni-Mol release stage 2 (peft adapter + non_lora_trainables)",
               "path": os.path.abspath(ckpt_dir), "files": [os.path.basename(f) for f in files],
               "base_weights_checked": checked, "notes": notes + [base_note]}
-    meta = _meta(model, model_path, gin, cfg, 2, int(m.group(1)) if m else None, source)
+    meta = _meta(model, model_path, gin, cfg, 2, int(m.group(1)) if m else None, source, mol_format)
     checkpoint.write_converted(model, out_dir, meta)
     moe = f"MoE layers {list(cfg.moe_layers)}, {cfg.n_experts} experts + 1 shared, top-{cfg.top_k}" \
         if cfg.recipe == "moge" else "no MoE layers (recipe gal)"
     log(f"wrote {out_dir}: {len(ours)} tensors from {len(tensors)} release tensors; r {cfg.r}, alpha {cfg.alpha}, "
-        f"{moe}")
+        f"{moe}; prompts: {mol_format}, bos {meta['args']['bos']} (meta.json args, read by eval.py)")
     for n in notes + [base_note]:
         log(f"note: {n}")
     if gin is None:
@@ -444,6 +465,9 @@ def main(argv=None):
     r.add_argument("--top-k", type=int, default=None, help="routed experts per token if config.json lacks "
                                                            f"moe_config.top_k_experts (default {RELEASE_TOP_K})")
     r.add_argument("--lora-alpha", type=float, default=None, help="GAL alpha0 if there is no adapter_config.json")
+    r.add_argument("--mol-format", required=True, choices=sorted(MOL_FORMAT_EVIDENCE), help="how the run's prompts "
+                   "wrote molecules (the checkpoint does not record it; saved in meta.json, eval.py prompts the same). "
+                   + " ".join(f"{k}: {v}." for k, v in MOL_FORMAT_EVIDENCE.items()))
     p = sub.add_parser("projector", help="the release's stage-1 mm_projector.bin -> a stage-1 checkpoint folder")
     p.add_argument("src")
     p.add_argument("out_dir")
@@ -467,7 +491,7 @@ def main(argv=None):
     try:
         if args.cmd == "release":
             convert_release(args.ckpt_dir, args.out_dir, args.model, args.gin, args.projector, args.top_k,
-                            args.lora_alpha)
+                            args.lora_alpha, mol_format=args.mol_format)
         elif args.cmd == "projector":
             convert_projector(args.src, args.out_dir, args.model, args.gin)
         elif args.cmd == "moleculestm":

@@ -57,6 +57,7 @@ import answers
 import baselines
 import checkpoint
 import data
+import fewshot
 import likelihood
 import mcq
 import metrics
@@ -133,6 +134,12 @@ def get_parser():
     p.add_argument("--base", default="default", help="with --ckpt none: the bare base model (default|tiny|PATH), "
                    "no adapters and no molecule encoder (the <mol> placeholder is dropped; the prompt's SELFIES "
                    "remain)")
+    p.add_argument("--few-shot", type=int, default=0, metavar="K", help="in-context baseline: K solved examples "
+                   "from the TRAINING split of each item's task, nearest by input molecule (Morgan/Tanimoto), before "
+                   "the question (fewshot.py); predictions keep the plain prompt. Use its own --out")
+    p.add_argument("--bos", type=int, default=None, choices=(1, 2), help="<|begin_of_text|> tokens per Llama-3 "
+                   "prompt; default: the checkpoint's (meta.json args.bos: train.py --bos, 2 for convert.py release), "
+                   "1 for older checkpoints and --ckpt none. Given, it overrides the checkpoint's")
     p.add_argument("--fixed-budget", action="store_true", help="every task may generate --max-new-tokens (the "
                    f"release: 512); default: the task's longest training answer + {BUDGET_MARGIN} tokens, capped by "
                    "it")
@@ -154,7 +161,8 @@ def parse_args(argv=None):
     args.ckpt = args.ckpt or "out/"
     if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
         p.error(f"--device {args.device}: CUDA is not available on this machine (use --device cpu)")
-    for k, lo in (("limit", 1), ("max_new_tokens", 1), ("batch_size", 1), ("numeric_samples", 1), ("top_k", 0)):
+    for k, lo in (("limit", 1), ("max_new_tokens", 1), ("batch_size", 1), ("numeric_samples", 1), ("top_k", 0),
+                  ("few_shot", 0)):
         if getattr(args, k) is not None and getattr(args, k) < lo:
             p.error(f"--{k.replace('_', '-')} must be >= {lo}, got {getattr(args, k)}")
     if args.temperature < 0 or not args.numeric_temperature > 0:
@@ -368,6 +376,7 @@ def run(args):
     # GPU: a bf16 base (autocast would re-cast frozen fp32 weights at every decode step) and bf16 A/B
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model, tok, meta = checkpoint.load_model(step_dir, device, dtype, log)
+    tok.set_bos(args.bos or meta.get("args", {}).get("bos", 1))  # as the checkpoint was trained, unless given
     if device.type == "cuda":
         moge.cast_low_rank(model, torch.bfloat16)
     data_src = args.data or meta.get("args", {}).get("data", "demo")
@@ -392,7 +401,7 @@ def run(args):
         raise ValueError(f"no test samples for --tasks {args.tasks} in {data_src}")
     seed = meta.get("args", {}).get("seed", 42)
     train_samples, train_items = [], []
-    if not (args.no_baselines and args.fixed_budget):  # the training split: answer budgets and baselines
+    if not (args.no_baselines and args.fixed_budget) or args.few_shot:  # training split: budgets, baselines, shots
         train_samples, train_items = report.training_items(data_src, {scored_as(s) for s in samples}, seed, log,
                                                            mol_format, meta.get("args", {}).get("reasoning", False))
     budgets = None if args.fixed_budget else answer_budgets(tok, train_samples, args.max_new_tokens)
@@ -422,7 +431,8 @@ def run(args):
         if not args.no_merge:
             log(f"generation: {moge.merge_adapters(model)} dense GAL adapters folded into the base weights")
         t0, cpu0, stats = time.time(), time.process_time(), {}
-        preds = _sharded_generate(model, tok, samples, args, device, rank, world, "eval", stats, budgets, out_dir)
+        shots = fewshot.with_examples(samples, train_samples, args.few_shot, seed)  # = samples for --few-shot 0
+        preds = _sharded_generate(model, tok, shots, args, device, rank, world, "eval", stats, budgets, out_dir)
         gen_s, gen_cpu = time.time() - t0, time.process_time() - cpu0  # CPU time: stable on a shared machine
         rows = [{"task": scored_as(s), "id": s.id, "prompt": s.prompt, "prediction": a, "reference": s.answer}
                 for s, a in zip(samples, preds)]
@@ -466,7 +476,7 @@ def run(args):
                 "new tokens/s (rank 0)": round(stats.get("tokens", 0) / gen_s, 1),
                 "generation CPU seconds (rank 0)": round(gen_cpu, 2),
                 "release_compat": args.release_compat, "scoring": args.scoring, "text tokens": tok_name,
-                "mol_format": mol_format}
+                "mol_format": mol_format, "bos": tok.bos, "few-shot examples": args.few_shot}
     compat = (report.compat_scores(rows, args.release_compat, tokenize, tok_name, eos_text) if args.scoring == "release"
               else None)
     verified = verify.verify_rows(rows)
@@ -497,10 +507,12 @@ def mcq_main(args):
         questions = kept
     if args.ckpt == "none":
         model, tok = M.load_model(args.base, device=device)
+        tok.set_bos(args.bos or 1)
         name, graphs, out_dir = f"base model {args.base} (no adapters, no graph)", False, None
     else:
         step_dir = checkpoint.resolve(args.ckpt)
-        model, tok, _ = checkpoint.load_model(step_dir, device, torch.float32)
+        model, tok, meta = checkpoint.load_model(step_dir, device, torch.float32)
+        tok.set_bos(args.bos or meta.get("args", {}).get("bos", 1))
         name, graphs = f"checkpoint {os.path.abspath(step_dir)}", True
         out_dir = eval_dir(step_dir)
     out_dir = args.out or out_dir or os.path.dirname(os.path.abspath(args.mcq))

@@ -4,6 +4,7 @@ chosen from the checkpoint, never from a directory name.
 
 `encode_chat(user, answer)` returns (input_ids, labels) with the loss on the answer and on the
 end-of-turn token that closes it (the release supervises `answer<|eot_id|>`).
+`bos` (1, or 2 as the release) is the number of <|begin_of_text|> tokens a Llama-3 sequence starts with.
 A molecule placeholder "<mol>" in the user text becomes MOL_TOKEN_ID (-200, the release's <image> id);
 molecule.embed_inputs later replaces it with one embedding per heavy atom.
 """
@@ -40,6 +41,20 @@ class Tokenizer:
         pad = vocab.get("<|finetune_right_pad_id|>", vocab.get("<|endoftext|>"))
         self.pad_token_id = pad if pad is not None else self.eot_id
         self.vocab_size = tok.get_vocab_size(with_added_tokens=True)
+        self.bos = 1  # begin-of-text tokens per sequence (set_bos)
+
+    def set_bos(self, n: int) -> "Tokenizer":
+        """Start every chat sequence with n begin-of-text tokens. The release's carry two: its Llama-3 system
+        string starts with a literal <|begin_of_text|> (WillDreamer/OmniMol data_pipe/conversation_lib.py,
+        conv_llama3) and tokenizer.encode adds one more, which tokenizer_image_token keeps
+        (WillDreamer/Omni-Mol data_pipe/chat_template.py:31-45); text-only prompts go through tokenizer() with
+        the same default add_special_tokens=True. ChatML has no such token: only n = 1 (nothing) there."""
+        if n not in (1, 2):
+            raise ValueError(f"bos must be 1 or 2, got {n}")
+        if n != 1 and not TEMPLATES[self.template][2]:
+            raise ValueError(f"bos {n}: the {self.template} template has no begin-of-text token")
+        self.bos = n
+        return self
 
     @classmethod
     def from_dir(cls, path: str) -> "Tokenizer":
@@ -70,7 +85,7 @@ class Tokenizer:
         system = SYSTEM_PROMPT if system is None else system
         sys_turn = header("system") + system + end + ("\n" if self.template == "chatml" else "") if system else ""
         user_turn = header("user") + user + end + ("\n" if self.template == "chatml" else "")
-        return start + sys_turn + user_turn + header("assistant")
+        return start * self.bos + sys_turn + user_turn + header("assistant")
 
     def encode_chat(self, user: str, answer: str | None = None, system: str | None = None):
         """-> (input_ids, labels). Labels are IGNORE_INDEX except on the answer and its end-of-turn token."""

@@ -7,10 +7,10 @@
     python train.py ... --resume                            # continue from the newest OUT/checkpoints/step_*
 
 Reads top to bottom: arguments -> compute_init -> model + molecule + adapters -> data -> optimizer and
-schedule -> resume (checkpoint.py, the run folder) -> the loop. Defaults are the release's recipe (AdamW lr 8e-5,
-cosine,
-warmup ratio 0.0075, weight decay 0, clip 1.0, seed 42, max length 2048, bf16 autocast on GPU) except
-with `--data demo`, where the run is sized to finish on 2 CPU cores (see --max-steps and friends).
+schedule -> resume (checkpoint.py, the run folder) -> the loop. Defaults are the official launch's recipe
+(scripts/train.sh: AdamW lr 8e-5, cosine, warmup ratio 0.0075, weight decay 0, batch 16, 15 epochs, max length
+2048, bf16 autocast on GPU; seed 42) with the dev tree's clip 1.0 (see --clip), except with `--data demo`, where
+the run is sized to finish on 2 CPU cores (see --max-steps and friends).
 
 The loss of an optimizer step is the sum of answer-token cross-entropies over all its micro-batches and
 ranks divided by the global number of answer tokens (all-reduced before the first backward), plus
@@ -59,7 +59,9 @@ DEMO = dict(max_steps=16, epochs=None, batch_size=2, max_len=1024, lora_r=16, lr
 # `--data demo` on a CUDA device: enough steps to learn (3 epochs of the 4,400 demo samples, ~1,650 steps of 8
 # on one GPU), at a learning rate between the CPU demo's and the release's
 DEMO_CUDA = dict(max_steps=None, epochs=3, batch_size=8, max_len=1024, lora_r=16, lr=2e-4)
-RELEASE = dict(max_steps=None, epochs=15, batch_size=12, max_len=2048, lora_r=64, lr=8e-5)
+# batch 16 per device: the official launch (1789336421/Omni-Mol scripts/train.sh:44); the dev tree's scripts use 20
+# (WillDreamer/Omni-Mol scripts/mixtrain_auto_eval.sh:45) and 12 (its puretext scripts/mixtrain_moeloratext.sh)
+RELEASE = dict(max_steps=None, epochs=15, batch_size=16, max_len=2048, lora_r=64, lr=8e-5)
 PROFILES = {"demo (CPU)": DEMO, "demo (CUDA)": DEMO_CUDA, "release": RELEASE}
 
 
@@ -86,6 +88,10 @@ def get_parser():
     g.add_argument("--mol-format", default="selfies", choices=data.MOL_FORMATS, help="how molecules are "
                    "written in prompts and molecule answers: selfies (the paper) or smiles (its ablation); "
                    "saved in meta.json, eval.py uses the same")
+    g.add_argument("--bos", type=int, default=1, choices=(1, 2), help="<|begin_of_text|> tokens at the start of "
+                   "every Llama-3 sequence: 1 (the template's) or 2 (the release: its system string carries one and "
+                   "tokenizer.encode adds another, WillDreamer/Omni-Mol data_pipe/chat_template.py:31-45); saved in "
+                   "meta.json, eval.py uses the same. ChatML models take 1 only")
     g.add_argument("--reasoning", action="store_true", help="answers with an rdkit rationale before them, "
                    "'<think> ... </think> ANSWER', for the tasks and records that have one (reasoning.py: weight, "
                    "tpsa, logp, molediting, atom-mapped reactions); the others unchanged")
@@ -117,7 +123,10 @@ def get_parser():
     g.add_argument("--warmup-ratio", type=float, default=0.0075, help="linear warmup over this fraction of "
                    "the steps, then cosine to 0")
     g.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (the release: 0)")
-    g.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip")
+    g.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip: HF's max_grad_norm default, "
+                   "which applies in the dev tree's launch without DeepSpeed (WillDreamer/Omni-Mol "
+                   "scripts/mixtrain_auto_eval.sh:27-28); the official ZeRO-2 launch (scripts/train.sh:30) names a "
+                   "config without gradient_clipping, so it most likely ran unclipped")
     g.add_argument("--seed", type=int, default=42, help="adapter init, data order and subsets, dropout masks")
 
     g = p.add_argument_group("adapters")
@@ -138,7 +147,7 @@ def get_parser():
                    "second_quarter = the last L//4 layers (the paper)")
 
     g = p.add_argument_group("checkpoints and logging")
-    checkpoint.add_run_arguments(g)
+    checkpoint.add_run_arguments(g, epochs=True)
     g.add_argument("--curve-every", type=int, default=0, help="every N steps (and at step 0) the held-out answer "
                    "NLL of --curve-items test items per task -> OUT/heldout.jsonl, OUT/learning_curve.png (a report: "
                    "nothing in the run is chosen from it); 0 = off")
@@ -182,7 +191,7 @@ def parse_args(argv=None):
     if args.resume and args.overwrite:
         parser.error("--resume keeps the run in --out, --overwrite deletes it: give one of them")
     for k in ("max_steps", "epochs", "save_every"):
-        if getattr(args, k) is not None and getattr(args, k) <= 0:
+        if getattr(args, k) not in (None, "epoch") and getattr(args, k) <= 0:
             parser.error(f"--{k.replace('_', '-')} must be > 0, got {getattr(args, k)}")
     if not 0.0 <= args.warmup_ratio <= 1.0:
         parser.error(f"--warmup-ratio is a fraction of the run in [0, 1], got {args.warmup_ratio}")
@@ -276,6 +285,7 @@ def main(argv=None):
         base_dtype = {"auto": torch.bfloat16 if device.type == "cuda" else torch.float32, "float32": torch.float32,
                       "bfloat16": torch.bfloat16}[args.base_dtype]
         model, tok = M.load_model(args.model, device=device, dtype=base_dtype)  # adapters below: fp32
+    tok.set_bos(args.bos)  # ValueError for --bos 2 with a template that has no begin-of-text token
     molecule.attach_molecule(model, args.gin)
     moge_cfg = None
     if args.stage == 2:
@@ -332,7 +342,10 @@ def main(argv=None):
     tasks = sorted({s.task for s in train_set})
     steps_per_epoch = max(1, len(loader) // args.grad_accum)
     total_steps = args.max_steps or max(1, math.ceil(args.epochs * steps_per_epoch))
-    save_every = checkpoint.cadence(args.save_every, total_steps)
+    save_every = checkpoint.cadence(args.save_every, total_steps, steps_per_epoch)
+    if args.save_every == "epoch":
+        print0(f"a checkpoint every epoch ({steps_per_epoch} steps): epoch 14 is checkpoints/step_"
+               f"{14 * steps_per_epoch:06d}" + ("" if 14 * steps_per_epoch <= total_steps else " (beyond this run)"))
     print0(f"data {args.data}: {len(train_set)} training samples in {len(tasks)} tasks; {total_steps} steps "
            f"of {args.batch_size} x {args.grad_accum} x {world_size} sequences ({total_steps / steps_per_epoch:.2f} "
            f"epochs)")
@@ -352,7 +365,8 @@ def main(argv=None):
     step = 0
     if args.resume:
         older = {"order": "length", "mol_format": "selfies", "n_experts": 5, "top_k": 2,
-                 "moe_layers": "second_quarter", "reasoning": False}  # what checkpoints from before these flags did
+                 "moe_layers": "second_quarter", "reasoning": False,
+                 "bos": 1}  # what checkpoints from before these flags did
         meta, _ = checkpoint.resume(
             args.out, raw_model, optimizer, scheduler, loader, args,
             ("model", "data", "tasks", "stage", "recipe", "lora_r", "lora_alpha", "seed", "batch_size", "grad_accum",

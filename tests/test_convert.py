@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 import checkpoint
 import convert
+import eval as eval_
 import model as M
 import moge
 import molecule
@@ -289,7 +290,7 @@ def test_refusals_name_what_is_wrong(tmp_path, case):
     with pytest.raises(convert.ConversionError, match=match):
         convert.convert_release(str(ck), str(tmp_path / "out"), model_path="tiny")
     with pytest.raises(SystemExit, match="error: "):              # the CLI: one line, no traceback
-        convert.main(["release", str(ck), str(tmp_path / "out"), "--model", "tiny"])
+        convert.main(["release", str(ck), str(tmp_path / "out"), "--model", "tiny", "--mol-format", "selfies"])
     assert not (tmp_path / "out").exists()
 
 
@@ -344,3 +345,32 @@ def test_stage1_projector_becomes_a_stage1_checkpoint(tmp_path, capsys):
                tmp_path / "mlp.bin")
     with pytest.raises(convert.ConversionError, match="two-layer"):
         convert.convert_projector(str(tmp_path / "mlp.bin"), str(tmp_path / "x"), "tiny")
+
+
+def test_mol_format_is_required_stored_and_read_back_by_eval(tmp_path, capsys, eval_data_folder):
+    ck = tmp_path / "checkpoint-9"
+    release_checkpoint(ck)
+    out = tmp_path / "ours"
+    with pytest.raises(SystemExit) as e:                           # required: the checkpoint does not say
+        convert.main(["release", str(ck), str(out), "--model", "tiny"])
+    assert e.value.code == 2 and "--mol-format" in capsys.readouterr().err
+    convert.main(["release", str(ck), str(out), "--model", "tiny", "--mol-format", "smiles"])
+    assert "prompts: smiles, bos 1" in capsys.readouterr().out
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["args"]["mol_format"] == "smiles"
+    assert meta["args"]["bos"] == 1                                # ChatML (tiny): no BOS; Llama-3 gets 2
+    data_dir = eval_data_folder(tmp_path / "data")
+    ev = tmp_path / "ev"
+    eval_.main(["--ckpt", str(out), "--data", str(data_dir), "--tasks", "weight", "--limit", "2", "--greedy",
+                "--max-new-tokens", "3", "--no-nll", "--no-baselines", "--out", str(ev)])
+    rows = [json.loads(line) for line in (ev / "predictions.jsonl").read_text().splitlines()]
+    assert {r["prompt"].split()[-1] for r in rows} == {"CCO", "CC(=O)Nc1ccc(O)cc1"}  # SMILES, not SELFIES
+    res = json.loads((ev / "results.json").read_text())["_meta"]
+    assert res["mol_format"] == "smiles" and res["bos"] == 1
+    meta["args"]["bos"] = 2                                        # eval takes the stored count ...
+    (out / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="no begin-of-text token"):
+        eval_.main(["--ckpt", str(out), "--data", str(data_dir), "--tasks", "weight", "--out", str(ev)])
+    assert eval_.parse_args(["--bos", "1"]).bos == 1 and eval_.parse_args([]).bos is None  # ... unless given
+    help_text = " ".join(convert.MOL_FORMAT_EVIDENCE.values())
+    assert "mixtrain_auto_eval.sh:78" in help_text and "dataset_profiles.py:218" in help_text

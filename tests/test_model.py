@@ -268,3 +268,26 @@ def test_smollm2_matches_transformers_gguf_loader():
     ids, _ = tok.encode_chat("What is the chemical formula of water?", system="")
     ans = tok.decode(ours.generate([ids], max_new_tokens=40, eos_token_ids=tok.eos_token_ids)[0])
     assert "H2O" in ans or "H₂O" in ans, ans
+
+
+def test_llama3_bos_count_at_token_level(tmp_path):
+    """--bos 2: the release's sequences start with two <|begin_of_text|> (its system string carries one,
+    tokenizer.encode adds one); everything after them, labels included, is unchanged."""
+    vocab = {c: i for i, c in enumerate("abcdefghijklmnopqrstuvwxyz .?\n")}
+    t = HFTok(models.WordLevel(vocab, unk_token="a"))
+    t.add_special_tokens(["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
+                          "<|end_of_text|>", "<|finetune_right_pad_id|>"])
+    t.save(str(tmp_path / "tokenizer.json"))
+    tok = M.Tokenizer.from_dir(str(tmp_path))
+    bot, hdr = t.token_to_id("<|begin_of_text|>"), t.token_to_id("<|start_header_id|>")
+    one, one_lab = tok.encode_chat("hi <mol>", "ok")
+    assert tok.bos == 1 and one[0] == bot and one[1] == hdr
+    two, two_lab = tok.set_bos(2).encode_chat("hi <mol>", "ok")
+    assert two[:3] == [bot, bot, hdr] and two[1:] == one and two_lab == [IGNORE_INDEX] + one_lab
+    assert two.count(MOL_TOKEN_ID) == 1 and tok.encode_chat("hi")[0][:2] == [bot, bot]  # prompts too
+    with pytest.raises(ValueError, match="1 or 2"):
+        tok.set_bos(3)
+    _, chatml = M.load_model("tiny")
+    with pytest.raises(ValueError, match="no begin-of-text token"):
+        chatml.set_bos(2)
+    assert chatml.set_bos(1).encode_chat("hi")[0] == M.load_model("tiny")[1].encode_chat("hi")[0]

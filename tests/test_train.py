@@ -280,3 +280,19 @@ def test_learning_curve_is_the_heldout_nll_of_the_checkpoints(tiny_data, tiny_ta
         want = heldout_nll(model, tok, keep, scored_as)
         assert points[step]["nll"] == pytest.approx(want, rel=1e-5)
     assert points[0]["nll"] != pytest.approx(points[2]["nll"])
+
+
+def test_save_every_epoch_and_the_bos_flag(tiny_data, train_args, tmp_path, capsys):
+    # 48 samples, batch 16: 3 steps per epoch; checkpoints at each epoch boundary and at the last step
+    out = tmp_path / "ep"
+    train.main(train_args(tiny_data, out, "--batch-size", 16, "--max-steps", 7, "--save-every", "epoch",
+                          "--keep-last", 5))
+    assert [os.path.basename(p) for p in checkpoint.steps(out)] == ["step_000003", "step_000006", "step_000007"]
+    assert "a checkpoint every epoch (3 steps): epoch 14 is checkpoints/step_000042" in capsys.readouterr().out
+    meta = json.load(open(os.path.join(checkpoint.steps(out)[-1], "meta.json")))
+    assert meta["args"]["bos"] == 1 and meta["args"]["save_every"] == "epoch"
+    with pytest.raises(SystemExit):
+        train.parse_args(["--save-every", "often"])
+    assert "'epoch'" in train.get_parser().format_help()
+    with pytest.raises(ValueError, match="no begin-of-text token"):  # the tiny model's ChatML has none
+        train.main(train_args(tiny_data, tmp_path / "b2", "--max-steps", 1, "--bos", 2))

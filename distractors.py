@@ -32,7 +32,7 @@ import verify
 HALOGENS = (9, 17, 35, 53)
 _TOKENS = re.compile(r"\[[^\[\]]+\]|[^\s\[\]]+")  # SELFIES tokens, else words (as shortcuts.py)
 KINDS = ("move", "halogen", "bond", "stereo", "ch2", "isostere")
-DRAWS = 64          # random option subsets tried per question (choose)
+DRAWS = 256         # random option subsets tried per question (choose)
 MAX_PER_KIND = 6    # candidates kept per kind (sites are tried in atom order; enough for 3 distractors)
 HARD_OTHERS = 6     # other-record answers are drawn from this many most similar (mcq.HARD_POOL)
 
@@ -256,28 +256,18 @@ def _key(text):
     return answers.mol_from_text(str(text).strip())[1]
 
 
-def choose(task, prompt, answer, rng, n, others=(), counts=None, draws=DRAWS):
-    """n distractor texts for a question whose right option is `answer`: edits of it mixed with other records'
-    answers (`others`: [(key, text)], best first), each a different molecule (stereo-free canonical SMILES)
-    from the answer, from every other option and from the prompt's input, and each judged wrong by
-    verify.verify(task, prompt, option, answer) (a verifier that passes two options would make two right).
-
-    Candidates: edits of the answer, edits of one (random) edit of it, for molediting edits of the input (an
-    edit that does not do what was asked), and the HARD_OTHERS best other-record answers; forward: candidates
-    made only of the reactants' heavy atoms are used when there are enough. Of `draws` random n-subsets the
-    one is kept whose answer ranks (among the options) closest to target ranks drawn uniformly from 0..n,
-    one per surface feature: Morgan similarity to the input, mean similarity to the other options, length,
-    token overlap with the prompt and, given `counts` (answers of the task by key), how often the option is
-    another question's answer. So on each feature the answer is the largest (or smallest) of the options
-    about 1 / (n + 1) of the time, as any option is. [] if there are fewer than n candidates. Deterministic."""
+def candidates(task, prompt, answer, rng, n, others=(), counts=None):
+    """-> [(key, text)]: the distractor candidates of choose() (its docstring says which), each a molecule
+    other than the answer, the prompt's input and each other, and judged wrong by verify.py."""
     input_text = answers.prompt_molecule(prompt) or ""
     input_mol = answers.mol_from_text(input_text)[0]
     used = {_key(answer), _key(input_text)} - {None}
     pool = heavy_atoms(input_mol) if task == "forward" and input_mol is not None else None
 
-    def candidates(text, seen):
+    def edited(text, seen, itself=False):
         out = []
-        for _, mol in edits(stereo_mol(text)):
+        mol0 = stereo_mol(text)
+        for _, mol in ([("itself", mol0)] if itself and mol0 is not None else []) + edits(mol0):
             opt = as_text(mol, answer)
             key = _key(opt)
             if key and key not in used and key not in seen and verify.verify(task, prompt, opt, answer).score == 0:
@@ -286,16 +276,48 @@ def choose(task, prompt, answer, rng, n, others=(), counts=None, draws=DRAWS):
         return out
 
     seen = set()
-    cands = candidates(answer, seen)
+    cands = edited(answer, seen)
     if cands:
-        cands += candidates(cands[int(rng.integers(len(cands)))][2], seen)
-    if task == "molediting" and input_text:
-        cands += candidates(input_text, seen)
+        cands += edited(cands[int(rng.integers(len(cands)))][2], seen)
+    if task in ("molediting", "retrosynthesis") and input_text:  # retrosynthesis: an edited product as "reactant"
+        cands += edited(input_text, seen)
+    if task == "forward" and input_mol is not None:  # the two largest starting materials, unreacted or edited
+        with rdBase.BlockLogs():
+            comps = sorted(Chem.GetMolFrags(input_mol, asMols=True), key=lambda m: -m.GetNumHeavyAtoms())[:2]
+        for comp in comps:
+            cands += edited(Chem.MolToSmiles(comp), seen, itself=True)
     if pool is not None and sum(c[0] for c in cands) >= n:
         cands = [c for c in cands if c[0]]
     cands = [(k, o) for _, k, o in cands]
-    cands += [(k, o) for k, o in others if k not in used and k not in seen
-              and verify.verify(task, prompt, o, answer).score == 0][:HARD_OTHERS]
+    rest = []
+    for k, o in others:
+        if k not in used and k not in seen and verify.verify(task, prompt, o, answer).score == 0:
+            seen.add(k)
+            rest.append((k, o))
+    cands += rest[:HARD_OTHERS]
+    if counts is not None:  # the task's frequent answers too, so that "the most frequent answer" is no guide
+        cands += sorted(rest[HARD_OTHERS:], key=lambda ko: -counts.get(ko[0], 0))[:HARD_OTHERS]
+    return cands
+
+
+def choose(task, prompt, answer, rng, n, others=(), counts=None, draws=DRAWS):
+    """n distractor texts for a question whose right option is `answer`: edits of it mixed with other records'
+    answers (`others`: [(key, text)], best first), each a different molecule (stereo-free canonical SMILES)
+    from the answer, from every other option and from the prompt's input, and each judged wrong by
+    verify.verify(task, prompt, option, answer) (a verifier that passes two options would make two right).
+
+    Candidates: edits of the answer, edits of one (random) edit of it, for molediting edits of the input (an
+    edit that does not do what was asked), for retrosynthesis edits of the product (a "reactant" that lacks an
+    atom the product needs), for forward the two largest reactants unchanged (no reaction) and edited, and the
+    HARD_OTHERS best other-record answers, given `counts` also the HARD_OTHERS most frequent ones; forward:
+    candidates made only of the reactants' heavy atoms are used when there are enough. Of `draws` random n-subsets the
+    one is kept whose answer ranks (among the options) closest to target ranks drawn uniformly from 0..n,
+    one per surface feature: Morgan similarity to the input, mean similarity to the other options, length,
+    token overlap with the prompt and, given `counts` (answers of the task by key), how often the option is
+    another question's answer. So on each feature the answer is the largest (or smallest) of the options
+    about 1 / (n + 1) of the time, as any option is. [] if there are fewer than n candidates. Deterministic."""
+    cands = candidates(task, prompt, answer, rng, n, others, counts)
+    input_mol = answers.mol_from_text(answers.prompt_molecule(prompt) or "")[0]
     if len(cands) < n:
         return []
     texts = [answer] + [o for _, o in cands]

@@ -498,11 +498,12 @@ def mcq_main(args):
     the answer (mcq.option_scores); a checkpoint, or the bare base model with --ckpt none."""
     _, _, _, _, device = compute_init(args)
     questions = mcq.read(args.mcq)
-    if args.limit is not None:  # the first N questions of each task
+    if args.limit is not None:  # the first N questions of each task and format
         kept, seen = [], {}
         for q in questions:
-            seen[q["task"]] = seen.get(q["task"], 0) + 1
-            if seen[q["task"]] <= args.limit:
+            key = (q["task"], q.get("format", "choice4"))  # N of each task's every format
+            seen[key] = seen.get(key, 0) + 1
+            if seen[key] <= args.limit:
                 kept.append(q)
         questions = kept
     if args.ckpt == "none":

@@ -44,7 +44,9 @@ import data
 import distractors
 import likelihood
 import molecule
+import numeric
 import shortcuts
+import truefalse
 import verify
 from chem import _hash
 from readers import read_jsonl
@@ -53,6 +55,10 @@ from tokenizer import MOL_PLACEHOLDER
 
 MCQ_TASKS = ("forward", "reagent", "retrosynthesis", "solvent", "catalyst", "molediting", "molcap", "dqa", "experiment")
 TEXT_ANSWER = ("molcap", "dqa", "experiment")
+TRUEFALSE_TASKS = ("forward",) + truefalse.PROPERTY_TASKS   # "format": "truefalse" (truefalse.py)
+NUMERIC_TASKS = numeric.TASKS                                  # "format": "numeric" (numeric.py)
+FORMATS = ("choice4", "truefalse", "numeric")
+ALL_TASKS = MCQ_TASKS + tuple(t for t in NUMERIC_TASKS if t not in MCQ_TASKS)
 SAME_QUESTION_FIRST = ("dqa",)  # one question per record, of several kinds
 N_OPTIONS = 4
 HARD_POOL = 6   # distractors are drawn from this many most similar candidates
@@ -98,6 +104,7 @@ def _task_questions(task, samples, seed, skipped, limit=None):
         first_of.setdefault(k, i)
     valid = [j for j, f in enumerate(fps) if f is not None]
     counts = Counter(keys)
+    frequent = [k for k, _ in counts.most_common(HARD_POOL * 2)]  # condition tasks: common answers as distractors
     out = []
     for i, s in enumerate(kept[:limit]):
         sims = np.zeros(len(kept))  # a record without a molecule is similar to nothing
@@ -117,12 +124,13 @@ def _task_questions(task, samples, seed, skipped, limit=None):
             wrong = [kept[first_of[k]].answer for k in picked]
         else:
             wrong = distractors.choose(task, s.prompt, s.answer, rng, N_OPTIONS - 1,
-                                         [(k, kept[first_of[k]].answer) for k in ranked[:HARD_POOL * 4]],
+                                         [(k, kept[first_of[k]].answer) for k in ranked[:HARD_POOL * 4]
+                                          + (frequent if task in shortcuts.CONDITION_TASKS else [])],
                                        counts if task in shortcuts.CONDITION_TASKS else None)
         if len(wrong) < N_OPTIONS - 1:
             skipped[task][f"fewer than {N_OPTIONS - 1} distinct distractors"] += 1
             continue
-        out.append((s, wrong))
+        out.append((s, s.answer, wrong))
     return _place(task, out, seed)
 
 
@@ -135,31 +143,66 @@ def _pick_others(ranked, rng, n):
 
 
 def _place(task, out, seed, fmt="choice4"):
-    """(sample, distractors) pairs -> question lines; the answer positions of a task are a seeded permutation
-    of 0,1,..,k-1,0,1,.. so each position holds the answer equally often (to within one)."""
+    """(sample, right option, distractors) -> question lines; the answer positions of a task are a seeded
+    permutation of 0,1,..,k-1,0,1,.. so each position holds the answer equally often (to within one)."""
     rng = np.random.default_rng([seed, _hash(f"positions/{task}/{fmt}")])
-    k = len(out[0][1]) + 1 if out else N_OPTIONS
+    k = len(out[0][2]) + 1 if out else N_OPTIONS
     positions = rng.permutation(np.resize(np.arange(k), len(out)))
     lines = []
-    for (s, wrong), pos in zip(out, positions.tolist()):
+    for (s, right, wrong), pos in zip(out, positions.tolist()):
         options = list(wrong)
-        options.insert(pos, s.answer)
+        options.insert(pos, right)
         lines.append({"task": task, "id": s.id, "format": fmt, "prompt": s.prompt, "options": options,
                       "answer": pos, "graph": s.smiles})
     return lines
 
 
-def build(samples, seed=0, tasks=MCQ_TASKS, limit=None):
+def _numeric_questions(task, samples, seed, skipped, population, limit=None):
+    """Numeric multiple choice (numeric.py): the right value among N_OPTIONS - 1 drawn like the task's labels."""
+    if population is None:  # no training labels given: the test records' true values are the population
+        population = {}
+        for s in samples:
+            got = numeric.truths(task, s.prompt, s.answer)
+            population.setdefault(numeric.population_key(task, s.prompt), []).append(got[0][0] if got else None)
+    pops = {k: numeric.Population(v) for k, v in population.items()}
+    out = []
+    for s in samples:
+        got = numeric.truths(task, s.prompt, s.answer)
+        key = numeric.population_key(task, s.prompt)
+        rng = np.random.default_rng([seed, _hash(f"numeric/{task}/{s.id}")])
+        wrong = numeric.options(task, s.prompt, got[1], pops[key], rng, N_OPTIONS - 1) if got and key in pops else []
+        if not wrong:
+            skipped[task]["numeric: no label or no distractors outside tolerance"] += 1
+            continue
+        out.append((s, got[1], wrong))
+        if limit is not None and len(out) >= limit:
+            break
+    return _place(task, out, seed, fmt="numeric")
+
+
+def build(samples, seed=0, tasks=ALL_TASKS, limit=None, population=None, formats=FORMATS):
     """Test samples (any order, any tasks) -> (questions, {task: {reason: skipped}}). Deterministic in seed.
-    limit: at most this many questions per task (the first records; distractors still from all of them)."""
+    Per task every format it has: 4-option "choice4" (MCQ_TASKS), "truefalse" (TRUEFALSE_TASKS) and
+    "numeric" (NUMERIC_TASKS). limit: at most this many questions per task and format (the first records;
+    distractors still from all of them). population: {numeric.population_key: label values} the numeric
+    distractors are drawn like (the training labels; default: the test labels). formats: those to build."""
     by_task, skipped = {}, {t: Counter() for t in tasks}
     for s in samples:
         if s.task in tasks:
             by_task.setdefault(s.task, []).append(s)
     questions = []
     for task in tasks:
-        if task in by_task:
+        if task not in by_task:
+            continue
+        if task in MCQ_TASKS and "choice4" in formats:
             questions += _task_questions(task, by_task[task], seed, skipped, limit)
+        if task == "forward" and "truefalse" in formats:
+            questions += truefalse.product_questions(by_task[task], seed, skipped, limit)
+        elif task in TRUEFALSE_TASKS and "truefalse" in formats:
+            questions += truefalse.property_questions(task, by_task[task], seed, skipped, limit)
+        if task in NUMERIC_TASKS and "numeric" in formats:
+            pop = {k: v for k, v in population.items() if k.split("/")[0] == task} if population else None
+            questions += _numeric_questions(task, by_task[task], seed, skipped, pop or None, limit)
     return questions, {t: dict(c) for t, c in skipped.items() if c}
 
 
@@ -184,30 +227,43 @@ def read(path):
 # ----------------------------------------------------------------------------- validity
 
 def _option_key(q, option):
-    if q["task"] in TEXT_ANSWER:
+    fmt = q.get("format", "choice4")
+    if fmt == "numeric":
+        x = answers.first_number(str(option))
+        return repr(x) if x is not None else normalise_text(option)
+    if q["task"] in TEXT_ANSWER or fmt == "truefalse":
         return normalise_text(option)
     return answers.mol_from_text(str(option).strip())[1] or normalise_text(option)
 
 
+def _problem(q):
+    """The problem of one question's answer, or None: a true/false claim's verdict (truefalse.claim_problem);
+    where verify.py has a verifier for the task, exactly one option verified right (score 1), the answer."""
+    if q.get("format") == "truefalse":
+        return truefalse.claim_problem(q)
+    ref = q["options"][q["answer"]]
+    if verify.verify(q["task"], q["prompt"], ref, ref).reason == "not verifiable":
+        return None
+    right = [j for j, o in enumerate(q["options"]) if verify.verify(q["task"], q["prompt"], o, ref).score == 1]
+    return None if right == [q["answer"]] else f"options verified right {right}, answer {q['answer']}"
+
+
 def check(questions):
-    """-> problems, one line each ([] for a valid file): per question, distinct options (canonical molecule or
-    normalised text), no option the prompt's input molecule, and where verify.py has a verifier for the task,
-    exactly one option verified right (score 1) and it the answer; per task and format, answer positions
-    balanced (counts within one of each other)."""
+    """-> problems, one line each ([] for a valid file): per question, distinct options (canonical molecule,
+    number or normalised text), no option of a 4-option question the prompt's input molecule, and _problem's
+    answer check; per task and format, answer positions balanced (counts within one of each other: for
+    true/false, as many Yes as No)."""
     problems, positions = [], {}
     for q in questions:
-        where = f"{q['task']} {q['id']}"
+        where = f"{q['task']} {q['id']}" + ("" if q.get("format", "choice4") == "choice4" else f" ({q['format']})")
         keys = [_option_key(q, o) for o in q["options"]]
         if len(set(keys)) < len(keys):
             problems.append(f"{where}: duplicate options")
         src = answers.mol_from_text(answers.prompt_molecule(q["prompt"]) or "")[1]
-        if q["task"] not in TEXT_ANSWER and src and src in keys:
+        if q.get("format", "choice4") == "choice4" and q["task"] not in TEXT_ANSWER and src and src in keys:
             problems.append(f"{where}: an option is the prompt's input molecule")
-        ref = q["options"][q["answer"]]
-        if verify.verify(q["task"], q["prompt"], ref, ref).reason != "not verifiable":
-            right = [j for j, o in enumerate(q["options"]) if verify.verify(q["task"], q["prompt"], o, ref).score == 1]
-            if right != [q["answer"]]:
-                problems.append(f"{where}: options verified right {right}, answer {q['answer']}")
+        if (why := _problem(q)) is not None:
+            problems.append(f"{where}: {why}")
         positions.setdefault((q["task"], q.get("format", "choice4"), len(q["options"])), Counter())[q["answer"]] += 1
     for (task, fmt, k), c in positions.items():
         counts = [c.get(j, 0) for j in range(k)]
@@ -244,7 +300,7 @@ def shortcut_scores(questions):
     out = []
     for q in questions:
         src = answers.mol_from_text(answers.prompt_molecule(q["prompt"]) or "")[0]
-        if q["task"] in TEXT_ANSWER or src is None:
+        if q["task"] in TEXT_ANSWER or src is None or q.get("format", "choice4") != "choice4":
             out.append(None)
             continue
         fp = answers.MORGAN_BITS.GetFingerprint(src)
@@ -255,26 +311,46 @@ def shortcut_scores(questions):
 
 
 def accuracy(questions, scores):
-    """-> {task: {"accuracy", "chance", "shortcut", "N"}} and "all"; the choice is the first best option.
-    "shortcut": the accuracy of shortcut_scores on the same questions (None where it does not apply)."""
-    hits, cut = {}, {}
+    """-> {group: {"accuracy", "chance", "shortcut", "strongest", "format", "N"}}, a group per task and format
+    (shortcuts.group: "forward", "forward (truefalse)", "logp (numeric)"), then "all (FORMAT)" per format when
+    there are several, and "all". The choice is the first best option. "chance": the mean of 1 / options;
+    "shortcut": shortcut_scores' accuracy (4-option molecule questions, else None); "strongest": the best
+    model-free shortcut of shortcuts.report on the group, [name, accuracy] (None where none applies)."""
+    hits, cut, chance, fmts = {}, {}, {}, {}
     for q, sc, sh in zip(questions, scores, shortcut_scores(questions)):
-        hits.setdefault(q["task"], []).append(int(np.argmax(sc)) == q["answer"])
+        g = shortcuts.group(q)
+        fmts[g] = q.get("format", "choice4")
+        hits.setdefault(g, []).append(int(np.argmax(sc)) == q["answer"])
+        chance.setdefault(g, []).append(1.0 / len(q["options"]))
         if sh is not None:
-            cut.setdefault(q["task"], []).append(int(np.argmax(sh)) == q["answer"])
-    out = {t: {"accuracy": float(np.mean(h)), "chance": CHANCE,
-               "shortcut": float(np.mean(cut[t])) if t in cut else None, "N": len(h)} for t, h in hits.items()}
-    every = [x for h in hits.values() for x in h]
-    if every:
-        out["all"] = {"accuracy": float(np.mean(every)), "chance": CHANCE, "shortcut": None, "N": len(every)}
+            cut.setdefault(g, []).append(int(np.argmax(sh)) == q["answer"])
+    rep = shortcuts.report(questions)
+    out = {}
+    for g, h in hits.items():
+        best = max(((k, v) for k, v in rep[g].items() if k not in ("chance", "N")), key=lambda kv: kv[1], default=None)
+        out[g] = {"accuracy": float(np.mean(h)), "chance": float(np.mean(chance[g])),
+                  "shortcut": float(np.mean(cut[g])) if g in cut else None,
+                  "strongest": [best[0], best[1]] if best else None, "format": fmts[g], "N": len(h)}
+    totals = {}
+    for g in hits:
+        totals.setdefault(fmts[g], []).append(g)
+    rows = ([(f"all ({f})", gs) for f, gs in totals.items()] if len(totals) > 1 else []) + [("all", list(hits))]
+    for name, gs in rows:
+        every, ch = [x for g in gs for x in hits[g]], [c for g in gs for c in chance[g]]
+        fmt = name[5:-1] if name != "all" else "all"
+        out[name] = {"accuracy": float(np.mean(every)), "chance": float(np.mean(ch)), "shortcut": None,
+                     "strongest": None, "format": fmt, "N": len(every)}
     return out
 
 
 def table(acc) -> str:
-    lines = ["| task | accuracy | chance | input-similarity shortcut | N |", "|---|---|---|---|---|"]
-    lines += [f"| {t} | {v['accuracy']:.3f} | {v['chance']:.2f} | "
-              f"{'n/a' if v.get('shortcut') is None else format(v['shortcut'], '.3f')} | {v['N']} |"
-              for t, v in acc.items()]
+    lines = ["| group | accuracy | chance | input-similarity shortcut | strongest shortcut | N |",
+             "|---|---|---|---|---|---|"]
+    for t, v in acc.items():
+        best = v.get("strongest")
+        lines.append(f"| {t} | {v['accuracy']:.3f} | {v['chance']:.2f} | "
+                     f"{'n/a' if v.get('shortcut') is None else format(v['shortcut'], '.3f')} | "
+                     f"{'n/a' if not best else f'{best[0]} {best[1]:.3f}'} | {v['N']} |")
     return "\n".join(lines)
 
 
@@ -282,20 +358,27 @@ def table(acc) -> str:
 
 def build_main(args):
     """`python mcq.py build`: the test records of --data -> questions in --out (JSON lines)."""
-    tasks = list(data.parse_tasks(args.tasks)) if args.tasks else list(MCQ_TASKS)
+    tasks = list(data.parse_tasks(args.tasks)) if args.tasks else list(ALL_TASKS)
     root, left_out = data.resolve_data(args.data)
-    samples = []
+    samples, population = [], {}
     for key in tasks:
         if key in left_out or not data.task_files(root, data.TASKS[key], "test"):
             print(f"[mcq] {key}: no test records in {root}, left out")
             continue
         samples += data.load_tasks(key, split="test", data=args.data, verbose=False, mol_format=args.mol_format)
+        if key in NUMERIC_TASKS and data.task_files(root, data.TASKS[key], "train"):  # the labels' distribution
+            for s in data.load_tasks(key, split="train", data=args.data, verbose=False, mol_format=args.mol_format):
+                population.setdefault(numeric.population_key(key, s.prompt), []).append(answers.first_number(s.answer))
     t0 = time.time()
-    questions, skipped = build(samples, seed=args.seed, tasks=tasks, limit=args.limit)
+    formats = tuple(f.strip() for f in args.formats.split(","))
+    if set(formats) - set(FORMATS):
+        raise ValueError(f"unknown format in --formats {args.formats!r}; known: {', '.join(FORMATS)}")
+    questions, skipped = build(samples, seed=args.seed, tasks=tasks, limit=args.limit, population=population,
+                               formats=formats)
     seconds = time.time() - t0
     write(questions, args.out)
-    counts = Counter(q["task"] for q in questions)
-    print("[mcq] questions per task: " + ", ".join(f"{t} {n}" for t, n in counts.items()))
+    counts = Counter(shortcuts.group(q) for q in questions)
+    print("[mcq] questions per task (format): " + ", ".join(f"{t} {n}" for t, n in counts.items()))
     for t, why in skipped.items():
         print(f"[mcq] {t}: skipped " + ", ".join(f"{n} ({r})" for r, n in why.items()))
     problems = check(questions)
@@ -313,7 +396,11 @@ def main(argv=None):
     b = sub.add_parser("build", help="the multiple-choice benchmark from the test records of --data")
     b.add_argument("--data", default="demo", help="demo or a data folder (default: demo)")
     b.add_argument("--out", default="mcq.jsonl", help="questions, one JSON object per line (default: mcq.jsonl)")
-    b.add_argument("--tasks", default=None, help="comma list; default: molcap, dqa, experiment and the Mol2Mol tasks")
+    b.add_argument("--tasks", default=None, help="comma list; default: molcap, dqa, experiment, the Mol2Mol tasks "
+                   "(4 options) and weight, tpsa, logp, homolumo, yield (numeric; true/false for forward and the "
+                   "rdkit properties)")
+    b.add_argument("--formats", default=",".join(FORMATS), help="comma list of question formats to build "
+                   f"(default: {','.join(FORMATS)})")
     b.add_argument("--seed", type=int, default=0, help="distractor draws and answer positions (default: 0)")
     b.add_argument("--limit", type=int, default=None, help="questions for the first N test records of each task "
                    "only (their distractors still drawn from all records); default: every record")

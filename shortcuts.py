@@ -12,9 +12,14 @@ large), ties going to the first option (positions are balanced, so a tie costs c
 - length:     characters of the option
 - overlap:    the fraction of the option's tokens (SELFIES tokens, else words) that occur in the prompt
 - majority:   condition tasks: how often the option is the right answer of the task's OTHER questions
+- value:      numeric options: the value itself (the largest or the smallest option)
 - middle:     numeric options: distance of the value from the median option value
 - prior:      numeric options: distance of the value from the mean right answer of the task's other questions
 - first / second: true/false questions: always the first ("Yes") / always the second option ("No")
+- true/false questions with a claim: "similarity" (the claimed product's Tanimoto to the reactants), "length"
+  (its characters), "prior" (the claimed threshold): Yes when the feature is above the group's median (or, the
+  other direction, below it); a claim that is true more often when its product resembles the reactants, or when
+  its threshold is low, is found this way
 The benchmark's target: every shortcut within chance + 0.15 on every group.
 """
 import re
@@ -69,9 +74,35 @@ def _key(text):
     return answers.mol_from_text(str(text).strip())[1] or str(text).strip().lower()
 
 
+def _claim_features(q):
+    """{shortcut: value} of a true/false question's claim (see the module docstring); {} without a claim."""
+    claim = q.get("claim") if q.get("format") == "truefalse" else None
+    if not isinstance(claim, dict):
+        return {}
+    if "threshold" in claim:
+        return {"prior": float(claim["threshold"])}
+    option = str(claim.get("option", ""))
+    sim = _similarity({"prompt": claim.get("prompt", "")}, [_fp(option)])
+    return {"similarity": sim[0] if sim else None, "length": float(len(option))}
+
+
+def _claim_scores(questions):
+    """-> [per question: {shortcut: [Yes score, No score]}]: the feature minus the group's median, for Yes."""
+    feats = [_claim_features(q) for q in questions]
+    values = {}
+    for q, f in zip(questions, feats):
+        for k, v in f.items():
+            if v is not None:
+                values.setdefault((group(q), k), []).append(v)
+    med = {gk: float(np.median(v)) for gk, v in values.items()}
+    return [{k: [v - med[(group(q), k)], med[(group(q), k)] - v] for k, v in f.items() if v is not None}
+            for q, f in zip(questions, feats)]
+
+
 def scores(questions):
     """-> {shortcut: [per question: option scores or None]} (see the module docstring)."""
-    out = {name: [] for name in ("similarity", "consensus", "length", "overlap", "majority", "middle", "prior")}
+    out = {name: [] for name in ("similarity", "consensus", "length", "overlap", "majority", "value", "middle",
+                                 "prior")}
     answer_counts, values = {}, {}
     for q in questions:
         answer_counts.setdefault(q["task"], Counter())[_key(q["options"][q["answer"]])] += 1
@@ -93,6 +124,7 @@ def scores(questions):
             out["majority"].append(None)
         xs = [_number(o) for o in q["options"]]
         if fmt == "numeric" and None not in xs:
+            out["value"].append([float(x) for x in xs])
             med = float(np.median(xs))
             out["middle"].append([abs(x - med) for x in xs])
             vals = values.get(q["task"], [])
@@ -100,7 +132,10 @@ def scores(questions):
             prior = (sum(vals) - own) / (len(vals) - 1) if len(vals) > 1 else med  # leave this question out
             out["prior"].append([abs(x - prior) for x in xs])
         else:
-            out["middle"].append(None), out["prior"].append(None)
+            out["value"].append(None), out["middle"].append(None), out["prior"].append(None)
+    for i, claim in enumerate(_claim_scores(questions)):
+        for name, sc in claim.items():
+            out[name][i] = sc
     return out
 
 
@@ -136,8 +171,8 @@ def worst(rep):
 
 
 def table(rep) -> str:
-    names = [k for k in ("similarity", "consensus", "length", "overlap", "majority", "middle", "prior", "first",
-                         "second") if any(k in r for r in rep.values())]
+    names = [k for k in ("similarity", "consensus", "length", "overlap", "majority", "value", "middle", "prior",
+                         "first", "second") if any(k in r for r in rep.values())]
     lines = ["| group | N | chance | " + " | ".join(names) + " |", "|---|---|---|" + "---|" * len(names)]
     for g, r in rep.items():
         cells = ["" if k not in r else f"{r[k]:.2f}" for k in names]

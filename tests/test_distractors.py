@@ -4,7 +4,7 @@ distinct, deterministic under the seed)."""
 import numpy as np
 import pytest
 import selfies
-from rdkit import Chem
+from rdkit import Chem, DataStructs
 from rdkit.Chem.rdMolDescriptors import CalcMolFormula
 
 import answers
@@ -56,3 +56,53 @@ def test_choose_gives_wrong_distinct_options_deterministically():
     assert len(keys) == 3 and answers.mol_from_text(answer)[1] not in keys
     assert all(verify.verify("forward", prompt, o, answer).score == 0 for o in a)
     assert all(answers.looks_like_selfies(o) for o in a)          # written as the answer is
+
+
+def test_forward_candidates_include_the_unreacted_starting_material():
+    sf = selfies.encoder
+    prompt = "<mol>\nProduct? " + sf("CC(=O)Cl.Nc1ccc(O)cc1C")
+    answer = sf("CC(=O)Nc1ccc(O)cc1C")
+    cands = D.candidates("forward", prompt, answer, np.random.default_rng(0), 3)
+    keys = [k for k, _ in cands]
+    assert answers.mol_from_text(sf("Nc1ccc(O)cc1C"))[1] in keys        # no reaction: the amine itself
+    assert len(set(keys)) == len(keys) and answers.mol_from_text(answer)[1] not in keys
+    assert all(verify.verify("forward", prompt, o, answer).score == 0 for _, o in cands)
+
+
+def test_retrosynthesis_candidates_include_edited_products_that_fail_the_atom_balance():
+    sf = selfies.encoder
+    product = "CC(=O)Nc1ccc(Cl)cc1"
+    prompt = "<mol>\nReactants? " + sf(product)
+    answer = sf("CC(=O)Cl.Nc1ccc(Cl)cc1")
+    cands = D.candidates("retrosynthesis", prompt, answer, np.random.default_rng(0), 3)
+    reasons = [verify.verify("retrosynthesis", prompt, o, answer).reason for _, o in cands]
+    assert "ok" not in reasons and "ok (atom balance only)" not in reasons   # every candidate wrong by verify.py
+    assert answers.mol_from_text(sf("CC(=O)Nc1ccc(Br)cc1"))[1] in {k for k, _ in cands}   # Cl needed, Br given
+    assert "atoms unbalanced" in reasons
+
+
+def test_condition_candidates_include_the_frequent_answers():
+    sf = selfies.encoder
+    others = [(answers.mol_from_text(sf(s))[1], sf(s)) for s in
+              ["CCO", "CCCO", "CCCCO", "CO", "OCCO", "CC(C)O", "CCOCC", "C1CCOC1", "ClCCl", "CS(C)=O", "CC#N"]]
+    counts = {k: 1 for k, _ in others}
+    counts[others[-1][0]] = 50                                            # acetonitrile: the usual answer
+    prompt = "<mol>\nSolvent? " + sf("CC(=O)Cl.Nc1ccccc1") + ">>" + sf("CC(=O)Nc1ccccc1")
+    cands = D.candidates("solvent", prompt, sf("ClC(Cl)Cl"), np.random.default_rng(0), 3, others, counts)
+    assert others[-1][0] in {k for k, _ in cands}
+    assert others[-1][0] not in {k for k, _ in D.candidates("solvent", prompt, sf("ClC(Cl)Cl"),
+                                                             np.random.default_rng(0), 3, others)}
+
+
+def test_the_answer_is_not_always_the_option_most_similar_to_the_reactants():
+    sf = selfies.encoder
+    prompt = "<mol>\nProduct? " + sf("CC(=O)Cl.Nc1ccc(O)cc1C")
+    answer = sf("CC(=O)Nc1ccc(O)cc1C")
+    src = answers.MORGAN_BITS.GetFingerprint(answers.mol_from_text(sf("CC(=O)Cl.Nc1ccc(O)cc1C"))[0])
+    top = 0
+    for seed in range(12):
+        opts = [answer] + D.choose("forward", prompt, answer, np.random.default_rng(seed), 3)
+        sims = [DataStructs.TanimotoSimilarity(src, answers.MORGAN_BITS.GetFingerprint(answers.mol_from_text(o)[0]))
+                for o in opts]
+        top += int(np.argmax(sims) == 0)
+    assert top <= 8

@@ -23,6 +23,7 @@ import molecule
 import shortcuts
 sf = selfies.encoder
 PHENOLS = ["Oc1ccccc1", "Oc1ccccc1C", "Oc1ccccc1CC", "Oc1ccc(C)cc1", "Oc1ccc(CC)cc1", "Oc1cccc(C)c1", "Oc1ccc(Cl)cc1"]
+CHOICE = ("choice4",)
 OTHERS = ["CCCCCC", "CCCCO", "CC(=O)O", "NCCN", "C1CCCCC1", "CCN(CC)CC", "OCC(O)CO"]
 
 
@@ -42,7 +43,7 @@ def canon(s):
 
 def test_molecule_questions_have_one_correct_option_and_distinct_distractors():
     samples = molecule_samples()
-    qs, skipped = mcq.build(samples, seed=0)
+    qs, skipped = mcq.build(samples, seed=0, formats=CHOICE)
     assert len(qs) == len(samples) and not skipped
     by_id = {s.id: s for s in samples}
     for q in qs:
@@ -56,7 +57,7 @@ def test_molecule_questions_have_one_correct_option_and_distinct_distractors():
 
 
 def test_check_rejects_two_right_options_duplicates_and_the_input():
-    qs, _ = mcq.build(molecule_samples(), seed=0)
+    qs, _ = mcq.build(molecule_samples(), seed=0, formats=CHOICE)
     assert mcq.check(qs) == []
     bad = json.loads(json.dumps(qs[0]))
     wrong = (bad["answer"] + 1) % 4
@@ -72,16 +73,17 @@ def test_check_rejects_two_right_options_duplicates_and_the_input():
 
 
 def test_edited_distractors_hide_the_answer_from_the_similarity_shortcut():
-    rep = shortcuts.report(mcq.build(molecule_samples(), seed=0)[0])
+    rep = shortcuts.report(mcq.build(molecule_samples(), seed=0, formats=CHOICE)[0])
     assert set(rep["forward"]) >= {"similarity", "consensus", "length", "overlap", "chance", "N"}
 
 
 def test_deterministic_under_the_seed_and_different_across_seeds(tmp_path):
     samples = molecule_samples()
-    a, b = mcq.build(samples, seed=0)[0], mcq.build(list(reversed(samples)), seed=0)[0]
-    c = mcq.build(samples, seed=1)[0]
-    assert a == mcq.build(samples, seed=0)[0]
-    mcq.write(a, tmp_path / "a.jsonl"), mcq.write(mcq.build(samples, seed=0)[0], tmp_path / "b.jsonl")
+    a = mcq.build(samples, seed=0, formats=CHOICE)[0]
+    b = mcq.build(list(reversed(samples)), seed=0, formats=CHOICE)[0]
+    c = mcq.build(samples, seed=1, formats=CHOICE)[0]
+    assert a == mcq.build(samples, seed=0, formats=CHOICE)[0]
+    mcq.write(a, tmp_path / "a.jsonl"), mcq.write(mcq.build(samples, seed=0, formats=CHOICE)[0], tmp_path / "b.jsonl")
     assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()   # the same file
     assert sorted(map(json.dumps, a)) != sorted(map(json.dumps, c))
     assert {q["id"] for q in b} == {q["id"] for q in a}
@@ -90,17 +92,17 @@ def test_deterministic_under_the_seed_and_different_across_seeds(tmp_path):
 @pytest.mark.parametrize("n", [8, 13, 14])
 def test_answer_positions_are_balanced(n):
     samples = [sample("retrosynthesis", i, sf("C" * (i + 1) + "O")) for i in range(n)]
-    qs, _ = mcq.build(samples, seed=3)
+    qs, _ = mcq.build(samples, seed=3, formats=CHOICE)
     counts = Counter(q["answer"] for q in qs)
     assert sum(counts.values()) == n and max(counts.values()) - min(counts.get(p, 0) for p in range(4)) <= 1
 
 
 def test_too_few_distinct_answers_is_skipped_and_counted():
     samples = [sample("molcap", i, s) for i, s in enumerate(["a", "A.", "b", "c"])]  # 3 distinct texts
-    qs, skipped = mcq.build(samples, seed=0)
+    qs, skipped = mcq.build(samples, seed=0, formats=CHOICE)
     assert qs == [] and skipped == {"molcap": {"fewer than 3 distinct distractors": 4}}
     bad = [sample("forward", 0, "[C][Xyz]")] + molecule_samples()
-    qs, skipped = mcq.build(bad, seed=0)
+    qs, skipped = mcq.build(bad, seed=0, formats=CHOICE)
     assert skipped == {"forward": {"answer not a molecule": 1}} and len(qs) == len(bad) - 1
 
 
@@ -113,7 +115,7 @@ def test_text_distractors_answer_the_same_question_for_similar_molecules():
             samples.append(sample("dqa", f"{kind}{i}", f"Its {kind} is {kind[0]}{i}.", smi, prompt))
     dup = f"<mol>What is the formula of this molecule? The compound SELFIES sequence is: {sf(mols[1])}"
     samples.append(sample("dqa", "dup", "its formula is f0", mols[1], dup))
-    qs, _ = mcq.build(samples, seed=0)
+    qs, _ = mcq.build(samples, seed=0, formats=CHOICE)
     assert len(qs) == len(samples)
     for q in qs:
         kind = "formula" if "formula" in q["prompt"] else "rings"
@@ -142,7 +144,10 @@ def test_mcq_py_build_cli(repo, tmp_path):
                           "--out", str(tmp_path / "mcq.jsonl")], capture_output=True, text=True, cwd=repo, timeout=300)
     assert out.returncode == 0, out.stderr
     qs = mcq.read(tmp_path / "mcq.jsonl")
-    assert Counter(q["task"] for q in qs) == {"forward": len(PHENOLS), "molcap": len(OTHERS)}
+    assert Counter((q["task"], q["format"]) for q in qs) == {
+        ("forward", "choice4"): len(PHENOLS), ("molcap", "choice4"): len(OTHERS),
+        ("forward", "truefalse"): len(PHENOLS)}
+    assert mcq.check(qs) == []
     assert "dqa: no test records" in out.stdout
     assert all(q["prompt"].startswith("<mol>") and q["graph"] for q in qs)
 
@@ -170,7 +175,7 @@ def direct_scores(model, tok, q, graphs=True):
 @pytest.fixture(scope="module")
 def questions():
     qs, _ = mcq.build(molecule_samples()[:9] + [sample("molcap", i, f"caption number {i} of this one", s)
-                                                for i, s in enumerate(OTHERS)], seed=0)
+                                                for i, s in enumerate(OTHERS)], seed=0, formats=CHOICE)
     for q in qs[::3]:
         q["graph"] = PHENOLS[0]
     qs[1]["graph"] = None
@@ -218,14 +223,15 @@ def test_the_input_similarity_shortcut_is_reported():
     sh = mcq.shortcut_scores([fwd, cap])
     assert int(np.argmax(sh[0])) == 2 and sh[0][3] == -1.0 and sh[1] is None
     acc = mcq.accuracy([fwd, cap], [[0, 1, 0, 0], [1, 0, 0, 0]])   # the "model" is wrong on forward, right on molcap
-    assert acc["forward"] == {"accuracy": 0.0, "chance": 0.25, "shortcut": 1.0, "N": 1}
+    assert acc["forward"] == {"accuracy": 0.0, "chance": 0.25, "shortcut": 1.0, "strongest": ["similarity", 1.0],
+                              "format": "choice4", "N": 1}
     assert acc["molcap"]["accuracy"] == 1.0 and acc["molcap"]["shortcut"] is None and acc["all"]["accuracy"] == 0.5
-    assert "| forward | 0.000 | 0.25 | 1.000 | 1 |" in mcq.table(acc)
+    assert "| forward | 0.000 | 0.25 | 1.000 | similarity 1.000 | 1 |" in mcq.table(acc)
 
 
 def test_smiles_answers_are_compared_as_molecules():
     samples = [sample("forward", i, s) for i, s in enumerate(PHENOLS + OTHERS + ["c1ccc(O)cc1"])]  # --mol-format smiles
-    qs, skipped = mcq.build(samples, seed=0)
+    qs, skipped = mcq.build(samples, seed=0, formats=CHOICE)
     assert len(qs) == len(samples) and not skipped
     for q in qs:
         keys = [Chem.MolToSmiles(Chem.MolFromSmiles(o)) for o in q["options"]]

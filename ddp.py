@@ -1,10 +1,23 @@
-"""Process setup shared by train.py, eval.py and rl.py: ranks and device from torchrun's environment,
-CPU threads per rank, rank-0-first caching, rank-0 printing, an all-reduce sum."""
+"""Process setup shared by train.py, eval.py, rl.py and rft.py: the --device / --threads flags, ranks and device
+from torchrun's environment, CPU threads per rank, rank-0-first caching, rank-0 printing, an all-reduce sum."""
 import contextlib
 import os
 
 import torch
 import torch.distributed as dist
+
+
+def add_device_arguments(g) -> None:
+    """--device and --threads, which compute_init reads (train.py, eval.py, rl.py, rft.py)."""
+    g.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads per process; default: the "
+                   "available cores divided by the processes on this machine")
+
+
+def check_device(parser, args) -> None:
+    """An argparse error for --device cuda on a machine without CUDA (compute_init would fail much later)."""
+    if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available on this machine (use --device cpu)")
 
 
 def compute_init(args):

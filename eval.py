@@ -67,7 +67,7 @@ import molecule
 import reasoning
 import significance
 import verify
-from ddp import compute_init  # the same process setup as training: ranks, device, CPU threads per rank
+from ddp import add_device_arguments, check_device, compute_init  # the same process setup as training
 import report
 from report import NLL, NLL_UNTRAINED, summary_table, write_results
 from chem import smiles_to_selfies
@@ -113,9 +113,7 @@ def get_parser():
                    "(see --fixed-budget)")
     p.add_argument("--batch-size", type=int, default=16, help="prompts per generate call; lower it if memory runs out")
     p.add_argument("--seed", type=int, default=42, help="sampling seed (rank r uses seed + r)")
-    p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process; default: the available "
-                   "cores divided by the processes on this machine")
+    add_device_arguments(p)
     p.add_argument("--out", default=None, help="where results go; default: OUT/eval for the checkpoint's OUT; with "
                    "--score, a folder beside the predictions file named after it (FILE_scored/), so the model eval's "
                    "own results.json is never overwritten")
@@ -159,8 +157,7 @@ def parse_args(argv=None):
     if args.score and (args.mcq or args.ckpt):
         p.error("--score scores a predictions file without a model: it takes no --mcq or --ckpt")
     args.ckpt = args.ckpt or "out/"
-    if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
-        p.error(f"--device {args.device}: CUDA is not available on this machine (use --device cpu)")
+    check_device(p, args)
     for k, lo in (("limit", 1), ("max_new_tokens", 1), ("batch_size", 1), ("numeric_samples", 1), ("top_k", 0),
                   ("few_shot", 0)):
         if getattr(args, k) is not None and getattr(args, k) < lo:

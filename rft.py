@@ -39,11 +39,11 @@ import torch
 import answers
 import checkpoint
 import data
-import metrics
 import moge
 import molecule
 import verify
 from chem import _hash, smiles_to_selfies
+from ddp import add_device_arguments, check_device
 from readers import read_records, task_files
 from reasoning import has_rationale, join, split, with_rationale
 from tasks import TASKS
@@ -79,8 +79,7 @@ def get_parser():
     p.add_argument("--round", type=int, default=None, help="the round recorded in the records; default: one more "
                    "than the round of the checkpoint's training data when that is an rft.py folder, else 1")
     p.add_argument("--seed", type=int, default=42, help="prompt choice and sampling")
-    p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_device_arguments(p)
     return p
 
 
@@ -88,12 +87,9 @@ def parse_args(argv=None):
     parser = get_parser()
     args = parser.parse_args(argv)
     try:
-        args.task_ratios = data.parse_tasks(args.tasks)
+        args.task_ratios = verify.verifiable(data.parse_tasks(args.tasks))
     except ValueError as e:
         parser.error(str(e))
-    text = sorted(set(args.task_ratios) & set(metrics.TEXT_TASKS))
-    if text:
-        parser.error(f"--tasks {','.join(text)}: free-text answers have no verifier (verify.py: 'not verifiable')")
     if not args.temperature > 0:
         parser.error("--temperature must be > 0: rejection sampling needs different answers")
     for k in ("samples", "keep_per_prompt", "max_prompts", "max_new_tokens", "batch_size", "round"):
@@ -101,8 +97,7 @@ def parse_args(argv=None):
             parser.error(f"--{k.replace('_', '-')} must be >= 1")
     if not 0 < args.top_p <= 1 or args.top_k < 0:
         parser.error("--top-p must be in (0, 1] and --top-k >= 0")
-    if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: CUDA is not available on this machine (use --device cpu)")
+    check_device(parser, args)
     return args
 
 

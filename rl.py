@@ -60,7 +60,7 @@ import metrics
 import moge
 import molecule
 import verify
-from ddp import all_sum, compute_init, print0, rank0_first
+from ddp import add_device_arguments, all_sum, check_device, compute_init, print0, rank0_first
 
 # Defaults that depend on the data: `--data demo` (the default of a demo checkpoint) is sized so that a
 # run finishes in minutes on CPU cores; otherwise a starting point for a GPU run (tune to your budget).
@@ -137,8 +137,7 @@ def get_parser():
 
     g = p.add_argument_group("checkpoints, logging, hardware")
     checkpoint.add_run_arguments(g)
-    g.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    add_device_arguments(g)
     p.add_argument("--debug-nan-steps", default="", help=argparse.SUPPRESS)  # test hook
     return p
 
@@ -147,17 +146,12 @@ def parse_args(argv=None):
     parser = get_parser()
     args = parser.parse_args(argv)
     try:
-        args.task_ratios = data.parse_tasks(args.tasks)
+        args.task_ratios = verify.verifiable(data.parse_tasks(args.tasks))
     except ValueError as e:
         parser.error(str(e))
-    text = sorted(set(args.task_ratios) & set(metrics.TEXT_TASKS))
-    if text:
-        parser.error(f"--tasks {','.join(text)}: free-text answers have no verifiable reward (verify.py scores them "
-                     "'not verifiable')")
     if args.temperature <= 0:
         parser.error("--temperature must be > 0: GRPO needs different answers to compare")
-    if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: CUDA is not available on this machine (use --device cpu)")
+    check_device(parser, args)
     if args.resume and args.overwrite:
         parser.error("--resume keeps the run in --out, --overwrite deletes it: give one of them")
     if not 0 < args.top_p <= 1 or args.top_k < 0 or args.warmup_steps < 0:

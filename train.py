@@ -44,7 +44,7 @@ from tqdm import tqdm
 import checkpoint
 import data
 import curve
-from ddp import all_sum, compute_init, print0, rank0_first
+from ddp import add_device_arguments, all_sum, check_device, compute_init, print0, rank0_first
 import model as M
 import molecule
 import moge
@@ -154,7 +154,7 @@ def get_parser():
     g.add_argument("--curve-items", type=int, default=4, help="test items per task for --curve-every")
 
     g = p.add_argument_group("hardware")
-    g.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    add_device_arguments(g)
     g.add_argument("--grad-ckpt", action="store_true", help="activation checkpointing per decoder layer "
                    "(the release uses it): less memory, about 30%% more compute")
     g.add_argument("--base-dtype", default="auto", choices=("auto", "float32", "bfloat16"), help="dtype of the "
@@ -168,8 +168,6 @@ def get_parser():
                    "steps are slow while it compiles; new shapes recompile)")
     g.add_argument("--prefetch", type=int, default=2, help="batches tokenized + featurized ahead in a "
                    "background thread (0: inline, in the training loop)")
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads per process; default: the "
-                   "available cores divided by the processes on this machine")
     # test hooks, not for users: make steps non-finite / kill the process in the middle of a save
     p.add_argument("--debug-nan-steps", default="", help=argparse.SUPPRESS)
     p.add_argument("--debug-crash-in-save", type=int, default=None, help=argparse.SUPPRESS)
@@ -179,8 +177,7 @@ def get_parser():
 def parse_args(argv=None):
     parser = get_parser()
     args = parser.parse_args(argv)
-    if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: CUDA is not available on this machine (use --device cpu)")
+    check_device(parser, args)
     cuda = torch.cuda.is_available() if args.device is None else args.device.startswith("cuda")
     given = argv if argv is not None else sys.argv[1:]
     if args.stage == 1 and any(a == "--recipe" or a.startswith("--recipe=") for a in given):

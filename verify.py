@@ -264,6 +264,16 @@ def verify_text(prompt, prediction, reference, roundtrip=None):
     return _fail("not verifiable")
 
 
+def verifiable(task_ratios: dict) -> dict:
+    """task_ratios as given, or ValueError naming the free-text tasks among them: they have no verifier
+    (rl.py's rewards and rft.py's acceptance need one)."""
+    text = sorted(set(task_ratios) & set(TEXT_TASKS))
+    if text:
+        raise ValueError(f"--tasks {','.join(text)}: free-text answers have no verifier (verify.py scores them "
+                         "'not verifiable')")
+    return task_ratios
+
+
 def verifier(task):
     """The verifying function of a task key (yield_BH / yield_SM -> yield), None for an unknown task."""
     task = as_text(task)

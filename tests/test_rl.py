@@ -256,7 +256,7 @@ def test_micro_batches_take_the_same_step(sft, tmp_path, read_log):
 def test_text_tasks_are_refused(capsys):
     with pytest.raises(SystemExit):
         rl.parse_args(["--ckpt", "x", "--tasks", "weight,molcap"])
-    assert "molcap: free-text answers have no verifiable reward" in capsys.readouterr().err
+    assert "molcap: free-text answers have no verifier" in capsys.readouterr().err
 
 
 def test_nonfinite_steps_are_skipped_then_stop(sft, tmp_path, read_log):

@@ -129,11 +129,13 @@ def subsample(n: int, ratio: float, seed: int, key: str) -> list[int]:
 
 
 def make_sample(task: Task, rec: dict, eval_set: str, sid: str, seed: int = 0, graph=None, *,
-                mol_format: str = "selfies", graph_only: bool = False, reasoning: bool = False) -> Sample:
+                mol_format: str = "selfies", graph_only: bool = False, reasoning: bool = False,
+                text_only: bool = False) -> Sample:
     """One record -> Sample (ValueError with the reason if the record is unusable). `graph`: a cached
     (smiles, n_atoms) or error string from graph_info, to skip the SELFIES decode and rdkit parse.
     The answer is .strip()ped (the release keeps raw['output']: only edge whitespace differs).
-    mol_format / graph_only: see tasks.build_prompt; with "smiles" a molecule answer is SMILES too.
+    mol_format / graph_only / text_only: see tasks.build_prompt; with "smiles" a molecule answer is SMILES too.
+    text_only keeps .smiles (baselines' fingerprints) but the prompt has no MOL, so featurize gives no graph.
     reasoning: the answer with its rationale before it where the task and record have one (reasoning.py)."""
     if mol_format not in MOL_FORMATS:
         raise ValueError(f"mol_format must be one of {MOL_FORMATS}, got {mol_format!r}")
@@ -157,7 +159,7 @@ def make_sample(task: Task, rec: dict, eval_set: str, sid: str, seed: int = 0, g
     if reasoning:
         answer = with_rationale(task.key, rec, answer)
     rng = random.Random(_hash(f"{seed}/{sid}"))
-    prompt = build_prompt(task, rec, rng, graph_only=graph_only, mol_format=mol_format)
+    prompt = build_prompt(task, rec, rng, graph_only=graph_only, mol_format=mol_format, text_only=text_only)
     return Sample(task.key, eval_set, sid, prompt, answer, smiles, n_atoms)
 
 
@@ -204,13 +206,14 @@ def _graph_cache(task: Task, path: str, recs: list, keep: list[int]) -> dict:
 
 def load_tasks(spec="all", split="train", data="demo", seed=42, tokenizer=None, max_len=MAX_LEN,
                verbose=True, report: Report | None = None, *, mol_format="selfies",
-               graph_only=False, reasoning=False) -> list[Sample]:
+               graph_only=False, reasoning=False, text_only=False) -> list[Sample]:
     """Read, filter (metadata.split, 3D-MoIT metadata.task), validate and subsample the selected tasks.
     With a tokenizer, each sample's length (placeholder counted as its N atoms) is computed and samples
     longer than max_len are dropped and counted, never cut. Bad records are skipped and counted; the
-    per-task summary and the first few offenders print once (verbose). graph_only (stage 1) and
-    mol_format: see make_sample; reasoning (train.py --reasoning): answers with their rationale (reasoning.py)
-    for the tasks and records that have one, the others unchanged; how many got one prints (verbose)."""
+    per-task summary and the first few offenders print once (verbose). graph_only (stage 1), mol_format and
+    text_only (train.py --graph none): see make_sample; reasoning (train.py --reasoning): answers with their
+    rationale (reasoning.py) for the tasks and records that have one, the others unchanged; how many got one
+    prints (verbose)."""
     ratios = parse_tasks(spec) if isinstance(spec, str) or spec is None else dict(spec)
     root, left_out = resolve_data(data)
     rep = report if report is not None else Report()
@@ -249,7 +252,8 @@ def load_tasks(spec="all", split="train", data="demo", seed=42, tokenizer=None, 
                 rec, sid = recs[i], f"{stem}:{i + 1}"
                 try:
                     task_samples.append(make_sample(task, rec, es, sid, seed, cache.get(i), mol_format=mol_format,
-                                                    graph_only=graph_only, reasoning=reasoning))
+                                                    graph_only=graph_only, reasoning=reasoning,
+                                                    text_only=text_only))
                 except ValueError as e:
                     rep.skip(key, str(e), sid, str(rec.get("input", "")))
         keep = subsample(len(task_samples), ratio, seed, key)
@@ -307,8 +311,9 @@ def sample_length(sample: Sample, tokenizer, with_answer: bool = True) -> int:
 
 
 def featurize(sample: Sample):
-    """The graph for the sample's graph-source molecule (molecule.smiles_to_graph), None if text-only."""
-    if sample.smiles is None:
+    """The graph for the sample's graph-source molecule (molecule.smiles_to_graph), None if text-only: a task
+    without a graph-source molecule, or a prompt without MOL (make_sample text_only)."""
+    if sample.smiles is None or MOL not in sample.prompt:
         return None
     return molecule.smiles_to_graph(sample.smiles)
 
@@ -318,7 +323,7 @@ def collate(samples: list[Sample], tokenizer, with_answer=True, graphs=True) -> 
     ids, labels, gs, keep = [], [], [], []
     for s in samples:
         g = featurize(s) if graphs else None
-        if graphs and s.smiles is not None and g is None:
+        if graphs and g is None and s.smiles is not None and MOL in s.prompt:
             continue  # validated at load time; counted by molecule.FEATURE_STATS if it ever happens
         i, lab = encode(s, tokenizer, with_answer)
         ids.append(i), labels.append(lab), gs.append(g), keep.append(s)

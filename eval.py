@@ -342,10 +342,11 @@ def roundtrip(model, tok, rows, args, device, rank, world, mol_format="selfies",
         try:
             if mol_format == "smiles":  # records hold SELFIES; the prompt is written back in SMILES
                 rec["input"] = smiles_to_selfies(rec["input"])
-            sample = data.make_sample(fwd, rec, "roundtrip", f"roundtrip:{r['id']}", mol_format=mol_format)
+            sample = data.make_sample(fwd, rec, "roundtrip", f"roundtrip:{r['id']}", mol_format=mol_format,
+                                     text_only=getattr(args, "text_only", False))
         except (ValueError, KeyError):
             continue  # not a usable molecule: a miss
-        if data.featurize(sample) is not None:
+        if getattr(args, "text_only", False) or data.featurize(sample) is not None:  # make_sample parsed it
             jobs.append((j, sample))
     preds = _sharded_generate(model, tok, [s for _, s in jobs], args, device, rank, world, "round trip",
                                 budgets=budgets)
@@ -385,8 +386,9 @@ def run(args):
     full = {t.strip() for t in args.full.split(",") if t.strip()}
     args.max_new_tokens = args.max_new_tokens or 512
     mol_format = meta.get("args", {}).get("mol_format", "selfies")  # prompts as the checkpoint was trained
+    args.text_only = meta.get("args", {}).get("graph", "gin") == "none"  # train.py --graph none: no <mol>, no graph
     samples = data.load_tasks(args.tasks, split="test", data=data_src, seed=meta.get("args", {}).get("seed", 42),
-                              tokenizer=tok, verbose=rank == 0, mol_format=mol_format)
+                              tokenizer=tok, verbose=rank == 0, mol_format=mol_format, text_only=args.text_only)
     if args.limit is not None:  # the first N of each scored set
         kept, seen = [], {}
         for s in samples:
@@ -473,7 +475,8 @@ def run(args):
                 "new tokens/s (rank 0)": round(stats.get("tokens", 0) / gen_s, 1),
                 "generation CPU seconds (rank 0)": round(gen_cpu, 2),
                 "release_compat": args.release_compat, "scoring": args.scoring, "text tokens": tok_name,
-                "mol_format": mol_format, "bos": tok.bos, "few-shot examples": args.few_shot}
+                "mol_format": mol_format, "bos": tok.bos, "few-shot examples": args.few_shot,
+                "graph": meta.get("args", {}).get("graph", "gin")}
     compat = (report.compat_scores(rows, args.release_compat, tokenize, tok_name, eos_text) if args.scoring == "release"
               else None)
     verified = verify.verify_rows(rows)

@@ -60,6 +60,41 @@ def summary_table(results):
     return "\n".join(lines)
 
 
+def balance(results):
+    """How evenly ours beats the trivial baselines across tasks: each task's ours - best baseline (significance.py,
+    signed so > 0 is better) over |best baseline score|, the relative improvement; its mean, worst task (min),
+    best task (max), spread (max - min) and population std. A task without a baseline verdict, or whose best
+    baseline scores 0 or n/a (no relative scale), is left out and named under "left out". None: no task has one."""
+    S, rel, left = significance, {}, []
+    for task, res in results.items():
+        if task.startswith("_") or S.DIFF not in res:
+            continue
+        d, b = res.get(S.DIFF), res.get(S.BEST_SCORE)
+        ok = all(isinstance(v, (int, float)) and math.isfinite(v) for v in (d, b)) and b != 0
+        if ok:
+            rel[task] = d / abs(b)
+        else:
+            left.append(task)
+    if not rel:
+        return None
+    vals = list(rel.values())
+    mean = sum(vals) / len(vals)
+    worst, best = min(rel, key=rel.get), max(rel, key=rel.get)
+    return {"per task": rel, "mean": mean, "min": rel[worst], "worst task": worst, "max": rel[best],
+            "best task": best, "spread (max - min)": rel[best] - rel[worst],
+            "std": math.sqrt(sum((v - mean) ** 2 for v in vals) / len(vals)), "tasks": len(vals), "left out": left}
+
+
+def balance_line(bal):
+    """One line for results.md under the summary table."""
+    if not bal:
+        return "Balance: n/a (no task has a best-baseline comparison)."
+    return (f"Balance over {bal['tasks']} tasks, (ours - best baseline) / |best baseline| per task: mean "
+            f"{bal['mean']:+.4f}, worst {bal['worst task']} {bal['min']:+.4f}, best {bal['best task']} "
+            f"{bal['max']:+.4f}, spread (max - min) {bal['spread (max - min)']:.4f}, std {bal['std']:.4f}"
+            + (f"; left out (best baseline 0 or n/a): {', '.join(bal['left out'])}" if bal["left out"] else "") + ".")
+
+
 def add_significance(results, rows, release_compat=False, train_items=None, items=None, base_scores=None,
                      base_rows=None, eos_text=answers.RELEASE_EOS):
     """Intervals, the best-baseline verdict, Spearman and distinct answers (significance.py) merged into
@@ -85,7 +120,7 @@ def markdown(results, header="", base_scores=None, compat=None):
     lines = [header] if header else []
     lines += ["## Summary", "", "Baselines: trivial predictors from the training split on the same items "
               "(baselines.py). NLL: held-out answer loss, nats/token (lower is better). " + significance.RULE, "",
-              summary_table(results), ""]
+              summary_table(results), "", balance_line(balance(results)), ""]
     base_scores = {k: v for k, v in base_scores.items() if not k.startswith("_")}  # "_selection" is no task
     for task, res in results.items():
         if task.startswith("_"):
@@ -118,7 +153,7 @@ def json_safe(obj):
 
 def write_results(results, out_dir, meta, rows=None, base_scores=None, compat=None, verified=None):
     os.makedirs(out_dir, exist_ok=True)
-    results = {"_meta": meta, **results}
+    results = {"_meta": meta, "_balance": balance(results), **results}
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(json_safe(results), f, indent=1, allow_nan=False)
     if rows is not None:

@@ -86,11 +86,16 @@ EVAL_SETS = [s for t in TASKS.values() for s in t.code_eval]  # yield scores as 
 
 
 def build_prompt(task: Task, rec: dict, rng: random.Random | None = None, *, graph_only: bool = False,
-                 mol_format: str = "selfies") -> str:
+                 mol_format: str = "selfies", text_only: bool = False) -> str:
     """The user turn for a record, exactly as the release builds it (with MOL for "<image>").
     graph_only: the release's stage-1 prompt, "<image>\\n" + a molcap question and no molecule text
     ([A] data_pipe/datasets.py PretrainMolDataset). mol_format "smiles": the input's molecules as canonical
-    SMILES and "SELFIES" in the template as "SMILES" (the paper's SMILES ablation, [A] --if_smiles)."""
+    SMILES and "SELFIES" in the template as "SMILES" (the paper's SMILES ablation, [A] --if_smiles).
+    text_only: the same text without the graph placeholder, molecules as text only (train.py --graph none: the
+    dev tree's --training_recipe puretext, WillDreamer/Omni-Mol scripts/mixtrain_moeloratext.sh, whose
+    model_factory.py create_puer_text_model builds a TextModelForConditionalGeneration with no graph tower)."""
+    if text_only and graph_only:
+        raise ValueError("graph_only (the stage-1 prompt) is the graph alone: it has no text-only form")
     question = ""
     if task.key == "molcap" or graph_only:  # the release draws a question at random, ignores the instruction
         rng = rng or random.Random(_hash(str(rec.get("input"))))
@@ -101,7 +106,7 @@ def build_prompt(task: Task, rec: dict, rng: random.Random | None = None, *, gra
     if mol_format == "smiles":
         template, inp = template.replace("SELFIES", "SMILES"), input_as_smiles(task, inp)
     text = template.format(instruction=rec.get("instruction", ""), input=inp, question=question)
-    return text if task.graph is None else GRAPH + text
+    return text if task.graph is None or text_only else GRAPH + text
 
 
 _TAGGED_SELFIES = re.compile(r"\[START_SELFIES\](.*?)\[END_SELFIES\]")
@@ -119,9 +124,10 @@ def input_as_smiles(task: Task, inp: str) -> str:
 
 def redraw_question(prompt: str, rng: random.Random) -> str:
     """A molcap prompt with its question drawn again (the release draws one per __getitem__, so per epoch)."""
-    for q in MOLCAP_QUESTIONS:
-        if prompt.startswith(GRAPH + q):
-            return GRAPH + rng.choice(MOLCAP_QUESTIONS) + prompt[len(GRAPH + q):]
+    for head in (GRAPH, ""):  # "": a text-only prompt (build_prompt text_only)
+        for q in MOLCAP_QUESTIONS:
+            if prompt.startswith(head + q):
+                return head + rng.choice(MOLCAP_QUESTIONS) + prompt[len(head + q):]
     return prompt
 
 

@@ -88,6 +88,10 @@ def get_parser():
     g.add_argument("--mol-format", default="selfies", choices=data.MOL_FORMATS, help="how molecules are "
                    "written in prompts and molecule answers: selfies (the paper) or smiles (its ablation); "
                    "saved in meta.json, eval.py uses the same")
+    g.add_argument("--graph", default="gin", choices=("gin", "none"), help="gin: each task's graph-source "
+                   "molecule as atom tokens (the paper); none: molecules as text only, no <mol> placeholder and no "
+                   "graph (the dev tree's --training_recipe puretext, WillDreamer/Omni-Mol "
+                   "scripts/mixtrain_moeloratext.sh); saved in meta.json, eval.py uses the same")
     g.add_argument("--bos", type=int, default=1, choices=(1, 2), help="<|begin_of_text|> tokens at the start of "
                    "every Llama-3 sequence: 1 (the template's) or 2 (the release: its system string carries one and "
                    "tokenizer.encode adds another, WillDreamer/Omni-Mol data_pipe/chat_template.py:31-45); saved in "
@@ -202,6 +206,10 @@ def parse_args(argv=None):
     for k in ("batch_size", "max_len", "lora_r", "max_steps", "lr", "epochs"):
         if getattr(args, k) is None:
             setattr(args, k, 2e-3 if k == "lr" and args.stage == 1 else profile[k])
+    if args.stage == 1 and args.graph == "none":
+        parser.error("--stage 1 trains the projector on graphs; --graph none has none")
+    if args.graph == "none" and args.curve_every:
+        parser.error("--curve-every scores graph prompts (curve.py); it does not take --graph none")
     if args.stage == 1:
         if args.tasks not in ("all", "molcap"):
             parser.error(f"--stage 1 trains the projector on molcap pairs only; got --tasks {args.tasks!r} "
@@ -331,7 +339,7 @@ def main(argv=None):
         train_set = data.load_tasks(args.task_ratios, split="train", data=args.data, seed=args.seed,
                                     tokenizer=tok, max_len=args.max_len, verbose=master,
                                     mol_format=args.mol_format, graph_only=args.stage == 1,
-                                    reasoning=args.reasoning)
+                                    reasoning=args.reasoning, text_only=args.graph == "none")
     loader = data.Loader(train_set, tok, args.batch_size, rank=rank, world_size=world_size, seed=args.seed,
                          order=args.order)
     if args.prefetch:  # the same batches, collated ahead in a background thread (resume stays exact)
@@ -363,7 +371,7 @@ def main(argv=None):
     if args.resume:
         older = {"order": "length", "mol_format": "selfies", "n_experts": 5, "top_k": 2,
                  "moe_layers": "second_quarter", "reasoning": False,
-                 "bos": 1}  # what checkpoints from before these flags did
+                 "bos": 1, "graph": "gin"}  # what checkpoints from before these flags did
         meta, _ = checkpoint.resume(
             args.out, raw_model, optimizer, scheduler, loader, args,
             ("model", "data", "tasks", "stage", "recipe", "lora_r", "lora_alpha", "seed", "batch_size", "grad_accum",

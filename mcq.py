@@ -343,6 +343,27 @@ def accuracy(questions, scores):
     return out
 
 
+def bootstrap(hits, rounds=2000, seed=0, level=0.95):
+    """-> (low, high): the percentile bootstrap interval of the mean of `hits` (0/1 per question), questions
+    resampled with replacement `rounds` times from a generator seeded with `seed`; (nan, nan) for no hits."""
+    hits = np.asarray(hits, dtype=float)
+    if not len(hits):
+        return float("nan"), float("nan")
+    means = hits[np.random.default_rng(seed).integers(0, len(hits), size=(rounds, len(hits)))].mean(axis=1)
+    return tuple(float(x) for x in np.quantile(means, [(1 - level) / 2, (1 + level) / 2]))
+
+
+def intervals(questions, scores, rounds=2000, seed=0):
+    """-> {group: (low, high)}: bootstrap intervals of accuracy() per group, per format ("all (FORMAT)") and
+    overall ("all"); the choice is the first best option, as accuracy()'s."""
+    hits = {}
+    for q, sc in zip(questions, scores):
+        hit = int(np.argmax(sc)) == q["answer"]
+        for g in (shortcuts.group(q), f"all ({q.get('format', 'choice4')})", "all"):
+            hits.setdefault(g, []).append(hit)
+    return {g: bootstrap(h, rounds, seed) for g, h in hits.items()}
+
+
 def table(acc) -> str:
     lines = ["| group | accuracy | chance | input-similarity shortcut | strongest shortcut | N |",
              "|---|---|---|---|---|---|"]

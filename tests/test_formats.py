@@ -125,6 +125,48 @@ def test_numeric_value_shortcuts_are_at_chance():
     assert qs == mcq.build(yield_samples(), seed=0, formats=("numeric",))[0]
 
 
+def near_zero(n, seed, shift):
+    """Yields piled up near 0: shift + an exponential of mean 25, at most 100."""
+    return np.minimum(shift + np.random.default_rng(seed).exponential(25.0, size=n), 100.0)
+
+
+def yields_near_zero(n=400, seed=1, shift=0.0):
+    return [sample("yield", i, "<mol>\nPredict the yield of this reaction (in percent). The reaction is "
+                   f"[C][C][O].[C]>>[C][C][C][O] {i}", f"{y:.2f}") for i, y in enumerate(near_zero(n, seed, shift))]
+
+
+def answer_ranks(qs):
+    return Counter(sorted(map(float, q["options"])).index(float(q["options"][q["answer"]])) for q in qs)
+
+
+def test_bounded_yield_answer_rank_is_uniform_and_options_in_range_and_apart():
+    train = {"yield": [float(y) for y in near_zero(1000, 2, 10.5)]}   # the labels' distribution, another draw
+    qs, skipped = mcq.build(yields_near_zero(shift=10.5), seed=0, formats=("numeric",), population=train)
+    assert len(qs) == 400 and not skipped and mcq.check(qs) == []
+    ranks = answer_ranks(qs)   # above a gap from 0, every rank has room: each is right ~1/4 of the time
+    assert all(0.18 < ranks[r] / len(qs) < 0.32 for r in range(4)), ranks
+    for q in qs:
+        vals = sorted(map(float, q["options"]))
+        assert 0 <= vals[0] and vals[-1] <= 100
+        assert all(b - a > numeric.GAP_TOL * verify.YIELD_TOL for a, b in zip(vals, vals[1:]))
+    rep = shortcuts.report(qs)["yield (numeric)"]
+    assert rep["value"] <= 0.25 + 0.1 and rep["middle"] <= 0.25 + 0.1 and rep["prior"] <= 0.25 + 0.15, rep
+    assert qs == mcq.build(yields_near_zero(shift=10.5), seed=0, formats=("numeric",), population=train)[0]
+
+
+def test_bounded_yield_ranks_compensate_the_forced_smallest():
+    train = {"yield": [float(y) for y in near_zero(1000, 2, 0.0)]}
+    qs, skipped = mcq.build(yields_near_zero(), seed=0, formats=("numeric",), population=train)
+    assert len(qs) == 400 and not skipped and mcq.check(qs) == []
+    forced = sum(float(q["options"][q["answer"]]) < numeric.GAP_TOL * verify.YIELD_TOL for q in qs)
+    ranks = answer_ranks(qs)   # a yield within a gap of 0 is the smallest; the others make up for it
+    assert abs(ranks[0] - max(forced, 100)) < 30 and ranks[0] / len(qs) < 0.42, (ranks, forced)
+    assert all(0.18 < ranks[r] / len(qs) < 0.32 for r in (1, 2, 3)), ranks
+    assert numeric.room(0.0, 0.0, 100.0, 10.02, 3) == [0] and numeric.room(100.0, 0.0, 100.0, 10.02, 3) == [3]
+    assert numeric.room(50.0, 0.0, 100.0, 10.02, 3) == [0, 1, 2, 3] and numeric.room(15.0, 0.0, 40.0, 10.02, 3) == [1]
+    assert numeric.room(15.0, 0.0, 30.0, 10.02, 3) == []
+
+
 def test_numeric_population_from_training_labels_and_keys():
     assert numeric.population_key("homolumo", "Please provide the LUMO energy value") == "homolumo/lumo"
     assert numeric.population_key("homolumo", "the gap between HOMO and LUMO") == "homolumo/gap"

@@ -236,3 +236,16 @@ def test_smiles_answers_are_compared_as_molecules():
     for q in qs:
         keys = [Chem.MolToSmiles(Chem.MolFromSmiles(o)) for o in q["options"]]
         assert len(set(keys)) == 4
+
+
+def test_bootstrap_interval_hand_cases():
+    assert mcq.bootstrap([1] * 20) == (1.0, 1.0) and mcq.bootstrap([0] * 20) == (0.0, 0.0)
+    lo, hi = mcq.bootstrap([1, 0] * 50, rounds=4000, seed=0)
+    assert 0.38 < lo < 0.42 and 0.58 < hi < 0.62   # 0.5 +- 1.96 * sqrt(0.25 / 100) = [0.402, 0.598]
+    assert mcq.bootstrap([1, 0] * 50, seed=3) == mcq.bootstrap([1, 0] * 50, seed=3)
+    assert all(np.isnan(mcq.bootstrap([])))
+    qs = [{"task": "logp", "format": "numeric", "answer": 0}, {"task": "logp", "format": "numeric", "answer": 1},
+          {"task": "forward", "answer": 0}]
+    ci = mcq.intervals(qs, [[1, 0], [1, 0], [0, 1]])
+    assert set(ci) == {"logp (numeric)", "all (numeric)", "forward", "all (choice4)", "all"}
+    assert ci["forward"] == (0.0, 0.0) and ci["all"][0] <= 1 / 3 <= ci["all"][1]

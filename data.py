@@ -303,6 +303,18 @@ def encode(sample: Sample, tokenizer, with_answer: bool = True):
     return tokenizer.encode_chat(sample.prompt, sample.answer if with_answer else None)
 
 
+BUDGET_MARGIN = 16  # new tokens allowed beyond the task's longest training answer (end token included)
+
+
+def answer_budgets(tok, train_samples, cap, margin=BUDGET_MARGIN, answer=lambda s: s.answer) -> dict:
+    """{task key: max new tokens} = the task's longest training answer(s) in tokens (end token included) +
+    margin, at most cap (eval.py, rft.py). A task without training answers gets the cap."""
+    longest = {}
+    for s in train_samples:
+        longest[s.task] = max(longest.get(s.task, 0), len(tok.encode(answer(s))) + 1)
+    return {t: min(cap, n + margin) for t, n in longest.items()}
+
+
 def sample_length(sample: Sample, tokenizer, with_answer: bool = True) -> int:
     """Tokens the model sees: the placeholder counts as its N atom tokens."""
     ids, _ = encode(sample, tokenizer, with_answer)

@@ -218,13 +218,9 @@ def edits(mol, kinds=KINDS, max_per_kind=MAX_PER_KIND):
     return out
 
 
-def heavy_atoms(mol) -> Counter:
-    return Counter(a.GetAtomicNum() for a in mol.GetAtoms() if a.GetAtomicNum() > 1)
-
-
 def within_atoms(mol, pool: Counter) -> bool:
     """Every heavy element of mol at most as often as in pool: the molecule is made from those atoms only."""
-    return all(pool[z] >= n for z, n in heavy_atoms(mol).items())
+    return all(pool[z] >= n for z, n in verify.heavy_atoms(mol).items())
 
 
 def as_text(mol, like: str) -> str:
@@ -262,7 +258,7 @@ def candidates(task, prompt, answer, rng, n, others=(), counts=None):
     input_text = answers.prompt_molecule(prompt) or ""
     input_mol = answers.mol_from_text(input_text)[0]
     used = {_key(answer), _key(input_text)} - {None}
-    pool = heavy_atoms(input_mol) if task == "forward" and input_mol is not None else None
+    pool = verify.heavy_atoms(input_mol) if task == "forward" and input_mol is not None else None
 
     def edited(text, seen, itself=False):
         out = []

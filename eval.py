@@ -139,8 +139,8 @@ def get_parser():
                    "prompt; default: the checkpoint's (meta.json args.bos: train.py --bos, 2 for convert.py release), "
                    "1 for older checkpoints and --ckpt none. Given, it overrides the checkpoint's")
     p.add_argument("--fixed-budget", action="store_true", help="every task may generate --max-new-tokens (the "
-                   f"release: 512); default: the task's longest training answer + {BUDGET_MARGIN} tokens, capped by "
-                   "it")
+                   f"release: 512); default: the task's longest training answer + {data.BUDGET_MARGIN} tokens, "
+                   "capped by it")
     p.add_argument("--no-baselines", action="store_true", help="skip the training-split baselines (and with "
                    "--fixed-budget, reading the training split at all)")
     p.add_argument("--no-nll", action="store_true", help="skip the held-out answer NLL (trained and untrained)")
@@ -173,20 +173,6 @@ def parse_args(argv=None):
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """The module docstring as written, and every flag's default in its help."""
-
-
-# ----------------------------------------------------------------------------- answer budgets
-
-BUDGET_MARGIN = 16  # new tokens allowed beyond the task's longest training answer (end token included)
-
-
-def answer_budgets(tok, train_samples, cap, margin=BUDGET_MARGIN):
-    """{task key: max new tokens} = the longest training answer of the task in tokens (end token included)
-    + margin, at most cap. A task without training answers gets the cap."""
-    longest = {}
-    for s in train_samples:
-        longest[s.task] = max(longest.get(s.task, 0), len(tok.encode(s.answer)) + 1)
-    return {t: min(cap, n + margin) for t, n in longest.items()}
 
 
 # ----------------------------------------------------------------------------- generation
@@ -403,7 +389,7 @@ def run(args):
     if not (args.no_baselines and args.fixed_budget) or args.few_shot:  # training split: budgets, baselines, shots
         train_samples, train_items = report.training_items(data_src, {scored_as(s) for s in samples}, seed, log,
                                                            mol_format, meta.get("args", {}).get("reasoning", False))
-    budgets = None if args.fixed_budget else answer_budgets(tok, train_samples, args.max_new_tokens)
+    budgets = None if args.fixed_budget else data.answer_budgets(tok, train_samples, args.max_new_tokens)
     decoding = "greedy" if args.greedy else f"sampling T={args.temperature} top_k={args.top_k} top_p={args.top_p}"
     if args.numeric_expectation:
         decoding += "; numeric tasks: greedy, each digit read as its expectation under the model"
@@ -467,7 +453,7 @@ def run(args):
     run_meta = {"checkpoint": os.path.abspath(step_dir), "step": meta.get("step"), "base model": meta.get("base_model"),
                 "graph encoder": meta.get("gin"), "data": data_src, "items": len(rows), "decoding": decoding,
                 "max_new_tokens": args.max_new_tokens,
-                "answer budgets": "fixed" if budgets is None else f"longest training answer + {BUDGET_MARGIN}",
+                "answer budgets": "fixed" if budgets is None else f"longest training answer + {data.BUDGET_MARGIN}",
                 "adapters merged for generation": not args.no_merge, "batch size": args.batch_size, "ranks": world,
                 "device": str(device), "threads per rank": torch.get_num_threads(),
                 "NLL seconds (both models)": round(nll_s, 2),

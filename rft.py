@@ -49,7 +49,6 @@ from reasoning import has_rationale, join, split, with_rationale
 from tasks import TASKS
 
 WEAK = ("ok (atom balance only)",)  # score-1 verdicts that are not kept: plausible, not verified
-BUDGET_MARGIN = 16  # new tokens allowed beyond the task's longest training answer (eval.py's margin)
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -73,7 +72,7 @@ def get_parser():
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus cut of the sampler")
     p.add_argument("--top-k", type=int, default=0, help="keep the k largest logits in the sampler (0: off)")
     p.add_argument("--max-new-tokens", type=int, default=512, help="answer budget cap; each task's budget is its "
-                   f"longest training answer (with its rationale for a --reasoning checkpoint) + {BUDGET_MARGIN}")
+                   f"longest training answer (with its rationale for a --reasoning checkpoint) + {data.BUDGET_MARGIN}")
     p.add_argument("--batch-size", type=int, default=8, help="prompts per generate call (each gives --samples "
                    "answers: batch-size x samples rows)")
     p.add_argument("--round", type=int, default=None, help="the round recorded in the records; default: one more "
@@ -152,16 +151,6 @@ def choose(samples, max_prompts, seed) -> list:
             group = [group[i] for i in sorted(rng.permutation(len(group))[:max_prompts].tolist())]
         out += group
     return out
-
-
-def budgets(tok, samples, recs, reasoning_ckpt, cap) -> dict:
-    """{task: max new tokens}: the longest training answer in tokens (end token included, with its rationale
-    for a checkpoint trained with --reasoning) + BUDGET_MARGIN, at most cap."""
-    longest = {}
-    for s in samples:
-        ans = with_rationale(s.task, recs[(s.task, s.id)], s.answer) if reasoning_ckpt else s.answer
-        longest[s.task] = max(longest.get(s.task, 0), len(tok.encode(ans)) + 1)
-    return {t: min(cap, n + BUDGET_MARGIN) for t, n in longest.items()}
 
 
 def sample_answers(model, tok, prompts, k, budget, args, gen, device) -> list:
@@ -257,7 +246,10 @@ def main(argv=None, verifier=None):
                               max_len=margs.get("max_len", data.MAX_LEN), mol_format=mol_format)  # as trained
     recs = raw_records(root, sorted({s.task for s in samples}))
     prompts = choose(samples, args.max_prompts, args.seed)
-    budget = budgets(tok, samples, recs, margs.get("reasoning", False), args.max_new_tokens)
+    # a --reasoning checkpoint answers with its rationale: budget its length too
+    answer = ((lambda s: with_rationale(s.task, recs[(s.task, s.id)], s.answer)) if margs.get("reasoning")
+              else (lambda s: s.answer))
+    budget = data.answer_budgets(tok, samples, args.max_new_tokens, answer=answer)
     print(f"rft round {round_} from {step_dir}: {len(prompts)} training prompts of {len(samples)}, "
           f"{args.samples} answers each, T={args.temperature}, budgets {budget}")
 

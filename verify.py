@@ -150,7 +150,8 @@ def verify_molecule(prompt, prediction, reference, roundtrip=None):
     return OK if got == ref_inchi else _fail("wrong molecule")
 
 
-def _heavy_atoms(mol) -> Counter:
+def heavy_atoms(mol) -> Counter:
+    """{element symbol: count} of a molecule's heavy atoms (the atom balance of retrosynthesis; distractors.py)."""
     return Counter(a.GetSymbol() for a in mol.GetAtoms() if a.GetAtomicNum() > 1)
 
 
@@ -175,8 +176,8 @@ def verify_retrosynthesis(prompt, prediction, reference, roundtrip=None):
         return OK  # the reference's reactants: the data set says they make the product
     if got == product_inchi or product_inchi in _fragment_inchis(mol):
         return _fail("product among reactants")
-    have = _heavy_atoms(mol)
-    if any(have[el] < n for el, n in _heavy_atoms(product).items()):
+    have = heavy_atoms(mol)
+    if any(have[el] < n for el, n in heavy_atoms(product).items()):
         return _fail("atoms unbalanced")
     if roundtrip is None:
         return Verdict(1.0, "ok (atom balance only)")

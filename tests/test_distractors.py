@@ -41,7 +41,7 @@ def test_specific_edits():
 
 
 def test_within_atoms():
-    pool = D.heavy_atoms(Chem.MolFromSmiles("CC(=O)Cl.Nc1ccccc1"))
+    pool = verify.heavy_atoms(Chem.MolFromSmiles("CC(=O)Cl.Nc1ccccc1"))
     assert D.within_atoms(Chem.MolFromSmiles("CC(=O)Nc1ccccc1"), pool)
     assert not D.within_atoms(Chem.MolFromSmiles("CC(=O)Nc1ccccc1Br"), pool)
 

@@ -252,7 +252,7 @@ def test_answer_budgets_and_task_grouped_batches(tiny_run):
     _, step_dir, _ = tiny_run
     model, tok, meta = checkpoint.load_model(str(step_dir), "cpu", torch.float32, log=lambda *a: None)
     train, _ = report.training_items(meta["args"]["data"], ["weight", "retrosynthesis"], log=lambda *a: None)
-    budgets = E.answer_budgets(tok, train, cap=40, margin=3)
+    budgets = data.answer_budgets(tok, train, cap=40, margin=3)
     want = {}
     for s in train:  # direct: tokens of the answer + its end token + margin, capped
         n = len(tok.tok.encode(s.answer, add_special_tokens=False).ids)

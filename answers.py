@@ -56,15 +56,20 @@ def as_text(x) -> str:
     return x.encode("utf-8", errors="replace").decode("utf-8")
 
 
+def until_end(text, markers=END_MARKERS):
+    """The text before the first end marker (a rationale kept): what an answer is before cut_answer reads it."""
+    for marker in markers:
+        text = text.split(marker)[0]
+    return text
+
+
 def cut_answer(text, release_compat=False):
     """The answer part of a decoded generation: text before the first end marker, stripped (the release
     cuts at <|eot_id|> only and does not strip). A rationale (reasoning.py) is dropped: where the text holds
     "<think>", the answer is what follows the first "</think>" after it, "" if there is none (a rationale
     without an answer); text without "<think>" reads exactly as before. release_compat drops a rationale too,
     with the whitespace after "</think>": the release's answers have none, so none of its numbers change."""
-    text = text or ""
-    for marker in (RELEASE_EOS,) if release_compat else END_MARKERS:
-        text = text.split(marker)[0]
+    text = until_end(text or "", (RELEASE_EOS,) if release_compat else END_MARKERS)
     if THINK[0] in text:
         _, closed, after = text.partition(THINK[0])[2].partition(THINK[1])
         text = after.lstrip() if closed else ""

@@ -109,10 +109,7 @@ def accepted(verdict) -> bool:
 
 def clean(text) -> str:
     """A decoded answer as a training answer: the text before the first end marker, stripped."""
-    text = answers.as_text(text)
-    for marker in answers.END_MARKERS:
-        text = text.split(marker)[0]
-    return text.strip()
+    return answers.until_end(answers.as_text(text)).strip()
 
 
 def as_release_answer(task_key, text, mol_format):

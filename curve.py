@@ -1,6 +1,6 @@
 """A run's curves: the held-out answer loss per task while training runs, and the plots of a run folder.
 
-    curve = HeldoutCurve(tok, tasks, data_src, out, per_task=4, seed=42, mol_format="smiles")  # out None off rank 0
+    curve = HeldoutCurve(tok, tasks, data_src, out, per_task=4, seed=42, mol_format="smiles", text_only=False)
     curve(model, step, rank, world)   # every rank (items are sharded); the one with an out appends OUT/heldout.jsonl
     plot(OUT/heldout.jsonl, OUT/learning_curve.png)
     plot_losses(OUT/log.jsonl, OUT/loss.png)      # train.py's per-task training loss
@@ -23,9 +23,11 @@ from tasks import scored_as
 
 
 class HeldoutCurve:
-    def __init__(self, tok, tasks, data_src, out, per_task=4, seed=42, mol_format="selfies", resume_step=None):
+    def __init__(self, tok, tasks, data_src, out, per_task=4, seed=42, mol_format="selfies", resume_step=None,
+                 text_only=False):
+        # text_only: a --graph none run's prompts (no <mol>, no graph), as it trains and eval.py scores it
         test = data.load_tasks(",".join(tasks), split="test", data=data_src, seed=seed, tokenizer=tok,
-                               verbose=False, mol_format=mol_format)
+                               verbose=False, mol_format=mol_format, text_only=text_only)
         seen, self.samples = {}, []
         for s in test:
             seen[scored_as(s)] = seen.get(scored_as(s), 0) + 1

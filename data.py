@@ -40,6 +40,7 @@ import demo_data
 import model
 import molecule
 import reactions  # ORD (.pb.gz) reaction files as a data source
+import schedules
 from chem import _hash, heavy_atoms, selfies_text_to_smiles
 from readers import read_records, task_files
 from reasoning import has_rationale, with_rationale
@@ -353,26 +354,25 @@ def epoch_prompt(sample: Sample, epoch: int, seed: int) -> Sample:
 
 
 ORDERS = ("uniform", "length")
+SCHEDULES = ("joint", "sequential")
 
 
 class Loader:
-    """Seeded, DDP-sharded batches over a list of samples, endless over epochs.
-
-    Each epoch: a seeded permutation of all samples (all tasks together), cut into global batches
-    (batch_size x world_size); rank r takes every world_size-th sample of each global batch, so all ranks
-    take the same number of steps. The last incomplete global batch is dropped (drop_last) or filled from
-    the epoch start. order "uniform" (default): the permutation as it is, the release's uniform random
-    order over the concatenated tasks (HF Trainer's RandomSampler over a ConcatDataset): batches mix tasks.
-    order "length": chunks of `group` global batches are sorted by length before the cut and the batches
-    shuffled: less padding (faster), but as length tracks task, batches are nearly single-task, which
-    changes the gradient noise and the per-batch router / balance-loss statistics.
-    state_dict() = {epoch, step, seed, order, ...}: a Loader given it yields exactly the batches the
-    uninterrupted one would have yielded next."""
+    """Seeded, DDP-sharded batches over a list of samples, endless over epochs (passes cut by schedules.cut).
+    schedule "joint" (default): each epoch one seeded permutation of all samples (all tasks together). order
+    "uniform" (default) keeps it: the release's order (HF Trainer's RandomSampler over a ConcatDataset), batches
+    mix tasks; "length" sorts chunks of `group` global batches by length: less padding, but nearly single-task
+    batches (other gradient noise and per-batch router / balance-loss statistics). schedule "sequential": the
+    tasks one after another in task_order (default: load_tasks' --tasks order), single-task phases
+    (schedules.Sequential; .seq.set_total(the run's batches) sizes them); an epoch is then a cycle through the
+    phases and a sample's epoch (epoch_prompt) its task's pass. len() = batches per epoch: one pass over all
+    samples (joint) or over each task (sequential). state_dict() = {epoch, step, seed, order, schedule, ...}: a
+    Loader given it yields exactly the batches the uninterrupted one would have yielded next."""
 
     def __init__(self, samples, tokenizer, batch_size, *, rank=0, world_size=1, seed=42,
-                 order="uniform", group=64, drop_last=True, graphs=True):
-        if order not in ORDERS:
-            raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+                 order="uniform", group=64, drop_last=True, graphs=True, schedule="joint", task_order=None):
+        if order not in ORDERS or schedule not in SCHEDULES:
+            raise ValueError(f"order must be one of {ORDERS} and schedule of {SCHEDULES}, got {order!r}, {schedule!r}")
         if len(samples) < batch_size * world_size and drop_last:
             raise ValueError(f"{len(samples)} samples cannot fill one global batch of "
                              f"{batch_size} x {world_size} ranks")
@@ -382,31 +382,26 @@ class Loader:
         self.lengths = np.array([s.length or (len(s.prompt) + len(s.answer)) for s in samples])
         self.epoch, self.step = 0, 0
         self._plan_cache = (None, None)
+        self.seq = None if schedule == "joint" else schedules.Sequential(
+            [s.task for s in samples], task_order, batch_size * world_size, drop_last)
+
+    def _cut(self, key, pool, rng_seed):  # one pass, the last one cached (positions() goes forward)
+        if self._plan_cache[0] != key:
+            self._plan_cache = (key, schedules.cut(pool, np.random.default_rng(rng_seed), self.bs, self.rank,
+                                                   self.world, order=self.order, group=self.group,
+                                                   lengths=self.lengths, drop_last=self.drop_last))
+        return self._plan_cache[1]
 
     def plan(self, epoch: int) -> list[list[int]]:
-        """This rank's batches (sample indices) for an epoch."""
-        if self._plan_cache[0] == epoch:
-            return self._plan_cache[1]
-        rng = np.random.default_rng([self.seed, epoch])
-        perm = rng.permutation(len(self.samples))
-        G = self.bs * self.world
-        if len(perm) % G and not self.drop_last:
-            perm = np.concatenate([perm, perm[: G - len(perm) % G]])
-        n_full = len(perm) // G * G
-        perm = perm[:n_full]
-        if self.order == "length":
-            chunk = G * self.group
-            parts = [perm[i:i + chunk] for i in range(0, n_full, chunk)]
-            perm = np.concatenate([p[np.argsort(-self.lengths[p], kind="stable")] for p in parts])
-        batches = perm.reshape(-1, G)
-        if self.order == "length":
-            batches = batches[rng.permutation(len(batches))]
-        mine = [b[self.rank::self.world].tolist() for b in batches]
-        self._plan_cache = (epoch, mine)
-        return mine
+        """Joint: this rank's batches (sample indices) for an epoch."""
+        return self._cut(epoch, np.arange(len(self.samples)), [self.seed, epoch])
+
+    def task_pass(self, phase: int, k: int) -> list[list[int]]:
+        """Sequential: this rank's batches of pass k over the task of `phase` (never the joint [seed, epoch] draw)."""
+        return self._cut((phase, k), self.seq.pools[phase], [self.seed, k, phase + 1])
 
     def __len__(self):  # steps per epoch
-        return len(self.plan(self.epoch))
+        return len(self.plan(self.epoch)) if self.seq is None else sum(self.seq.pass_batches)
 
     def __iter__(self):
         for idx, epoch, _ in self.positions():
@@ -416,11 +411,15 @@ class Loader:
         """Endless (sample indices of the next batch, its epoch, state_dict() after it), advancing the
         position (data.Prefetcher runs ahead on it; the epoch travels with the batch for epoch_prompt)."""
         while True:
-            plan = self.plan(self.epoch)
-            while self.step < len(plan):
-                idx = plan[self.step]
+            n = len(self.plan(self.epoch)) if self.seq is None else self.seq.total
+            while self.step < n:
+                if self.seq is None:
+                    idx, epoch = self.plan(self.epoch)[self.step], self.epoch
+                else:  # the batch's samples are in pass k of their task
+                    phase, k, j = self.seq.locate(self.epoch, self.step)
+                    idx, epoch = self.task_pass(phase, k)[j], k
                 self.step += 1  # advanced before yielding: a checkpoint taken now resumes at the next batch
-                yield idx, self.epoch, self.state_dict()
+                yield idx, epoch, self.state_dict()
             self.epoch, self.step = self.epoch + 1, 0
 
     def collate(self, idx: list[int], epoch: int) -> dict:
@@ -428,14 +427,16 @@ class Loader:
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "step": self.step, "seed": self.seed, "batch_size": self.bs,
-                "world_size": self.world, "num_samples": len(self.samples), "order": self.order}
+                "world_size": self.world, "num_samples": len(self.samples), "order": self.order,
+                "schedule": "joint" if self.seq is None else "sequential", **(self.seq.config() if self.seq else {})}
 
     def load_state_dict(self, sd: dict):
-        for k, mine in (("seed", self.seed), ("batch_size", self.bs), ("world_size", self.world),
-                        ("num_samples", len(self.samples)), ("order", self.order)):
-            if k in sd and sd[k] != mine:
+        sd = {"schedule": "joint", **sd}  # positions saved before schedules existed are joint
+        for k, mine in list(self.state_dict().items())[2:]:  # all but epoch and step
+            if sd.get(k, mine) != mine:
                 raise ValueError(f"data position was saved with {k}={sd[k]} but this run has {k}={mine}; "
-                                 f"an exact resume needs the same data, batch size, world size, seed and order")
+                                 f"an exact resume needs the same data, batch size, world size, seed, order and "
+                                 f"schedule (sequential: also the same tasks and steps)")
         self.epoch, self.step = int(sd["epoch"]), int(sd["step"])
 
 

@@ -150,6 +150,25 @@ def paired(task, ours, base, n_boot=N_BOOT, seed=0):
     return float(point), _percentiles(sign * (statistic(task, ours, idx) - statistic(task, base, idx)))
 
 
+def paired_diff(a, b, n_boot=N_BOOT, seed=0, lower_is_better=False, weights=None):
+    """Two systems' per-item values on the same items -> (mean difference, lo, hi), signed so that > 0 means
+    a is better: mean(a) - mean(b), or mean(b) - mean(a) when lower_is_better; (lo, hi) its 95% percentile
+    interval over n_boot paired resamples of the items (_resamples(n, n_boot, seed)). weights (per item, the
+    same for both systems): weighted means sum(w v) / sum(w), e.g. per-item nats per token weighted by answer
+    tokens = the pooled nats per token. No items: (nan, nan, nan)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    w = np.ones(len(a)) if weights is None else np.asarray(weights, dtype=float)
+    if not len(a) == len(b) == len(w):
+        raise ValueError(f"paired values need the same items: {len(a)}, {len(b)} values, {len(w)} weights")
+    if len(a) == 0:
+        return float("nan"), float("nan"), float("nan")
+    sign = -1.0 if lower_is_better else 1.0
+    idx = np.vstack([np.arange(len(a)), _resamples(len(a), n_boot, seed)])   # row 0: the items themselves
+    d = sign * ((w[idx] * (a[idx] - b[idx])).sum(1) / w[idx].sum(1))         # (1 + n_boot,)
+    lo, hi = _percentiles(d[1:])
+    return float(d[0]) + 0.0, lo + 0.0, hi + 0.0  # + 0.0: no "-0.0" when the sign flips a zero
+
+
 def verdict(task, ours, base, diff_ci):
     """"yes" only when the paired interval excludes 0 on the better side (and ours parses as often)."""
     lo = diff_ci[0]

@@ -103,6 +103,15 @@ def get_parser():
                    "release: uniform random over all tasks together, batches mix tasks) or length (batches of "
                    "similar length: less padding, but nearly single-task batches, which changes gradient noise "
                    "and the per-batch router / balance statistics)")
+    g.add_argument("--schedule", default="joint", choices=data.SCHEDULES, help="joint: all tasks mixed throughout "
+                   "(the paper's unified training; the release); sequential: the paper's contrast, the tasks one after "
+                   "another in --tasks order ('all': the task table's, tasks.py) in this one run (one optimizer, one "
+                   "cosine schedule), each phase single-task and given its share of the steps in proportion to its "
+                   "data, so each task gets the passes joint training gives it; a checkpoint at every phase end. "
+                   "The release's --training_recipe sequential (WillDreamer/Omni-Mol model_factory.py "
+                   "load_moe_lora_model_sequential) is instead a new run started from a finished stage-2 checkpoint "
+                   "on that run's --task_config, with a fresh optimizer and schedule and lm_head also trainable: chain "
+                   "runs with --init-from for that (our lm_head stays frozen)")
     g.add_argument("--gin", default=None, help="MoleculeSTM GIN weights (.safetensors, see molecule.py "
                    "convert); default: a seeded random frozen GIN (no pretrained weights ship offline)")
     g.add_argument("--init-from", default=None, help="a checkpoint folder whose trainable tensors start "
@@ -110,7 +119,8 @@ def get_parser():
 
     g = p.add_argument_group("schedule and batch (release recipe; --data demo shrinks the run)")
     g.add_argument("--max-steps", type=int, default=None, help="optimizer steps in the whole run (sets the "
-                   f"cosine schedule); default: --epochs worth of data, or {DEMO['max_steps']} with --data demo")
+                   f"cosine schedule); default: --epochs worth of data, or {DEMO['max_steps']} with --data demo and "
+                   "no --epochs")
     g.add_argument("--epochs", type=float, default=None, help="used when --max-steps is not given; default "
                    f"{RELEASE['epochs']} (the release trains 15 epochs and reports epoch 14), {DEMO_CUDA['epochs']} "
                    "with --data demo on CUDA")
@@ -132,6 +142,12 @@ def get_parser():
                    "scripts/mixtrain_auto_eval.sh:27-28); the official ZeRO-2 launch (scripts/train.sh:30) names a "
                    "config without gradient_clipping, so it most likely ran unclipped")
     g.add_argument("--seed", type=int, default=42, help="adapter init, data order and subsets, dropout masks")
+    g.add_argument("--task-loss", action="store_true", help="the dev tree's use_task_loss (WillDreamer/OmniMol "
+                   "args.py, train_engine.py compute_loss, model/modeling_llava.py forward; --use_task_loss False in "
+                   "its scripts): a micro-batch's loss is the mean over its tasks of L_t / (L_t.detach() + 1e-5), L_t "
+                   "the task's answer-token mean CE, so each task present pulls with the same weight whatever its "
+                   "loss (gradient of L_t / L_t); averaged over micro-steps and ranks as HF Trainer does. The logged "
+                   "ce stays the answer-token mean")
 
     g = p.add_argument_group("adapters")
     g.add_argument("--lora-r", type=int, default=None, help=f"adapter rank; default {RELEASE['lora_r']} (the "
@@ -204,12 +220,12 @@ def parse_args(argv=None):
     args.profile = ("demo (CUDA)" if cuda else "demo (CPU)") if args.data == "demo" else "release"
     profile = PROFILES[args.profile]
     for k in ("batch_size", "max_len", "lora_r", "max_steps", "lr", "epochs"):
+        if k == "max_steps" and args.epochs is not None:
+            continue  # an explicit --epochs sets the run's length, also over the demo profile's step count
         if getattr(args, k) is None:
             setattr(args, k, 2e-3 if k == "lr" and args.stage == 1 else profile[k])
     if args.stage == 1 and args.graph == "none":
         parser.error("--stage 1 trains the projector on graphs; --graph none has none")
-    if args.graph == "none" and args.curve_every:
-        parser.error("--curve-every scores graph prompts (curve.py); it does not take --graph none")
     if args.stage == 1:
         if args.tasks not in ("all", "molcap"):
             parser.error(f"--stage 1 trains the projector on molcap pairs only; got --tasks {args.tasks!r} "
@@ -257,20 +273,35 @@ class TrainStep(nn.Module):
         emb, mask, labels = molecule.embed_inputs(m, input_ids, graphs, labels=labels)  # right padded
         if self.pack_len:  # the same samples in fewer rows, attention and positions per sample (packing.py)
             p = packing.pack(emb, mask, labels, self.pack_len)
-            logits = m(inputs_embeds=p.embeds, doc_ids=p.doc_ids)                    # (R, T, V)
             tgt, owner = p.targets, p.owner                                            # (R, T) each
+            emb, doc_ids = p.embeds, p.doc_ids
         else:  # right padding + causal attention: real tokens never see padding, so no mask is needed
-            logits = m(inputs_embeds=emb)                                             # (B, T, V)
-            tgt, owner = labels[:, 1:], None                                           # (B, T-1)
-        # log-softmax over the vocabulary only where there is a target (answers are ~1/6 of the tokens)
+            tgt, owner, doc_ids = labels[:, 1:], None, None                           # (B, T-1)
+        # logits and log-softmax over the vocabulary only where there is a target (answers are ~1/6 of the tokens);
+        # the output head at every position is the plain reference (tests/test_train_step.py holds them equal)
         b, t = (tgt != IGNORE_INDEX).nonzero(as_tuple=True)                        # (N,) answer positions
-        tok_ce = F.cross_entropy(logits[b, t].float(), tgt[b, t], reduction="none")  # (N,)
+        logits = m(inputs_embeds=emb, doc_ids=doc_ids, at=(b, t))                    # (N, V)
+        tok_ce = F.cross_entropy(logits.float(), tgt[b, t], reduction="none")        # (N,)
         sample = b if owner is None else owner[b, t]                                  # (N,) sample of each
         ce = torch.zeros(len(labels), device=tok_ce.device, dtype=tok_ce.dtype).index_add(0, sample, tok_ce)
         # a batch without molecules leaves the projector out of the graph; touch it so every trainable
         # tensor gets a gradient each step (DDP runs with find_unused_parameters=False, see moge.py)
         ce = ce + 0.0 * sum(p.sum() for p in m.mm_projector.parameters())
         return ce, moge.aux_loss(m).to(ce.device), int(mask.sum())
+
+
+def task_balanced_loss(ce, tasks, n_answer, eps=1e-5):
+    """--task-loss, the dev tree's use_task_loss (WillDreamer/OmniMol model/modeling_llava.py forward): per task
+    t in the micro-batch L_t = its samples' CE sum / their answer tokens, and the loss mean_t L_t / (L_t.detach()
+    + eps): about 1 in value, gradient mean_t grad(L_t) / L_t. ce (B,): per-sample CE sums; tasks, n_answer:
+    per sample. The dev tree counts a task's tokens as those with loss > 0 (its padding and prompt tokens
+    score 0); a token with exactly zero loss is all that differs, and the count cancels out but for eps."""
+    terms = []
+    for t in dict.fromkeys(tasks):
+        idx = [j for j, u in enumerate(tasks) if u == t]
+        lt = ce[idx].sum() / sum(n_answer[j] for j in idx)
+        terms.append(lt / (lt.detach() + eps))
+    return torch.stack(terms).mean()
 
 
 # ----------------------------------------------------------------------------- main
@@ -341,12 +372,18 @@ def main(argv=None):
                                     mol_format=args.mol_format, graph_only=args.stage == 1,
                                     reasoning=args.reasoning, text_only=args.graph == "none")
     loader = data.Loader(train_set, tok, args.batch_size, rank=rank, world_size=world_size, seed=args.seed,
-                         order=args.order)
-    if args.prefetch:  # the same batches, collated ahead in a background thread (resume stays exact)
-        loader = data.Prefetcher(loader, depth=args.prefetch)
+                         order=args.order, schedule=args.schedule, task_order=list(args.task_ratios))
     tasks = sorted({s.task for s in train_set})
     steps_per_epoch = max(1, len(loader) // args.grad_accum)
     total_steps = args.max_steps or max(1, math.ceil(args.epochs * steps_per_epoch))
+    phase_ends = set()  # --schedule sequential: the last step of each task's phase
+    if loader.seq is not None:
+        loader.seq.set_total(total_steps * args.grad_accum, args.grad_accum)  # ValueError: a task without a step
+        phases = [(t, a // args.grad_accum + 1, b // args.grad_accum) for t, a, b in loader.seq.phases()]
+        phase_ends = {b for _, _, b in phases}
+        print0("sequential schedule: " + ", ".join(f"{t} steps {a}-{b}" for t, a, b in phases))
+    if args.prefetch:  # the same batches, collated ahead in a background thread (resume stays exact)
+        loader = data.Prefetcher(loader, depth=args.prefetch)
     save_every = checkpoint.cadence(args.save_every, total_steps, steps_per_epoch)
     if args.save_every == "epoch":
         print0(f"a checkpoint every epoch ({steps_per_epoch} steps): epoch 14 is checkpoints/step_"
@@ -371,7 +408,7 @@ def main(argv=None):
     if args.resume:
         older = {"order": "length", "mol_format": "selfies", "n_experts": 5, "top_k": 2,
                  "moe_layers": "second_quarter", "reasoning": False,
-                 "bos": 1, "graph": "gin"}  # what checkpoints from before these flags did
+                 "bos": 1, "graph": "gin", "schedule": "joint", "task_loss": False}  # before these flags
         meta, _ = checkpoint.resume(
             args.out, raw_model, optimizer, scheduler, loader, args,
             ("model", "data", "tasks", "stage", "recipe", "lora_r", "lora_alpha", "seed", "batch_size", "grad_accum",
@@ -403,7 +440,7 @@ def main(argv=None):
     heldout = None
     if args.curve_every > 0:  # held-out NLL during training (curve.py); collective: each rank scores its share
         heldout = curve.HeldoutCurve(tok, tasks, args.data, args.out if master else None, args.curve_items, args.seed,
-                             args.mol_format, step if args.resume else None)
+                             args.mol_format, step if args.resume else None, text_only=args.graph == "none")
         if step == 0:
             heldout(raw_model, 0, rank, world_size)
 
@@ -426,8 +463,10 @@ def main(argv=None):
             with (step_fn.no_sync() if ddp and not last else contextlib.nullcontext()):  # forward AND backward
                 with autocast:
                     ce, aux, n_tok = step_fn(mb["input_ids"], mb["labels"], mb["graphs"])
-                # DDP averages gradients over ranks: x world_size makes it a mean over the global tokens
-                loss = ce.sum() * (world_size / max(n_global, 1.0)) + args.aux_coef * aux / len(micro)
+                if args.task_loss:  # per micro-batch, as the dev tree; DDP's average over ranks as HF's
+                    loss = (task_balanced_loss(ce, mb["tasks"], answers[i]) + args.aux_coef * aux) / len(micro)
+                else:  # DDP averages gradients over ranks: x world_size makes it a mean over the global tokens
+                    loss = ce.sum() * (world_size / max(n_global, 1.0)) + args.aux_coef * aux / len(micro)
                 if step + 1 in args.debug_nan_steps and master:
                     loss = loss * float("nan")
                 loss.backward()
@@ -467,7 +506,7 @@ def main(argv=None):
             checkpoint.report_bad_step(args, step, total, grad_norm, bad_in_row, skipped, bar, ddp)
         if heldout is not None and (step % args.curve_every == 0 or step == total_steps):
             heldout(raw_model, step, rank, world_size)
-        if (step % save_every == 0 and finite) or step == stop_at:
+        if ((step % save_every == 0 or step in phase_ends) and finite) or step == stop_at:
             save()
     bar.close()
     if master:

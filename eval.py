@@ -71,7 +71,7 @@ from ddp import add_device_arguments, check_device, compute_init  # the same pro
 import report
 from report import NLL, NLL_UNTRAINED, summary_table, write_results
 from chem import smiles_to_selfies
-from tasks import TASKS, scored_as
+from tasks import GRAPH, TASKS, scored_as
 from tokenizer import IGNORE_INDEX
 
 # The demo's eval profile on CPU: a handful of items per task and a shorter answer cap, so train + eval of the
@@ -144,6 +144,8 @@ def get_parser():
     p.add_argument("--no-baselines", action="store_true", help="skip the training-split baselines (and with "
                    "--fixed-budget, reading the training split at all)")
     p.add_argument("--no-nll", action="store_true", help="skip the held-out answer NLL (trained and untrained)")
+    p.add_argument("--no-untrained-nll", action="store_true", help="skip the untrained (step-0) model's NLL: it is "
+                   "the same for runs that differ only in training (learning.py computes it once)")
     p.add_argument("--no-merge", action="store_true", help="generate with the unmerged adapters (the reference "
                    "path; slower, same answers up to fp32 rounding)")
     p.add_argument("--release-compat", action="store_true", help="reproduce the release's scoring flaws (unsigned "
@@ -211,8 +213,8 @@ def digit_expectation(model, tok, prompts, graphs, gens):
     out = []
     for b, g in enumerate(gens):
         cols = (labels[b, 1:] != IGNORE_INDEX).nonzero()[:, 0].tolist()  # answer token j is predicted at cols[j]
-        pieces = [tok.tok.id_to_token(t) for t in g]
-        start = next((j for j, s in enumerate(pieces) if s in "0123456789" and len(s) == 1), None)
+        pieces = [tok.tok.id_to_token(t) or "" for t in g]  # "": an id the tokenizer lacks (a model may emit one)
+        start = next((j for j, s in enumerate(pieces) if len(s) == 1 and s in "0123456789"), None)
         if start is None:
             out.append(None)
             continue
@@ -400,19 +402,21 @@ def run(args):
         + (f" (per task: {', '.join(f'{t} {n}' for t, n in sorted(budgets.items()))})" if budgets else "")
         + f", batch {args.batch_size}, {world} rank(s) on {device}")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-    nll, nll_untrained, nll_s = {}, {}, 0.0
+    nll, nll_untrained, nll_s, item_nll, item_nll0 = {}, {}, 0.0, {}, {}
     with torch.no_grad(), autocast:
         if not args.no_nll:  # teacher-forced, on the exact (unmerged) model, then on train.py's step-0 model
             t0 = time.time()
-            nll = likelihood.heldout_nll(model, tok, samples, scored_as, rank, world)
-            fresh, _ = checkpoint.build_model(meta, device, dtype)
-            if device.type == "cuda":
-                moge.cast_low_rank(fresh, torch.bfloat16)
-            nll_untrained = likelihood.heldout_nll(fresh, tok, samples, scored_as, rank, world)
-            del fresh
+            nll = likelihood.heldout_nll(model, tok, samples, scored_as, rank, world, per_item=item_nll)
+            if not args.no_untrained_nll:
+                fresh, _ = checkpoint.build_model(meta, device, dtype)
+                if device.type == "cuda":
+                    moge.cast_low_rank(fresh, torch.bfloat16)
+                nll_untrained = likelihood.heldout_nll(fresh, tok, samples, scored_as, rank, world,
+                                                       per_item=item_nll0)
+                del fresh
             nll_s = time.time() - t0
             log("held-out answer NLL (nats/token), untrained -> trained: "
-                + ", ".join(f"{t} {nll_untrained[t]:.3f} -> {nll[t]:.3f}" for t in nll))
+                + ", ".join(f"{t} {nll_untrained.get(t, float('nan')):.3f} -> {nll[t]:.3f}" for t in nll))
         if not args.no_merge:
             log(f"generation: {moge.merge_adapters(model)} dense GAL adapters folded into the base weights")
         t0, cpu0, stats = time.time(), time.process_time(), {}
@@ -421,6 +425,11 @@ def run(args):
         gen_s, gen_cpu = time.time() - t0, time.process_time() - cpu0  # CPU time: stable on a shared machine
         rows = [{"task": scored_as(s), "id": s.id, "prompt": s.prompt, "prediction": a, "reference": s.answer}
                 for s, a in zip(samples, preds)]
+        for r in rows:  # per item, for comparisons of runs paired over the same items (learning.py)
+            if r["id"] in item_nll:
+                r["answer nats"], r["answer tokens"] = item_nll[r["id"]]
+                if r["id"] in item_nll0:
+                    r["answer nats untrained"] = item_nll0[r["id"]][0]
         retro = [r for r in rows if r["task"] == "retrosynthesis"]
         extra = (roundtrip(model, tok, retro, args, device, rank, world, mol_format, budgets)
                  if retro and not args.no_roundtrip else {})
@@ -440,7 +449,7 @@ def run(args):
         results["retrosynthesis"].update(extra)
     for task, res in results.items():
         if task in nll:
-            res[NLL], res[NLL_UNTRAINED] = nll[task], nll_untrained[task]
+            res[NLL], res[NLL_UNTRAINED] = nll[task], nll_untrained.get(task)
     base_scores = None
     if not args.no_baselines:
         items = [{**r, "smiles": s.smiles} for r, s in zip(rows, samples)]
@@ -500,7 +509,10 @@ def mcq_main(args):
         step_dir = checkpoint.resolve(args.ckpt)
         model, tok, meta = checkpoint.load_model(step_dir, device, torch.float32)
         tok.set_bos(args.bos or meta.get("args", {}).get("bos", 1))
-        name, graphs = f"checkpoint {os.path.abspath(step_dir)}", True
+        graphs = meta.get("args", {}).get("graph", "gin") != "none"  # train.py --graph none: prompts as it trained
+        if not graphs:  # those lack "<mol>\n" (tasks.build_prompt text_only), not just the placeholder
+            questions = [{**q, "prompt": q["prompt"].removeprefix(GRAPH)} for q in questions]
+        name = f"checkpoint {os.path.abspath(step_dir)}" + ("" if graphs else " (text only: --graph none)")
         out_dir = eval_dir(step_dir)
     out_dir = args.out or out_dir or os.path.dirname(os.path.abspath(args.mcq))
     t0 = time.time()

@@ -58,23 +58,28 @@ def answer_logprobs(model, tok, items, answers, batch_size=16, grad=False, answe
 NLL_BATCH = 4  # sequences per teacher-forced forward: its (B, T, vocab) logits are ~0.3 GB at SmolLM2's 49k vocab
 
 
-def heldout_nll(model, tok, samples, key, rank=0, world=1, batch_size=NLL_BATCH):
+def heldout_nll(model, tok, samples, key, rank=0, world=1, batch_size=NLL_BATCH, per_item=None):
     """{key(sample): nats per answer token} over the test items (answer and end token, as the training loss),
     teacher-forced by answer_logprobs, one forward per batch. Items are sharded over ranks
-    (every world-th) and the per-set sums gathered, so every rank returns the same dict."""
+    (every world-th) and the per-set sums gathered, so every rank returns the same dict. per_item: a dict
+    filled with {sample.id: (nats, answer tokens)} of every item (all ranks'), for comparisons paired
+    over items (a set's value is the ratio of its items' sums)."""
     mine = sorted(range(len(samples))[rank::world], key=lambda i: -len(samples[i].prompt) - len(samples[i].answer))
     lps = answer_logprobs(model, tok, [(samples[i].prompt, data.featurize(samples[i])) for i in mine],
                          [samples[i].answer for i in mine], batch_size=batch_size)
-    sums = {}
-    for i, lp in zip(mine, lps):
-        s, n = sums.get(key(samples[i]), (0.0, 0))
-        sums[key(samples[i])] = (s - float(lp.double().sum()), n + len(lp))
+    items = {samples[i].id: (-float(lp.double().sum()), len(lp)) for i, lp in zip(mine, lps)}
+    if len(items) != len(mine):
+        raise ValueError("heldout_nll: sample ids are not unique; per-item values would be lost")
     if world > 1:
         parts = [None] * world
-        dist.all_gather_object(parts, sums)
-        sums = {}
-        for part in parts:
-            for t, (s, n) in part.items():
-                s0, n0 = sums.get(t, (0.0, 0))
-                sums[t] = (s0 + s, n0 + n)
+        dist.all_gather_object(parts, items)
+        items = {k: v for part in parts for k, v in part.items()}
+    if per_item is not None:
+        per_item.update(items)
+    sums = {}
+    for s in samples:
+        if s.id in items:
+            t, (nats, n) = key(s), items[s.id]
+            s0, n0 = sums.get(t, (0.0, 0))
+            sums[t] = (s0 + nats, n0 + n)
     return {t: s / n for t, (s, n) in sorted(sums.items()) if n}

@@ -159,18 +159,20 @@ def _place(task, out, seed, fmt="choice4"):
 
 def _numeric_questions(task, samples, seed, skipped, population, limit=None):
     """Numeric multiple choice (numeric.py): the right value among N_OPTIONS - 1 drawn like the task's labels."""
-    if population is None:  # no training labels given: the test records' true values are the population
-        population = {}
-        for s in samples:
-            got = numeric.truths(task, s.prompt, s.answer)
-            population.setdefault(numeric.population_key(task, s.prompt), []).append(got[0][0] if got else None)
-    pops = {k: numeric.Population(v) for k, v in population.items()}
+    asked = {}  # the right values of every test record: the answers' ranks are balanced over these
+    for s in samples:
+        got = numeric.truths(task, s.prompt, s.answer)
+        key = numeric.population_key(task, s.prompt)
+        asked.setdefault(key, []).append(answers.first_number(got[1]) if got else None)
+    asked = {k: numeric.Population(v) for k, v in asked.items()}
+    pops = {k: numeric.Population(v) for k, v in population.items()} if population is not None else asked
     out = []
     for s in samples:
         got = numeric.truths(task, s.prompt, s.answer)
         key = numeric.population_key(task, s.prompt)
         rng = np.random.default_rng([seed, _hash(f"numeric/{task}/{s.id}")])
-        wrong = numeric.options(task, s.prompt, got[1], pops[key], rng, N_OPTIONS - 1) if got and key in pops else []
+        wrong = (numeric.options(task, s.prompt, got[1], pops[key], rng, N_OPTIONS - 1, asked.get(key))
+                 if got and key in pops else [])
         if not wrong:
             skipped[task]["numeric: no label or no distractors outside tolerance"] += 1
             continue

@@ -158,9 +158,10 @@ def write_results(results, out_dir, meta, rows=None, base_scores=None, compat=No
         json.dump(json_safe(results), f, indent=1, allow_nan=False)
     if rows is not None:
         with open(os.path.join(out_dir, "predictions.jsonl"), "w") as f:
-            for r in rows:  # "roundtrip": retrosynthesis only, the model's forward prediction from its answer
-                keys = ("task", "id", "prompt", "prediction", "reference") + (
-                    ("roundtrip",) if "roundtrip" in r else ())
+            for r in rows:  # "roundtrip": retrosynthesis only, the model's forward prediction from its answer;
+                # the answer NLL's per-item sums when eval computed them (nats over "answer tokens")
+                keys = ("task", "id", "prompt", "prediction", "reference") + tuple(
+                    k for k in ("roundtrip", "answer nats", "answer tokens", "answer nats untrained") if k in r)
                 f.write(json.dumps({k: r.get(k) for k in keys}) + "\n")
     if base_scores is not None:
         with open(os.path.join(out_dir, "baselines.json"), "w") as f:

@@ -27,9 +27,14 @@ the lower bound and the value, and the rest above it, all more than a gap apart)
 on the label population (rank_weights) so that, over the task, each rank is the right one as often as the
 forced ranks allow; then the options are the hierarchical draws above with randomly chosen distractors
 mirrored about the right value (the same error on the other side) to put it at that rank, or, where TRIES
-draws cannot, values spaced uniformly at random in the room the rank leaves. Measured floor: a label within a
-gap of the bound (yields below 10 %: 18 of the demo's 46) is always the smallest option and, written with one
-digit fewer than every distractor, the shortest, so on the demo "value" and "length" stay near 0.4-0.45.
+draws cannot, values spaced uniformly at random in the room the rank leaves.
+A crowded bound: the zone within a gap of it ([0, 10) for yield) holds at most one option of a question, yet
+more than 1 / (n + 1) of the labels (demo yields: 18 of 46 test labels below 10). There "the option in the
+zone" is the right one whenever the answer lies there, whatever is done; it is right no more often than that
+only when EVERY question has an option in the zone. So where the labels crowd a bound (crowded()), a question
+whose answer is outside the zone gets one distractor inside it, drawn like the labels there, and its answer is
+never at that end's rank. The floor this leaves is the fraction of answers in the zone: the smallest option
+(and, for yield, whose zone is exactly the one-digit values, the shortest) is right that often and no more.
 """
 import re
 from statistics import NormalDist
@@ -103,7 +108,14 @@ class Population:
         return _NORMAL.inv_cdf(min(max(p, 0.5 / len(self)), 1 - 0.5 / len(self)))
 
     def value(self, z):
-        return float(np.interp(_NORMAL.cdf(z), self.p, self.x))
+        return self.quantile(_NORMAL.cdf(z))
+
+    def quantile(self, p):
+        return float(np.interp(p, self.p, self.x))
+
+    def below(self, value):
+        """The fraction of labels below `value`."""
+        return float(np.searchsorted(self.x, value, side="left")) / len(self) if len(self) else 0.0
 
 
 def room(value, low, high, gap, n):
@@ -113,29 +125,94 @@ def room(value, low, high, gap, n):
     return [r for r in range(n + 1) if r <= below and n - r <= above]
 
 
-def rank_weights(population, low, high, gap, n, rounds=200):
-    """Per-rank weights w (length n + 1) such that drawing a label's rank with P(r) ~ w_r over room()'s ranks
-    makes every rank as frequent over the population as the forced ranks allow (iterative proportional
-    fitting of the marginal to 1 / (n + 1)). Cached on the population."""
-    key = (low, high, gap, n)
-    cache = population.__dict__.setdefault("_rank_weights", {})
+def fill_rates(asked, low, high, width, n):
+    """(floor, ceiling): the probability that a question whose answer lies outside the zone within `width` of
+    low (of high) gets a distractor inside it: n f / (1 - f), at most 1, f the share of `asked` (the right
+    values of the questions asked) in the zone. Then of the questions with an option in the zone, the answer
+    is that option in 1 / (n + 1), as any option is right (see the module docstring)."""
+    shares = asked.below(low + width), 1.0 - asked.below(np.nextafter(high - width, high))
+    return tuple(min(1.0, n * f / (1.0 - f)) if f < 1 else 1.0 for f in shares)
+
+
+def ranks_for(value, low, high, gap, n, ends=(False, False)):
+    """room()'s ranks, without rank 0 (the value the smallest) where the floor zone is to be filled and without
+    rank n where the ceiling zone is, unless that is the only rank there is room for (a value within a gap of
+    the bound)."""
+    ranks = room(value, low, high, gap, n)
+    drop = {r for r, end in ((0, ends[0]), (n, ends[1])) if end}
+    return [r for r in ranks if r not in drop] or ranks
+
+
+def _fill_cases(rates):
+    """[((fill floor, fill ceiling), probability)] for the fill rates."""
+    return [((a, b), (rates[0] if a else 1 - rates[0]) * (rates[1] if b else 1 - rates[1]))
+            for a in (False, True) for b in (False, True)]
+
+
+def rank_weights(asked, low, high, gap, n, width, rounds=200):
+    """Per-rank weights w (length n + 1) such that drawing an answer's rank with P(r) ~ w_r over ranks_for()'s
+    ranks (zones filled at fill_rates()) makes every rank as frequent over `asked` (the right values of the
+    questions asked) as the forced ranks allow: iterative proportional fitting of the marginal to 1 / (n + 1).
+    Cached on `asked`."""
+    key = (low, high, gap, n, width)
+    cache = asked.__dict__.setdefault("_rank_weights", {})
     if key not in cache:
-        rows = [room(float(v), low, high, gap, n) for v in population.x]
-        mask = np.array([[r in rs for r in range(n + 1)] for rs in rows if rs], dtype=float)
+        rows, weights = [], []
+        for v in asked.x:
+            for ends, p in _fill_cases(fill_rates(asked, low, high, width, n)):
+                if p > 0 and (rs := ranks_for(float(v), low, high, gap, n, ends)):
+                    rows.append([r in rs for r in range(n + 1)]), weights.append(p)
+        mask, weights = np.array(rows, dtype=float), np.array(weights)[:, None]
         w = np.ones(n + 1)
         for _ in range(rounds if len(mask) else 0):
             p = mask * w
-            marginal = (p / p.sum(axis=1, keepdims=True)).mean(axis=0)
+            marginal = (weights * p / p.sum(axis=1, keepdims=True)).sum(axis=0) / weights.sum()
             w = w * np.where(marginal > 0, 1.0 / (n + 1) / np.maximum(marginal, 1e-12), 1.0)
             w = w / w.sum()
         cache[key] = w
     return cache[key]
 
 
+def _zone_value(population, lo, hi, rng):
+    """A value in [lo, hi) drawn like the labels there (uniform where no label lies in it)."""
+    p_lo, p_hi = population.below(lo), population.below(hi)
+    if p_hi <= p_lo:
+        return float(rng.uniform(lo, hi))
+    return min(max(population.quantile(rng.uniform(p_lo, p_hi)), lo), np.nextafter(hi, lo))
+
+
+def _fill_zones(draws, right, step, low, high, width, ends, population, rng, unit):
+    """draws with, at each crowded end whose zone holds no option, the outermost draw (on the far side of the
+    right value) replaced by one drawn like the labels in the zone, more than `step` from the right value and
+    inside the zone once rounded to `unit`."""
+    draws = list(draws)
+    if ends[0] and right > min(draws) >= low + width:
+        hi = min(low + width, right - step) - unit / 2
+        draws[int(np.argmin(draws))] = _zone_value(population, low, hi, rng)
+    if ends[1] and right < max(draws) <= high - width:
+        lo = max(high - width, right + step) + unit / 2
+        draws[int(np.argmax(draws))] = _zone_value(population, lo, high, rng)
+    return draws
+
+
 def _spaced(low, high, gap, k, rng):
     """k values in [low, high], sorted, consecutive ones more than `gap` apart, uniform over such sets."""
     slack = high - low - (k - 1) * gap
     return [low + u + i * gap for i, u in enumerate(np.sort(rng.uniform(0, slack, size=k)))] if k else []
+
+
+def _spaced_at_rank(right, rank, n, low, high, step, width, ends, population, rng, unit):
+    """The fallback: `rank` values spaced in [low, right - step] and n - rank in [right + step, high]; at a
+    crowded end the outermost one drawn in the zone first (the room ranks_for() left guarantees it fits)."""
+    below_lo, above_hi, first, last = low, high, [], []
+    if ends[0] and rank and right >= low + width:
+        first = [_zone_value(population, low, min(low + width, right - rank * step) - unit / 2, rng)]
+        below_lo = first[0] + step
+    if ends[1] and rank < n and right <= high - width:
+        last = [_zone_value(population, max(high - width, right + (n - rank) * step) + unit / 2, high, rng)]
+        above_hi = last[0] - step
+    return (first + _spaced(below_lo, right - step, step, rank - len(first), rng)
+            + _spaced(right + step, above_hi, step, n - rank - len(last), rng) + last)
 
 
 def _reflect(draws, right, rank, low, high, rng):
@@ -151,8 +228,10 @@ def _reflect(draws, right, rank, low, high, rng):
     return [2 * right - d if i in flip else d for i, d in enumerate(draws)]
 
 
-def options(task, prompt, answer, population, rng, n):
-    """n distractor texts for the right option `answer` (truths()'s text), drawn as the module docstring says;
+def options(task, prompt, answer, population, rng, n, asked=None):
+    """n distractor texts for the right option `answer` (truths()'s text), drawn as the module docstring says:
+    values like `population`'s (the training labels); on a bounded task the answer's rank and the zone fills
+    balanced over `asked` (a Population of the right values of all the questions asked; default: population).
     [] when the population is too small or TRIES draws never give n values far enough from the truth and from
     each other. Deterministic in rng."""
     got = truths(task, prompt, answer)
@@ -164,25 +243,31 @@ def options(task, prompt, answer, population, rng, n):
     za = population.z(right)
     tau = min(max(TAU, SPREAD_GAPS * GAP_TOL * tol / population.sd if population.sd else TAU), MAX_TAU)
     shrink = 1.0 - tau ** 2
-    rank, step = None, GAP_TOL * tol + 2 * 10.0 ** -places      # a gap that survives rounding
+    rank, step, unit = None, GAP_TOL * tol + 2 * 10.0 ** -places, 10.0 ** -places  # a gap that survives rounding
     if task in BOUNDS:
         low, high = BOUNDS[task]
-        ranks = room(right, low, high, step, n)
+        asked, width = asked if asked is not None and len(asked) else population, GAP_TOL * tol
+        ends = tuple(bool(rng.random() < q) if 0 < q < 1 else q >= 1
+                     for q in fill_rates(asked, low, high, width, n))
+        ranks = ranks_for(right, low, high, step, n, ends)
         if not ranks:
             return []
-        w = rank_weights(population, low, high, step, n)[ranks]
+        w = rank_weights(asked, low, high, step, n, width)[ranks]
         rank = int(rng.choice(ranks, p=w / w.sum())) if w.sum() > 0 else int(rng.choice(ranks))
     for attempt in range(TRIES + 1):
         if attempt < TRIES:
             c = rng.normal(shrink * za, np.sqrt(shrink) * tau)
             draws = [round(population.value(c + tau * e), places) for e in rng.normal(size=n)]
-            if rank is not None and (draws := _reflect(draws, right, rank, low, high, rng)) is None:
-                continue
+            if rank is not None:
+                if (draws := _reflect(draws, right, rank, low, high, rng)) is None:
+                    continue
+                draws = _fill_zones(draws, right, step, low, high, width, ends, population, rng, unit)
         elif rank is not None:                                     # TRIES draws missed the rank: spaced values
-            draws = _spaced(low, right - step, step, rank, rng) + _spaced(right + step, high, step, n - rank, rng)
-            draws = [round(float(d), places) for d in rng.permutation(draws)]
+            draws = _spaced_at_rank(right, rank, n, low, high, step, width, ends, population, rng, unit)
+            draws = rng.permutation(draws)
         else:
             break
+        draws = [round(float(d), places) for d in draws]
         opts = [right] + draws
         if any(abs(d - v) <= GAP_TOL * tol for d in draws for v in values):
             continue

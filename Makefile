@@ -26,6 +26,13 @@ demo: .venv/.installed
 	$(PY) mcq.py build --data demo --limit 2 --out out/mcq.jsonl
 	$(PY) eval.py --mcq out/mcq.jsonl --limit 2
 
+# The learning study on 2 CPU cores (about an hour): multi-task vs single-task at equal passes, MoGE vs GAL vs
+# LoRA at equal steps, and the MoGE run vs the best trivial baselines, all paired over the same test items
+# with bootstrap intervals (learning.py; it resumes where it stopped). LEARN_ARGS passes more arguments.
+LEARN_ARGS ?=
+learning: .venv/.installed
+	$(PY) learning.py $(LEARN_ARGS)
+
 # On one CUDA GPU, a few minutes (issue 13): multi-task vs single-task training at equal steps on three tasks
 # (the paper's central claim), each eval with the held-out answer NLL and the training-split baselines.
 GPU_STEPS ?= 600
@@ -41,7 +48,19 @@ learning-gpu: .venv/.installed
 	[print(t, 'multi', E._fmt(m[t][E.NLL]), 'single', E._fmt(json.load(open(f'out/single_{t}/eval/results.json'))[t][E.NLL]), \
 	'nats/token') for t in '$(GPU_TASKS)'.split()]"
 
+# The seed's claim that molecule captioning and a quantum property gain from joint training: molcap alone,
+# homolumo alone and both together at equal passes over each task's data, side by side with paired intervals
+# (transfer.py). CPU-sized: MH_STEPS steps of the joint run on MH_RATIO of each task's data; e.g. on a GPU
+# make molcap-homolumo MH_STEPS=5000 MH_RATIO=1; MH_ARGS passes more transfer.py arguments (--model tiny ...)
+MH_STEPS ?= 40
+MH_RATIO ?= 0.04
+MH_LIMIT ?= 45
+MH_ARGS ?=
+molcap-homolumo: .venv/.installed
+	$(PY) transfer.py --tasks molcap,homolumo --steps $(MH_STEPS) --ratio $(MH_RATIO) --limit $(MH_LIMIT) \
+		--out out/molcap-homolumo $(MH_ARGS)
+
 bench: .venv/.installed
 	$(PY) bench.py
 
-.PHONY: install test demo bench learning-gpu
+.PHONY: install test demo bench learning learning-gpu molcap-homolumo

@@ -27,20 +27,18 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 
 import numpy as np
 
 import report
 import significance as S
+from transfer import launch, read_rows  # the same run launcher and prediction reader
 
 # CPU defaults: four tasks of four kinds (a number, a molecule, a quantum number, a text) with short answers,
 # so that the study's 11 runs (3 mixes, 4 single-task runs, their evals) fit about an hour on 2 cores
 TASKS = "weight,solvent,homolumo,dqa"
 STEPS, LIMIT, LR = 200, 45, 1e-3
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def get_parser():
@@ -78,13 +76,6 @@ def plan(args):
     return runs
 
 
-def launch(script, argv, nproc):
-    cmd = ([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", script] if nproc > 1
-           else [sys.executable, script]) + argv
-    print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, cwd=HERE, check=True)
-
-
 def run_all(args):
     times = {}
     for i, (name, train_argv, tasks) in enumerate(plan(args)):
@@ -112,11 +103,7 @@ def run_all(args):
 def read_run(folder):
     """(results.json, {task: {item id: prediction row}}) of a run's eval."""
     with open(os.path.join(folder, "eval", "results.json")) as f:
-        results = json.load(f)
-    rows = {}
-    for r in report.read_predictions(os.path.join(folder, "eval", "predictions.jsonl")):
-        rows.setdefault(r["task"], {})[r["id"]] = r
-    return results, rows
+        return json.load(f), read_rows(folder)
 
 
 def compare(task, rows_a, rows_b, seed=0):

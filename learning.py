@@ -29,11 +29,10 @@ import os
 import shutil
 import time
 
-import numpy as np
 
 import report
 import significance as S
-from transfer import launch, read_rows  # the same run launcher and prediction reader
+from transfer import item_nll, launch, read_rows  # the same run launcher, prediction reader, per-item NLL
 
 # CPU defaults: four tasks of four kinds (a number, a molecule, a quantum number, a text) with short answers,
 # so that the study's 11 runs (3 mixes, 4 single-task runs, their evals) fit about an hour on 2 cores
@@ -111,14 +110,13 @@ def compare(task, rows_a, rows_b, seed=0):
     "diff", "CI"}; diffs > 0 mean a is better."""
     ids = sorted(set(rows_a) & set(rows_b))
     out = {"N": len(ids)}
-    if all("answer nats" in rows_a[i] and "answer nats" in rows_b[i] for i in ids):
-        # per item nats per answer token, weighted by answer tokens (the same reference tokens for both
-        # systems): the weighted means are the pooled nats per token, the held-out NLL the study reports
-        tok = np.array([rows_a[i]["answer tokens"] for i in ids], dtype=float)
-        na = np.array([rows_a[i]["answer nats"] for i in ids]) / np.maximum(tok, 1)
-        nb = np.array([rows_b[i]["answer nats"] for i in ids]) / np.maximum(tok, 1)
-        d, lo, hi = S.paired_diff(na, nb, seed=seed, lower_is_better=True, weights=tok)
-        out.update({"NLL a": float((na * tok).sum() / tok.sum()), "NLL b": float((nb * tok).sum() / tok.sum()),
+    na, nb = item_nll(rows_a, ids), item_nll(rows_b, ids)
+    if na is not None and nb is not None:
+        # weighted by answer tokens (the same reference tokens for both systems), the weighted means are the
+        # pooled nats per token, the held-out NLL the study reports
+        (va, tok), (vb, _) = na, nb
+        d, lo, hi = S.paired_diff(va, vb, seed=seed, lower_is_better=True, weights=tok)
+        out.update({"NLL a": float((va * tok).sum() / tok.sum()), "NLL b": float((vb * tok).sum() / tok.sum()),
                     "NLL diff": d, "NLL CI": (lo, hi)})
     ta, tb = (S.item_table(task, [r[i] for i in ids]) for r in (rows_a, rows_b))
     d, ci = S.paired(task, ta, tb, seed=seed)

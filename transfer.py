@@ -110,7 +110,7 @@ def read_rows(folder):
     return rows
 
 
-def _nll(rows, ids):
+def item_nll(rows, ids):
     """(per-item nats per token, answer tokens) or None where eval.py wrote no per-item answer NLL."""
     if not ids or not all("answer nats" in rows[i] for i in ids):
         return None
@@ -129,7 +129,7 @@ def compare(task, joint, alone, seed=0):
     diff = joint better by (> 0: joint better); "NLL" is None without per-item answer NLL."""
     ids = sorted(set(joint) & set(alone))
     out = {"N": len(ids), "NLL": None}
-    nj, na = _nll(joint, ids), _nll(alone, ids)
+    nj, na = item_nll(joint, ids), item_nll(alone, ids)
     if nj is not None and na is not None:
         d, lo, hi = S.paired_diff(nj[0], na[0], seed=seed, lower_is_better=True, weights=nj[1])
         (vj, cj), (va, ca) = _interval(*nj, seed), _interval(*na, seed)

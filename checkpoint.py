@@ -34,7 +34,7 @@ from safetensors.torch import load_file
 import model as M
 import moge
 import molecule
-from ddp import print0
+from ddp import compute_cleanup, print0
 from readers import disk_error
 
 STEP_DIR = re.compile(r"step_\d+")
@@ -323,13 +323,10 @@ def report_bad_step(args, step, loss, grad_norm, bad_in_row, skipped, bar, ddp):
 
 def finish(out, ddp, first_step, step, total_steps, seconds, skipped) -> None:
     """The end of a train.py / rl.py run, on every rank: the summary line (rank 0), all ranks meet before the
-    process group goes (a rank that destroyed gloo while its peer still used it died with SIGABRT at exit),
-    and the run folder's lock is released."""
+    process group goes, and the run folder's lock is released."""
     print0(f"done: steps {first_step} -> {step} of {total_steps} in {seconds:.0f}s, {skipped} skipped; "
            f"{out}/log.jsonl, checkpoints in {out}/checkpoints")
-    if ddp:
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+    compute_cleanup(ddp)
     release(out)
 
 

@@ -42,6 +42,15 @@ def compute_init(args):
     return ddp, rank, local_rank, world_size, device
 
 
+def compute_cleanup(ddp) -> None:
+    """Every rank meets before the process group goes: a rank that destroyed gloo while its peer was still
+    inside a collective (or still about to use it) died with SIGABRT, "terminate called without an active
+    exception", at exit."""
+    if ddp:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 @contextlib.contextmanager
 def rank0_first(ddp, master):
     """First-use caches (the converted SmolLM2 folder, the demo data) are built by rank 0 alone while the

@@ -67,7 +67,7 @@ import molecule
 import reasoning
 import significance
 import verify
-from ddp import add_device_arguments, check_device, compute_init  # the same process setup as training
+from ddp import add_device_arguments, check_device, compute_cleanup, compute_init  # the same process setup as training
 import report
 from report import NLL, NLL_UNTRAINED, summary_table, write_results
 from chem import smiles_to_selfies
@@ -433,8 +433,7 @@ def run(args):
         retro = [r for r in rows if r["task"] == "retrosynthesis"]
         extra = (roundtrip(model, tok, retro, args, device, rank, world, mol_format, budgets)
                  if retro and not args.no_roundtrip else {})
-    if ddp:
-        dist.destroy_process_group()
+    compute_cleanup(ddp)
     if rank != 0:
         return None
     tok_name = f"LLM tokenizer of {meta.get('base_model', meta['args']['model'])}"

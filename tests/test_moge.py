@@ -161,8 +161,8 @@ def test_idle_experts_still_get_gradients():
         assert not p.grad[2:5].any() and p.grad[[0, 1, 5]].any(), n
 
 
-def _ddp_worker(rank, world, init_file, result_file):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+def _ddp_worker(rank, world, tmp):
+    dist.init_process_group("gloo", init_method=f"file://{tmp}/init", rank=rank, world_size=world)
     layer = make_layer()
     randomize(layer)
     with torch.no_grad():  # experts 0/1 win on rank 0 and 3/4 on rank 1: expert 2 idle everywhere
@@ -179,17 +179,29 @@ def _ddp_worker(rank, world, init_file, result_file):
         opt.zero_grad()
     state = {n: p.detach().clone() for n, p in layer.named_parameters() if p.requires_grad}
     if rank == 1:
-        torch.save(state, result_file)
+        torch.save(state, f"{tmp}/r1.pt")
     dist.barrier()
     if rank == 0:
-        other = torch.load(result_file, weights_only=True)
+        other = torch.load(f"{tmp}/r1.pt", weights_only=True)
         assert all(torch.equal(state[n], other[n]) for n in state), "replicas diverged"
+    del ddp, opt  # the reducer goes while its process group is still alive
+    dist.barrier()  # both ranks reach destroy together (one that left early aborted at exit)
     dist.destroy_process_group()
+    open(f"{tmp}/done{rank}", "w").close()  # written only after the check above passed on rank 0
 
 
 def test_ddp_without_find_unused_parameters():
     with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(_ddp_worker, args=(2, os.path.join(tmp, "init"), os.path.join(tmp, "r1.pt")), nprocs=2)
+        try:
+            mp.spawn(_ddp_worker, args=(2, tmp), nprocs=2)
+        except mp.ProcessExitedException as e:
+            # gloo's C++ threads can still abort a process during interpreter teardown, after the process
+            # group was destroyed (pytorch/pytorch#179291). That is past everything this test checks, so it
+            # passes only if both ranks got to the end, rank 0 having compared the replicas.
+            done = [os.path.exists(f"{tmp}/done{r}") for r in range(2)]
+            if e.signal_name != "SIGABRT" or not all(done):
+                raise
+        assert all(os.path.exists(f"{tmp}/done{r}") for r in range(2))
 
 
 # ----------------------------------------------------------------------------- model level (tiny Llama)

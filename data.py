@@ -36,6 +36,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+import arith  # the generated arithmetic word problems, a general-reasoning mix (--tasks ...,arith:0.2)
 import demo_data
 import model
 import molecule
@@ -94,7 +95,8 @@ class Report:
 
 
 def parse_tasks(spec: str) -> dict[str, float]:
-    """"all" or "key[:ratio],..." -> {key: ratio}; ValueError naming the valid keys."""
+    """"all" or "key[:ratio],..." -> {key: ratio}; ValueError naming the valid keys. "all" is the 16 tasks;
+    arith (arith.py, generated) is only there when named."""
     if spec is None or spec.strip() == "all":
         return {k: 1.0 for k in TASKS}
     out = {}
@@ -104,8 +106,9 @@ def parse_tasks(spec: str) -> dict[str, float]:
             continue
         key, _, ratio = part.partition(":")
         key = key.strip()
-        if key not in TASKS:
-            raise ValueError(f"unknown task {key!r}; valid tasks: {', '.join(TASKS)} (or 'all')")
+        if key not in TASKS and key != arith.KEY:
+            raise ValueError(f"unknown task {key!r}; valid tasks: {', '.join(TASKS)} (or 'all'), and "
+                             f"{arith.KEY} (generated arithmetic word problems)")
         if key in out:
             raise ValueError(f"task {key!r} is given twice in {spec!r}")
         try:
@@ -220,6 +223,8 @@ def load_tasks(spec="all", split="train", data="demo", seed=42, tokenizer=None, 
     rep = report if report is not None else Report()
     samples = []
     for key, ratio in ratios.items():
+        if key == arith.KEY:  # generated after the others: its size follows theirs
+            continue
         task = TASKS[key]
         if key in left_out:
             if verbose:
@@ -270,12 +275,29 @@ def load_tasks(spec="all", split="train", data="demo", seed=42, tokenizer=None, 
             task_samples = kept
         rep.kept[key] += len(task_samples)
         samples += task_samples
+    if arith.KEY in ratios:
+        samples += _arith_samples(ratios[arith.KEY], len(samples), split, seed, reasoning, tokenizer, max_len, rep)
     if verbose:
         print(f"[data] {split} samples from {root}:\n{rep.summary()}")
     if verbose and reasoning:
         n = collections.Counter(s.task for s in samples if has_rationale(s.answer))
         print("[data] answers with a rationale: " + ", ".join(f"{t} {n[t]}/{rep.kept[t]}" for t in ratios))
     return samples
+
+
+def _arith_samples(ratio, n_other, split, seed, reasoning, tokenizer, max_len, rep) -> list[Sample]:
+    """arith:ratio -> generated word problems (arith.py) as text-only samples, length-checked like the others."""
+    out = []
+    for sid, prompt, answer in arith.problems(arith.count_for(ratio, n_other, split), split, seed, reasoning):
+        s = Sample(arith.KEY, arith.KEY, sid, prompt, answer, None)
+        if tokenizer is not None:
+            s.length = sample_length(s, tokenizer, with_answer=(split == "train"))
+            if s.length > max_len:
+                rep.skip(arith.KEY, f"longer than {max_len} tokens", s.id, f"{s.length} tokens")
+                continue
+        out.append(s)
+    rep.kept[arith.KEY] += len(out)
+    return out
 
 
 def resolve_data(data) -> tuple[str, dict]:

@@ -54,6 +54,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 import answers
+import arith
 import baselines
 import checkpoint
 import data
@@ -170,6 +171,8 @@ def parse_args(argv=None):
         p.error(f"--top-p must be in (0, 1], got {args.top_p}")
     if args.temperature == 0:
         args.greedy = True  # recorded as what it decodes: greedy
+    if arith.KEY in args.tasks.replace("/", ",").replace(":", ",").split(","):
+        p.error(f"--tasks: {arith.KEY} is a generated training mix (arith.py), not one of the scored tasks")
     return args
 
 

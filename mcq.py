@@ -382,6 +382,8 @@ def table(acc) -> str:
 def build_main(args):
     """`python mcq.py build`: the test records of --data -> questions in --out (JSON lines)."""
     tasks = list(data.parse_tasks(args.tasks)) if args.tasks else list(ALL_TASKS)
+    if data.arith.KEY in tasks:
+        raise SystemExit(f"mcq.py: {data.arith.KEY} is a generated training mix, not a benchmark task")
     root, left_out = data.resolve_data(args.data)
     samples, population = [], {}
     for key in tasks:

@@ -49,6 +49,7 @@ OPEN, CLOSE = THINK
 PROPERTY_TASKS = ("weight", "tpsa", "logp")
 REACTION_TASKS = ("forward", "retrosynthesis")
 TASKS_WITH_RATIONALE = (*PROPERTY_TASKS, "molediting", *REACTION_TASKS)
+SUM_TASKS = (*PROPERTY_TASKS, "arith")  # rationales that are one sum (arith.py: the generated word problems)
 # decimals of the terms and the sum: rdkit's atomic weights have <= 3, Ertl's contributions 2, Crippen's 4
 DECIMALS = {"weight": 3, "tpsa": 2, "logp": 4}
 HEADERS = {"weight": "molecular weight", "tpsa": "TPSA", "logp": "Crippen logP"}
@@ -320,11 +321,11 @@ def check(task, prompt, prediction):
     not in the format) or "rationale inconsistent": terms that do not add up to the stated sum, a sum that is not
     the answer at the answer's precision, or molediting's QED / similarity not those of the molecules."""
     body, answer = split(prediction)
-    if not body or task not in (*PROPERTY_TASKS, "molediting"):
+    if not body or task not in (*SUM_TASKS, "molediting"):
         return None
     if len(body) > MAX_CHARS:
         return "rationale unreadable"
-    if task in PROPERTY_TASKS:
+    if task in SUM_TASKS:
         got, number = read_sum(body), _NUMBER.search(answer)
         if got is None:
             return "rationale unreadable"

@@ -73,7 +73,9 @@ def get_parser():
     g = p.add_argument_group("what to train")
     g.add_argument("--tasks", default="all", help="'all' or a comma list of task keys, each optionally "
                    "key:ratio with a ratio in (0, 1] to train on a seeded subset of that task's data, e.g. "
-                   "forward,molcap:0.5 (the release also caps ratios at 1: no repetition)")
+                   "forward,molcap:0.5 (the release also caps ratios at 1: no repetition); arith:R adds R x the "
+                   "other tasks' samples of generated arithmetic word problems (arith.py, a general-reasoning "
+                   "mix: weight,tpsa,logp,arith:0.2; with --reasoning their answers carry the sum)")
     g.add_argument("--model", default="default", help="'default' (embedded SmolLM2-135M-Instruct), 'tiny' "
                    "(random 2-layer model for tests) or an HF Llama/Qwen2 folder")
     g.add_argument("--data", default="demo", help="'demo' (built from installed packages on first use) or a "

@@ -60,7 +60,12 @@ molcap-homolumo: .venv/.installed
 	$(PY) transfer.py --tasks molcap,homolumo --steps $(MH_STEPS) --ratio $(MH_RATIO) --limit $(MH_LIMIT) \
 		--out out/molcap-homolumo $(MH_ARGS)
 
+# Reasoning traces on 2 CPU cores (about 40 minutes): direct answers vs rdkit rationales vs rationales + one
+# rejection-sampling round vs rationales + the arithmetic mix, on weight, tpsa, logp at equal steps (traces.py).
+traces: .venv/.installed
+	$(PY) traces.py $(TRACES_ARGS)
+
 bench: .venv/.installed
 	$(PY) bench.py
 
-.PHONY: install test demo bench learning learning-gpu molcap-homolumo
+.PHONY: install test demo bench learning learning-gpu molcap-homolumo traces

@@ -16,6 +16,7 @@ import torch
 from rdkit import Chem
 
 import checkpoint
+import data
 import eval as E
 import mcq
 import model as M
@@ -249,3 +250,22 @@ def test_bootstrap_interval_hand_cases():
     ci = mcq.intervals(qs, [[1, 0], [1, 0], [0, 1]])
     assert set(ci) == {"logp (numeric)", "all (numeric)", "forward", "all (choice4)", "all"}
     assert ci["forward"] == (0.0, 0.0) and ci["all"][0] <= 1 / 3 <= ci["all"][1]
+
+
+def test_eval_mcq_few_shot_prompts_from_the_training_split(questions, tmp_path, tiny_data):
+    path = tmp_path / "mcq.jsonl"
+    mcq.write(questions, path)
+    E.main(["--mcq", str(path), "--ckpt", "none", "--base", "tiny", "--few-shot", "2", "--data", tiny_data,
+            "--out", str(tmp_path / "fs")])
+    saved = json.loads((tmp_path / "fs" / "mcq_results.json").read_text())
+    assert "2 in-context examples per question" in saved["_meta"]["model"]
+    train = {s.answer for s in data.load_tasks("forward,molcap", "train", tiny_data, verbose=False)}
+    shown = E._mcq_with_examples(questions, E.parse_args(["--mcq", str(path), "--few-shot", "2", "--data", tiny_data]))
+    for q, s in zip(questions, shown):
+        head, _, question = s["prompt"].partition("Question:\n")
+        assert question == q["prompt"] and head.count("Example ") == 2    # the question itself unchanged, last
+        assert all(a.split("\n\n")[0] in train for a in head.split("Answer: ")[1:])  # each shown answer a training one
+        assert "<mol>" not in head                                        # only the question's molecule is a graph
+    model, tok = M.load_model("tiny")
+    want = [direct_scores(model, tok, q, graphs=False) for q in shown]
+    np.testing.assert_allclose([s["scores"] for s in saved["_scores"]], want, rtol=0, atol=1e-4)

@@ -40,9 +40,9 @@ from learning import better
 from reasoning import has_rationale
 from transfer import launch, read_rows
 
-# CPU defaults: the three tasks whose rationales are sums; 150 steps of 2 x 2 sequences; one RFT round on the
-# last 50 of them from 4 samples of 32 prompts per task; the arithmetic mix at 0.2 of the chemistry samples
-TASKS, STEPS, RFT_STEPS, SAMPLES, PROMPTS, ARITH, LIMIT, LR = "weight,tpsa,logp", 150, 50, 4, 32, 0.2, 45, 1e-3
+# CPU defaults: the three tasks whose rationales are sums; 100 steps of 2 x 2 sequences; one RFT round on the
+# last 30 of them from 4 samples of 16 prompts per task; the arithmetic mix at 0.2 of the chemistry samples
+TASKS, STEPS, RFT_STEPS, SAMPLES, PROMPTS, ARITH, LIMIT, LR = "weight,tpsa,logp", 100, 30, 4, 16, 0.2, 45, 1e-3
 BUDGET = 320  # answer tokens: the longest demo rationale (logp, 279 tokens with the default tokenizer) fits
 
 

@@ -32,7 +32,8 @@ import time
 
 import report
 import significance as S
-from transfer import item_nll, launch, read_rows  # the same run launcher, prediction reader, per-item NLL
+# the same run launcher, prediction reader, per-item NLL, study folder and results writer
+from transfer import item_nll, launch, read_rows, start, write_results
 
 # CPU defaults: four tasks of four kinds (a number, a molecule, a quantum number, a text) with short answers,
 # so that the study's 11 runs (3 mixes, 4 single-task runs, their evals) fit about an hour on 2 cores
@@ -187,12 +188,8 @@ def summarise(args, times):
     timing = ["## Wall times (s)", "", "| run | train | eval |", "|---|---|---|"] + [
         f"| {n} | {t['train s']} | {t['eval s']} |" for n, t in _times(args, names, times).items()] + [""]
     md = "\n".join(head + multi + ablation + base + timing)
-    with open(os.path.join(args.out, "results.md"), "w") as f:
-        f.write(md)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(report.json_safe({"args": vars(args), "multi vs single": raw_m, "adapters": raw_a,
-                                    "baseline wins": wins, "times": _times(args, names, times)}), f, indent=1)
-    print(md)
+    write_results(args.out, md, {"args": vars(args), "multi vs single": raw_m, "adapters": raw_a,
+                                 "baseline wins": wins, "times": _times(args, names, times)})
 
 
 def _times(args, names, times):
@@ -209,9 +206,7 @@ def _times(args, names, times):
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
-    if args.fresh and os.path.isdir(args.out):
-        shutil.rmtree(args.out)
-    os.makedirs(args.out, exist_ok=True)
+    start(args)
     t0 = time.time()
     times = run_all(args)
     summarise(args, times)

@@ -33,12 +33,11 @@ import time
 
 import numpy as np
 
-import report
 import significance as S
 import verify
 from learning import better
 from reasoning import has_rationale
-from transfer import launch, read_rows
+from transfer import launch, read_rows, start, write_results
 
 # CPU defaults: the three tasks whose rationales are sums; 100 steps of 2 x 2 sequences; one RFT round on the
 # last 30 of them from 4 samples of 16 prompts per task; the arithmetic mix at 0.2 of the chemistry samples
@@ -228,19 +227,13 @@ def summarise(args, times):
             f"| {t} | {c['prompts']} | {c['samples']} | {c['accepted']} | {c['prompts_accepted']} | {c['distinct']} | "
             f"{c['written']} | {c['with_rationale']} |" for t, c in m["counts"].items()] + [""]
     md = "\n".join(head + per_arm + [""] + pairs + [""] + accepted + timing + [""])
-    with open(os.path.join(args.out, "results.md"), "w") as f:
-        f.write(md)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(report.json_safe({"args": vars(args), "tasks": raw}), f, indent=1)
-    print(md)
+    write_results(args.out, md, {"args": vars(args), "tasks": raw})
     return raw
 
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
-    if args.fresh and os.path.isdir(args.out):
-        shutil.rmtree(args.out)
-    os.makedirs(args.out, exist_ok=True)
+    start(args)
     t0 = time.time()
     times = run_all(args)
     out = summarise(args, times)

@@ -69,6 +69,22 @@ def launch(script, argv, nproc):
     subprocess.run(cmd, cwd=HERE, check=True)
 
 
+def start(args):
+    """A study's folder (args.out): deleted first with args.fresh, else kept for resuming; created."""
+    if args.fresh and os.path.isdir(args.out):
+        shutil.rmtree(args.out)
+    os.makedirs(args.out, exist_ok=True)
+
+
+def write_results(out, md, obj):
+    """OUT/results.md (printed too) and OUT/results.json (report.json_safe: no NaN, tuples as lists)."""
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(md)
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(report.json_safe(obj), f, indent=1)
+    print(md)
+
+
 def joint_epochs(run_dir) -> float:
     """The joint run's passes over its data: its steps / its steps per epoch (train.py: len(loader) // grad
     accumulation), read from its last checkpoint's meta.json."""
@@ -183,11 +199,7 @@ def summarise(args):
                     "- intervals: 2,000 bootstrap resamples of the test items, 95% percentile; differences paired "
                     "over the same items, > 0 when joint is better; 'better' only when that interval excludes 0", "",
                     *table(tasks, comps), ""])
-    with open(os.path.join(args.out, "results.md"), "w") as f:
-        f.write(md)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(report.json_safe({"args": vars(args), "comparisons": comps}), f, indent=1)
-    print(md)
+    write_results(args.out, md, {"args": vars(args), "comparisons": comps})
     return comps
 
 
@@ -195,9 +207,7 @@ def main(argv=None):
     args = get_parser().parse_args(argv)
     if len(args.tasks.split(",")) < 2:
         raise SystemExit("transfer.py: error: --tasks needs >= 2 tasks (a joint run and one alone-run each)")
-    if args.fresh and os.path.isdir(args.out):
-        shutil.rmtree(args.out)
-    os.makedirs(args.out, exist_ok=True)
+    start(args)
     run_all(args)
     return summarise(args)
 

@@ -44,6 +44,7 @@ from tqdm import tqdm
 import checkpoint
 import data
 import curve
+import gin_pretrain
 from ddp import add_device_arguments, all_sum, check_device, compute_init, print0, rank0_first
 import model as M
 import molecule
@@ -115,7 +116,9 @@ def get_parser():
                    "on that run's --task_config, with a fresh optimizer and schedule and lm_head also trainable: chain "
                    "runs with --init-from for that (our lm_head stays frozen)")
     g.add_argument("--gin", default=None, help="MoleculeSTM GIN weights (.safetensors, see molecule.py "
-                   "convert); default: a seeded random frozen GIN (no pretrained weights ship offline)")
+                   "convert), or 'pretrained': our GIN pretrained by attribute masking on the packaged molecules "
+                   "(gin_pretrain.py, built on first use into $OMNIMOL_CACHE); default: a seeded random frozen GIN "
+                   "(no pretrained weights ship offline)")
     g.add_argument("--init-from", default=None, help="a checkpoint folder whose trainable tensors start "
                    "this run, e.g. the stage-1 projector for stage 2 (tensors absent there keep their init)")
 
@@ -323,6 +326,8 @@ def main(argv=None):
         base_dtype = {"auto": torch.bfloat16 if device.type == "cuda" else torch.float32, "float32": torch.float32,
                       "bfloat16": torch.bfloat16}[args.base_dtype]
         model, tok = M.load_model(args.model, device=device, dtype=base_dtype)  # adapters below: fp32
+        if args.gin == "pretrained":  # gin_pretrain.py's attribute-masking GIN, built once (rank 0) and cached
+            args.gin = gin_pretrain.ensure(log=print0)
     tok.set_bos(args.bos)  # ValueError for --bos 2 with a template that has no begin-of-text token
     molecule.attach_molecule(model, args.gin)
     moge_cfg = None

@@ -545,7 +545,8 @@ def mcq_main(args):
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "mcq_results.json"), "w") as f:
         json.dump(report.json_safe({"_meta": meta, **acc, "_scores": [  # an option too long to score: -inf -> null
-            {"id": q["id"], "task": q["task"], "answer": q["answer"], "scores": sc}
+            {"id": q["id"], "task": q["task"], "format": q.get("format", "choice4"), "answer": q["answer"],
+             "scores": sc}
             for q, sc in zip(questions, scores)]}), f, indent=1, allow_nan=False)
     print(f"# Multiple choice ({name})\n\n" + mcq.table(acc))
     print(f"wrote {out_dir}/mcq_results.json")

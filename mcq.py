@@ -46,6 +46,7 @@ import likelihood
 import molecule
 import numeric
 import shortcuts
+import significance
 import truefalse
 import verify
 from chem import _hash
@@ -377,6 +378,40 @@ def table(acc) -> str:
     return "\n".join(lines)
 
 
+def compare(a, b, rounds=2000, seed=0):
+    """Two eval.py --mcq results (mcq_results.json contents) of the same questions -> {group: {"N", "a", "b",
+    "diff", "CI"}}: accuracy per group (shortcuts.group, and "all") over the questions both scored, a - b and its
+    95% paired bootstrap interval over the questions (significance.paired_diff; > 0: a better)."""
+    hits = {}
+    ra, rb = ({s["id"]: s for s in r["_scores"]} for r in (a, b))
+
+    def hit(s):  # an option too long to score was written as null (-inf)
+        return float(int(np.argmax([-np.inf if x is None else x for x in s["scores"]])) == s["answer"])
+    for i, s in ra.items():
+        if i not in rb:
+            continue
+        for g in (shortcuts.group(s), "all"):
+            hits.setdefault(g, ([], []))
+            hits[g][0].append(hit(s))
+            hits[g][1].append(hit(rb[i]))
+    out = {}
+    for g, (ha, hb) in hits.items():
+        d, lo, hi = significance.paired_diff(ha, hb, n_boot=rounds, seed=seed)
+        out[g] = {"N": len(ha), "a": float(np.mean(ha)), "b": float(np.mean(hb)), "diff": d, "CI": (lo, hi)}
+    return out
+
+
+def compare_table(cmp, name_a="a", name_b="b") -> str:
+    lines = [f"| group | N | {name_a} | {name_b} | {name_a} - {name_b} [95% paired CI] | better |",
+             "|---|---|---|---|---|---|"]
+    for g, v in cmp.items():
+        lo, hi = v["CI"]
+        better = name_a if lo > 0 else name_b if hi < 0 else "neither"
+        lines.append(f"| {g} | {v['N']} | {v['a']:.3f} | {v['b']:.3f} | {v['diff']:+.3f} [{lo:+.3f}, {hi:+.3f}] | "
+                     f"{better} |")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- CLI
 
 def build_main(args):
@@ -433,7 +468,16 @@ def main(argv=None):
                    "as the checkpoint to be scored was trained (default: selfies)")
     c = sub.add_parser("check", help="validity checks on a built file: exit 1 on any problem")
     c.add_argument("file")
+    m = sub.add_parser("compare", help="two eval.py --mcq results of the same questions: accuracy per group, the "
+                       "difference with its 95%% paired bootstrap interval (> 0: the first better)")
+    m.add_argument("a", help="mcq_results.json of the first model")
+    m.add_argument("b", help="mcq_results.json of the second")
     args = p.parse_args(argv)
+    if args.cmd == "compare":
+        a, b = (json.load(open(f)) for f in (args.a, args.b))
+        cmp = compare(a, b)
+        print(f"a: {a['_meta']['model']}\nb: {b['_meta']['model']}\n\n" + compare_table(cmp))
+        return cmp
     if args.cmd == "check":
         problems = check(read(args.file))
         print("\n".join(problems) or "ok: every check passed")

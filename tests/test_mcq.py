@@ -269,3 +269,22 @@ def test_eval_mcq_few_shot_prompts_from_the_training_split(questions, tmp_path, 
     model, tok = M.load_model("tiny")
     want = [direct_scores(model, tok, q, graphs=False) for q in shown]
     np.testing.assert_allclose([s["scores"] for s in saved["_scores"]], want, rtol=0, atol=1e-4)
+
+
+def test_compare_two_results_hand_computed(tmp_path):
+    def result(hits, name):  # 4 forward choice questions then 2 weight true/false ones; answer index 1 each
+        rows = [{"id": f"q{i}", "task": "forward" if i < 4 else "weight", "format": "choice4" if i < 4 else
+                 "truefalse", "answer": 1, "scores": [0.0, 1.0] if h else [1.0, None]} for i, h in enumerate(hits)]
+        return {"_meta": {"model": name}, "_scores": rows}
+    a, b = result([1, 1, 1, 0, 1, 1], "A"), result([0, 1, 0, 0, 1, 1], "B")
+    b["_scores"].append({"id": "only-b", "task": "forward", "format": "choice4", "answer": 0, "scores": [1.0, 0.0]})
+    cmp = mcq.compare(a, b)
+    assert cmp["forward"]["N"] == 4 and cmp["forward"]["a"] == 0.75 and cmp["forward"]["b"] == 0.25
+    assert cmp["forward"]["diff"] == pytest.approx(0.5) and cmp["all"]["N"] == 6  # "only-b" is not paired
+    assert cmp["weight (truefalse)"]["diff"] == 0 and cmp["weight (truefalse)"]["CI"] == (0.0, 0.0)
+    lo, hi = cmp["forward"]["CI"]
+    assert 0 <= lo <= 0.5 <= hi <= 1  # every resample's difference lies in [0, 1]: a is never worse on an item
+    assert "| forward | 4 | 0.750 | 0.250 | +0.500" in mcq.compare_table(cmp)
+    for name, r in (("a.json", a), ("b.json", b)):
+        (tmp_path / name).write_text(json.dumps(r))
+    assert mcq.main(["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == cmp

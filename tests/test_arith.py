@@ -2,18 +2,24 @@
 text and summed here with exact fractions), rounded as the prompt asks; every rationale passes reasoning.check and
 a tampered one fails; the splits never share a prompt; `--tasks ...,arith:R` adds R x the other tasks' samples,
 "all" leaves it out, eval.py refuses it, and train.py trains on it end to end."""
+import json
+import os
 import random
 import re
 from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
 
 import pytest
+import selfies
+from rdkit import Chem
+from rdkit.Chem import Descriptors
 
 import arith
 import data
 import eval as E
 import reasoning
 import train
+from tasks import TASKS
 
 ITEM = re.compile(r"(\d+) \w+ at (-?\d+(?:\.\d+)?) each")
 
@@ -80,9 +86,18 @@ def test_eval_refuses_it():
         E.parse_args(["--tasks", "weight,arith:0.2"])
 
 
-def test_train_py_on_a_mix_with_arith(tiny_data, train_args, read_log, tmp_path):
+def test_train_py_on_a_mix_with_arith(smiles, train_args, read_log, tmp_path):
+    folder = tmp_path / "data"
+    for split, mols in (("train", smiles), ("test", ["CCCO", "c1ccccc1O"])):
+        os.makedirs(folder / split)
+        recs = [{"instruction": "What is the molecular weight of this molecule?", "input": selfies.encoder(s),
+                 "output": f"{Descriptors.MolWt(Chem.MolFromSmiles(s)):.2f}", "metadata": {"split": split}}
+                for s in mols]
+        (folder / split / f"{TASKS['weight'].released['train']['train']}.json").write_text(json.dumps(recs))
     out = tmp_path / "out"
-    train.main(train_args(tiny_data, out, "--tasks", "forward,arith:0.5", "--batch-size", 4, "--max-steps", 3,
-                          "--reasoning", "--prefetch", 0))
+    train.main(train_args(str(folder), out, "--tasks", "weight,arith:0.5", "--batch-size", 4, "--max-steps", 3,
+                          "--reasoning", "--prefetch", 0, "--curve-every", 3, "--max-len", 1024))
     seen = set().union(*(r["task_loss"] for r in read_log(out)))
-    assert arith.KEY in seen and "forward" in seen
+    assert seen == {arith.KEY, "weight"}
+    curve = [json.loads(line) for line in open(out / "heldout.jsonl")]  # held-out problems scored like a task
+    assert len(curve) == 2 and all(arith.KEY in str(c) and "weight" in str(c) for c in curve)

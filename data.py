@@ -45,7 +45,7 @@ import schedules
 from chem import _hash, heavy_atoms, selfies_text_to_smiles
 from readers import read_records, task_files
 from reasoning import has_rationale, with_rationale
-from tasks import MOL_FORMATS, TASKS, Task, build_prompt, graph_source, redraw_question
+from tasks import MOL_FORMATS, TASKS, Task, build_prompt, graph_source, parse_tasks, redraw_question, subsample
 from tokenizer import MOL_PLACEHOLDER as MOL  # "<mol>": replaces the release's "<image>\n"
 
 MAX_LEN = 2048           # the release's model_max_length (which it never applied; we do)
@@ -92,44 +92,6 @@ class Report:
             lines.append(f"  {t:<17} {self.kept[t]:>8} kept" + (f", {sum(c.values())} skipped ({extra})" if c else ""))
             lines += [f"      e.g. {e}" for e in self.examples.get(t, [])]
         return "\n".join(lines)
-
-
-def parse_tasks(spec: str) -> dict[str, float]:
-    """"all" or "key[:ratio],..." -> {key: ratio}; ValueError naming the valid keys. "all" is the 16 tasks;
-    arith (arith.py, generated) is only there when named."""
-    if spec is None or spec.strip() == "all":
-        return {k: 1.0 for k in TASKS}
-    out = {}
-    for part in spec.replace("/", ",").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        key, _, ratio = part.partition(":")
-        key = key.strip()
-        if key not in TASKS and key != arith.KEY:
-            raise ValueError(f"unknown task {key!r}; valid tasks: {', '.join(TASKS)} (or 'all'), and "
-                             f"{arith.KEY} (generated arithmetic word problems)")
-        if key in out:
-            raise ValueError(f"task {key!r} is given twice in {spec!r}")
-        try:
-            r = float(ratio) if ratio else 1.0
-        except ValueError:
-            raise ValueError(f"task {key!r}: ratio {ratio!r} is not a number") from None
-        if not 0.0 < r <= 1.0:
-            raise ValueError(f"task {key!r}: ratio must be in (0, 1], got {r}")
-        out[key] = r
-    if not out:
-        raise ValueError(f"no tasks in {spec!r}; valid tasks: {', '.join(TASKS)} (or 'all')")
-    return out
-
-
-def subsample(n: int, ratio: float, seed: int, key: str) -> list[int]:
-    """Deterministic subset of range(n): round(ratio * n) indices, in their original order."""
-    if ratio >= 1.0:
-        return list(range(n))
-    k = int(round(ratio * n))
-    rng = np.random.default_rng([seed, _hash(key) % 2**32])
-    return sorted(rng.permutation(n)[:k].tolist())
 
 
 def make_sample(task: Task, rec: dict, eval_set: str, sid: str, seed: int = 0, graph=None, *,
@@ -263,20 +225,11 @@ def load_tasks(spec="all", split="train", data="demo", seed=42, tokenizer=None, 
                 except ValueError as e:
                     rep.skip(key, str(e), sid, str(rec.get("input", "")))
         keep = subsample(len(task_samples), ratio, seed, key)
-        task_samples = [task_samples[i] for i in keep]
-        if tokenizer is not None:
-            kept = []
-            for s in task_samples:
-                s.length = sample_length(s, tokenizer, with_answer=(split == "train"))
-                if s.length > max_len:
-                    rep.skip(key, f"longer than {max_len} tokens", s.id, f"{s.length} tokens")
-                else:
-                    kept.append(s)
-            task_samples = kept
-        rep.kept[key] += len(task_samples)
-        samples += task_samples
-    if arith.KEY in ratios:
-        samples += _arith_samples(ratios[arith.KEY], len(samples), split, seed, reasoning, tokenizer, max_len, rep)
+        samples += _fitting(key, [task_samples[i] for i in keep], tokenizer, max_len, split, rep)
+    if arith.KEY in ratios:  # generated word problems (arith.py), text only
+        made = arith.problems(arith.count_for(ratios[arith.KEY], len(samples), split), split, seed, reasoning)
+        samples += _fitting(arith.KEY, [Sample(arith.KEY, arith.KEY, i, p, a, None) for i, p, a in made],
+                            tokenizer, max_len, split, rep)
     if verbose:
         print(f"[data] {split} samples from {root}:\n{rep.summary()}")
     if verbose and reasoning:
@@ -285,19 +238,19 @@ def load_tasks(spec="all", split="train", data="demo", seed=42, tokenizer=None, 
     return samples
 
 
-def _arith_samples(ratio, n_other, split, seed, reasoning, tokenizer, max_len, rep) -> list[Sample]:
-    """arith:ratio -> generated word problems (arith.py) as text-only samples, length-checked like the others."""
-    out = []
-    for sid, prompt, answer in arith.problems(arith.count_for(ratio, n_other, split), split, seed, reasoning):
-        s = Sample(arith.KEY, arith.KEY, sid, prompt, answer, None)
-        if tokenizer is not None:
+def _fitting(key, samples, tokenizer, max_len, split, rep) -> list[Sample]:
+    """With a tokenizer, each sample's length set and those over max_len dropped and counted; the kept counted."""
+    if tokenizer is not None:
+        kept = []
+        for s in samples:
             s.length = sample_length(s, tokenizer, with_answer=(split == "train"))
             if s.length > max_len:
-                rep.skip(arith.KEY, f"longer than {max_len} tokens", s.id, f"{s.length} tokens")
-                continue
-        out.append(s)
-    rep.kept[arith.KEY] += len(out)
-    return out
+                rep.skip(key, f"longer than {max_len} tokens", s.id, f"{s.length} tokens")
+            else:
+                kept.append(s)
+        samples = kept
+    rep.kept[key] += len(samples)
+    return samples
 
 
 def resolve_data(data) -> tuple[str, dict]:

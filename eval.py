@@ -491,20 +491,6 @@ def run(args):
 
 # ----------------------------------------------------------------------------- multiple choice
 
-def _mcq_with_examples(questions, args):
-    """--mcq with --few-shot K: each question's prompt gets K solved examples of its task from the TRAINING split
-    of --data (fewshot.py: nearest by the question's input molecule, the open-answer prompt and its reference
-    answer), written in the molecule format of the questions' own prompts."""
-    first = answers.prompt_molecule(questions[0]["prompt"]) if questions else None
-    mol_format = "selfies" if (first or "[").startswith("[") else "smiles"
-    tasks = sorted({q["task"] for q in questions})
-    train = data.load_tasks(",".join(tasks), split="train", data=args.data or "demo", verbose=False,
-                            mol_format=mol_format)
-    plain = [data.Sample(q["task"], q["task"], q["id"], q["prompt"], "", q.get("graph")) for q in questions]
-    shots = fewshot.with_examples(plain, train, args.few_shot, seed=42)
-    return [{**q, "prompt": s.prompt} for q, s in zip(questions, shots)]
-
-
 def mcq_main(args):
     """Accuracy on mcq.py build's questions: each option scored by the model's mean log-prob of it as
     the answer (mcq.option_scores); a checkpoint, or the bare base model with --ckpt none."""
@@ -532,7 +518,7 @@ def mcq_main(args):
         name = f"checkpoint {os.path.abspath(step_dir)}" + ("" if graphs else " (text only: --graph none)")
         out_dir = eval_dir(step_dir)
     if args.few_shot:
-        questions = _mcq_with_examples(questions, args)
+        questions = fewshot.mcq_with_examples(questions, args.few_shot, args.data or "demo")
         name += f", {args.few_shot} in-context examples per question"
     out_dir = args.out or out_dir or os.path.dirname(os.path.abspath(args.mcq))
     t0 = time.time()

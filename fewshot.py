@@ -26,7 +26,9 @@ import random
 
 from rdkit import DataStructs
 
+import answers
 import baselines
+import data
 from tokenizer import MOL_PLACEHOLDER
 
 
@@ -71,3 +73,15 @@ def with_examples(samples, train_samples, k, seed=42):
         text = "".join(f"Example {i + 1}:\n{_example_text(e)}\nAnswer: {e.answer}\n\n" for i, e in enumerate(shots))
         out.append(dataclasses.replace(s, prompt=f"{text}Question:\n{s.prompt}"))
     return out
+
+
+def mcq_with_examples(questions, k, data_src="demo", seed=42):
+    """eval.py --mcq --few-shot K: each question (mcq.py's dict) gets K solved examples of its task from the
+    TRAINING split of data_src, chosen as with_examples chooses them (nearest by the question's input molecule:
+    the open-answer prompt and its reference answer), in the molecule format of the questions' own prompts."""
+    first = answers.prompt_molecule(questions[0]["prompt"]) if questions else None
+    mol_format = "selfies" if (first or "[").startswith("[") else "smiles"
+    train = data.load_tasks(",".join(sorted({q["task"] for q in questions})), split="train", data=data_src,
+                            verbose=False, mol_format=mol_format)
+    plain = [data.Sample(q["task"], q["task"], q["id"], q["prompt"], "", q.get("graph")) for q in questions]
+    return [{**q, "prompt": s.prompt} for q, s in zip(questions, with_examples(plain, train, k, seed))]

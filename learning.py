@@ -32,8 +32,7 @@ import time
 
 import report
 import significance as S
-# the same run launcher, prediction reader, per-item NLL, study folder and results writer
-from transfer import item_nll, launch, read_rows, start, write_results
+from studies import better, item_nll, launch, read_rows, start, write_results
 
 # CPU defaults: four tasks of four kinds (a number, a molecule, a quantum number, a text) with short answers,
 # so that the study's 11 runs (3 mixes, 4 single-task runs, their evals) fit about an hour on 2 cores
@@ -124,12 +123,6 @@ def compare(task, rows_a, rows_b, seed=0):
     out.update({"metric": S.headline(task), "a": S.statistic(task, ta), "b": S.statistic(task, tb), "diff": d,
                 "CI": ci})
     return out
-
-
-def better(diff, ci):
-    if ci[0] != ci[0]:  # nan: no items
-        return "n/a"
-    return "a" if ci[0] > 0 else "b" if ci[1] < 0 else "neither"
 
 
 def _f(x, nd=3):

@@ -4,6 +4,10 @@ import random
 import re
 from dataclasses import dataclass
 
+import numpy as np
+
+import arith  # "arith": the generated word problems (arith.py), a key of --tasks outside the 16
+
 from chem import _hash, selfies_text_to_smiles, selfies_to_smiles
 from tokenizer import MOL_PLACEHOLDER as MOL  # "<mol>": the release's "<image>"
 
@@ -157,3 +161,43 @@ def graph_source(task: Task, rec: dict) -> str | None:
 def scored_as(sample):
     """The name a test sample is scored under: its task key, except yield -> yield_BH / yield_SM (its eval set)."""
     return sample.eval_set if sample.task == "yield" else sample.task
+
+
+# ----------------------------------------------------------------------------- --tasks specs
+
+def parse_tasks(spec: str) -> dict[str, float]:
+    """"all" or "key[:ratio],..." -> {key: ratio}; ValueError naming the valid keys. "all" is the 16 tasks;
+    arith (arith.py, generated) is only there when named."""
+    if spec is None or spec.strip() == "all":
+        return {k: 1.0 for k in TASKS}
+    out = {}
+    for part in spec.replace("/", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        key, _, ratio = part.partition(":")
+        key = key.strip()
+        if key not in TASKS and key != arith.KEY:
+            raise ValueError(f"unknown task {key!r}; valid tasks: {', '.join(TASKS)} (or 'all'), and "
+                             f"{arith.KEY} (generated arithmetic word problems)")
+        if key in out:
+            raise ValueError(f"task {key!r} is given twice in {spec!r}")
+        try:
+            r = float(ratio) if ratio else 1.0
+        except ValueError:
+            raise ValueError(f"task {key!r}: ratio {ratio!r} is not a number") from None
+        if not 0.0 < r <= 1.0:
+            raise ValueError(f"task {key!r}: ratio must be in (0, 1], got {r}")
+        out[key] = r
+    if not out:
+        raise ValueError(f"no tasks in {spec!r}; valid tasks: {', '.join(TASKS)} (or 'all')")
+    return out
+
+
+def subsample(n: int, ratio: float, seed: int, key: str) -> list[int]:
+    """Deterministic subset of range(n): round(ratio * n) indices, in their original order."""
+    if ratio >= 1.0:
+        return list(range(n))
+    k = int(round(ratio * n))
+    rng = np.random.default_rng([seed, _hash(key) % 2**32])
+    return sorted(rng.permutation(n)[:k].tolist())

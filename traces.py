@@ -35,9 +35,8 @@ import numpy as np
 
 import significance as S
 import verify
-from learning import better
 from reasoning import has_rationale
-from transfer import launch, read_rows, start, write_results
+from studies import better, launch, read_rows, start, write_results
 
 # CPU defaults: the three tasks whose rationales are sums; 100 steps of 2 x 2 sequences; one RFT round on the
 # last 30 of them from 4 samples of 16 prompts per task; the arithmetic mix at 0.2 of the chemistry samples

@@ -26,18 +26,15 @@ import json
 import os
 import shlex
 import shutil
-import subprocess
-import sys
 
-import numpy as np
 
 import report
 import significance as S
+from studies import item_nll, launch, read_rows, start, write_results
 
 # CPU defaults: 40 training records of each task (demo: 1,000 each), one pass over them in the joint run
 # (40 steps of 2 sequences), 20 steps for each task alone; 45 test items per task (the demo's whole test split)
 TASKS, RATIO, STEPS, LIMIT = "molcap,homolumo", 0.04, 40, 45
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def get_parser():
@@ -61,29 +58,6 @@ def get_parser():
 
 
 # ----------------------------------------------------------------------------- the runs
-
-def launch(script, argv, nproc):
-    cmd = ([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", script] if nproc > 1
-           else [sys.executable, script]) + argv
-    print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, cwd=HERE, check=True)
-
-
-def start(args):
-    """A study's folder (args.out): deleted first with args.fresh, else kept for resuming; created."""
-    if args.fresh and os.path.isdir(args.out):
-        shutil.rmtree(args.out)
-    os.makedirs(args.out, exist_ok=True)
-
-
-def write_results(out, md, obj):
-    """OUT/results.md (printed too) and OUT/results.json (report.json_safe: no NaN, tuples as lists)."""
-    with open(os.path.join(out, "results.md"), "w") as f:
-        f.write(md)
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump(report.json_safe(obj), f, indent=1)
-    print(md)
-
 
 def joint_epochs(run_dir) -> float:
     """The joint run's passes over its data: its steps / its steps per epoch (train.py: len(loader) // grad
@@ -117,22 +91,6 @@ def run_all(args):
 
 
 # ----------------------------------------------------------------------------- the comparison
-
-def read_rows(folder):
-    """{task: {item id: eval.py prediction row}} of a run."""
-    rows = {}
-    for r in report.read_predictions(os.path.join(folder, "eval", "predictions.jsonl")):
-        rows.setdefault(r["task"], {})[r["id"]] = r
-    return rows
-
-
-def item_nll(rows, ids):
-    """(per-item nats per token, answer tokens) or None where eval.py wrote no per-item answer NLL."""
-    if not ids or not all("answer nats" in rows[i] for i in ids):
-        return None
-    return (np.array([rows[i]["answer nats"] / rows[i]["answer tokens"] for i in ids]),
-            np.array([float(rows[i]["answer tokens"]) for i in ids]))
-
 
 def _interval(v, w, seed):  # one system's pooled value and its 95% bootstrap interval
     idx = S._resamples(len(v), S.N_BOOT, seed)

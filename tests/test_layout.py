@@ -11,8 +11,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_LINES = 560
 # entry points: nothing imports them, except that the benchmarks time train.py's TrainStep
-SCRIPTS = {"train", "eval", "rl", "rft", "ask", "bench", "bench_gpu", "learning", "transfer"}
-ALLOWED_SCRIPT_IMPORTS = {("bench", "train"), ("bench_gpu", "train"), ("bench", "bench_gpu"), ("learning", "transfer")}
+SCRIPTS = {"train", "eval", "rl", "rft", "ask", "bench", "bench_gpu", "learning", "transfer", "traces"}
+ALLOWED_SCRIPT_IMPORTS = {("bench", "train"), ("bench_gpu", "train"), ("bench", "bench_gpu")}
 # the network knows no data, loop or scoring: model.py reaches only these project modules
 MODEL_DEPS = {"decode", "smollm", "tokenizer"}
 

@@ -18,6 +18,7 @@ from rdkit import Chem
 import checkpoint
 import data
 import eval as E
+import fewshot
 import mcq
 import model as M
 import molecule
@@ -260,7 +261,7 @@ def test_eval_mcq_few_shot_prompts_from_the_training_split(questions, tmp_path, 
     saved = json.loads((tmp_path / "fs" / "mcq_results.json").read_text())
     assert "2 in-context examples per question" in saved["_meta"]["model"]
     train = {s.answer for s in data.load_tasks("forward,molcap", "train", tiny_data, verbose=False)}
-    shown = E._mcq_with_examples(questions, E.parse_args(["--mcq", str(path), "--few-shot", "2", "--data", tiny_data]))
+    shown = fewshot.mcq_with_examples(questions, 2, tiny_data)
     for q, s in zip(questions, shown):
         head, _, question = s["prompt"].partition("Question:\n")
         assert question == q["prompt"] and head.count("Example ") == 2    # the question itself unchanged, last

@@ -104,6 +104,9 @@ def run_all(args):
             written = [task for task, c in counts.items() if c["written"]]
             if not written:
                 print("[traces] rft: no sampled answer was accepted; the arm has no data to train on")
+                times[name] = t
+                os.makedirs(folder, exist_ok=True)
+                json.dump(t, open(os.path.join(folder, "times.json"), "w"))
                 continue
             train_argv = ["--tasks", ",".join(written), "--data",
                           rft_data, "--init-from", start, "--max-steps", str(args.rft_steps)]

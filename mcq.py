@@ -383,7 +383,8 @@ def compare(a, b, rounds=2000, seed=0):
     "diff", "CI"}}: accuracy per group (shortcuts.group, and "all") over the questions both scored, a - b and its
     95% paired bootstrap interval over the questions (significance.paired_diff; > 0: a better)."""
     hits = {}
-    ra, rb = ({s["id"]: s for s in r["_scores"]} for r in (a, b))
+    # a record gives one question per format under the same id: a question is (id, format)
+    ra, rb = ({(s["id"], s.get("format", "choice4")): s for s in r["_scores"]} for r in (a, b))
 
     def hit(s):  # an option too long to score was written as null (-inf)
         return float(int(np.argmax([-np.inf if x is None else x for x in s["scores"]])) == s["answer"])

@@ -279,9 +279,12 @@ def test_compare_two_results_hand_computed(tmp_path):
         return {"_meta": {"model": name}, "_scores": rows}
     a, b = result([1, 1, 1, 0, 1, 1], "A"), result([0, 1, 0, 0, 1, 1], "B")
     b["_scores"].append({"id": "only-b", "task": "forward", "format": "choice4", "answer": 0, "scores": [1.0, 0.0]})
+    for r in (a, b):  # the same record's true/false question shares its id with its choice question
+        r["_scores"].append({"id": "q0", "task": "forward", "format": "truefalse", "answer": 0, "scores": [1.0, 0.0]})
     cmp = mcq.compare(a, b)
     assert cmp["forward"]["N"] == 4 and cmp["forward"]["a"] == 0.75 and cmp["forward"]["b"] == 0.25
-    assert cmp["forward"]["diff"] == pytest.approx(0.5) and cmp["all"]["N"] == 6  # "only-b" is not paired
+    assert cmp["forward"]["diff"] == pytest.approx(0.5) and cmp["all"]["N"] == 7  # "only-b" is not paired
+    assert cmp["forward (truefalse)"] == {"N": 1, "a": 1.0, "b": 1.0, "diff": 0.0, "CI": (0.0, 0.0)}
     assert cmp["weight (truefalse)"]["diff"] == 0 and cmp["weight (truefalse)"]["CI"] == (0.0, 0.0)
     lo, hi = cmp["forward"]["CI"]
     assert 0 <= lo <= 0.5 <= hi <= 1  # every resample's difference lies in [0, 1]: a is never worse on an item

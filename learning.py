@@ -32,7 +32,7 @@ import time
 
 import report
 import significance as S
-from studies import better, item_nll, launch, read_rows, start, write_results
+from studies import add_arguments, better, item_nll, launch, read_rows, start, write_results
 
 # CPU defaults: four tasks of four kinds (a number, a molecule, a quantum number, a text) with short answers,
 # so that the study's 11 runs (3 mixes, 4 single-task runs, their evals) fit about an hour on 2 cores
@@ -52,12 +52,7 @@ def get_parser():
                    "text: SMILES are ~2x shorter in tokens than SELFIES (the dev tree trains with --if_smiles True)")
     p.add_argument("--recipes", default="moge,gal,lora", help="the mixed runs' adapter recipes; the first is also "
                    "the single-task runs' recipe and the one compared with the baselines")
-    p.add_argument("--nproc", type=int, default=2, help="ranks per run (torchrun --nproc_per_node)")
-    p.add_argument("--data", default="demo", help="demo or a data folder")
-    p.add_argument("--model", default="default", help="base model (train.py --model)")
-    p.add_argument("--out", default="out/learning", help="the study's folder")
-    p.add_argument("--fresh", action="store_true", help="delete OUT first instead of resuming")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    add_arguments(p, 'out/learning', 2)
     return p
 
 

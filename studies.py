@@ -14,6 +14,16 @@ import report
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+def add_arguments(p, out, nproc):
+    """The flags every study has: where it runs (--nproc, --data, --model), its folder, resuming, the bootstrap seed."""
+    p.add_argument("--nproc", type=int, default=nproc, help="ranks per run (torchrun --nproc_per_node)")
+    p.add_argument("--data", default="demo", help="demo or a data folder")
+    p.add_argument("--model", default="default", help="base model (train.py --model)")
+    p.add_argument("--out", default=out, help="the study's folder")
+    p.add_argument("--fresh", action="store_true", help="delete OUT first instead of resuming")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+
+
 def launch(script, argv, nproc):
     """Run a repository script (train.py, eval.py, rft.py) to the end, under torchrun when nproc > 1."""
     cmd = ([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", script] if nproc > 1

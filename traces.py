@@ -36,7 +36,7 @@ import numpy as np
 import significance as S
 import verify
 from reasoning import has_rationale
-from studies import better, launch, read_rows, start, write_results
+from studies import add_arguments, better, launch, read_rows, start, write_results
 
 # CPU defaults: the three tasks whose rationales are sums; 100 steps of 2 x 2 sequences; one RFT round on the
 # last 30 of them from 4 samples of 16 prompts per task; the arithmetic mix at 0.2 of the chemistry samples
@@ -56,15 +56,10 @@ def get_parser():
     p.add_argument("--arith", type=float, default=ARITH, help="the arith arm's arith:R ratio (0: no arith arm)")
     p.add_argument("--limit", type=int, default=LIMIT, help="test items per task (the first N)")
     p.add_argument("--lr", type=float, default=LR, help="learning rate of every run (and of the RFT continuation)")
-    p.add_argument("--nproc", type=int, default=2, help="ranks per train / eval run (rft.py samples on one)")
-    p.add_argument("--data", default="demo", help="demo or a data folder")
-    p.add_argument("--model", default="default", help="base model (train.py --model)")
     p.add_argument("--train-args", default="", help="more train.py arguments for every run, e.g. '--lora-r 8'")
     p.add_argument("--eval-args", default="", help="more eval.py arguments for every arm")
     p.add_argument("--rft-args", default="", help="more rft.py arguments, e.g. '--batch-size 16'")
-    p.add_argument("--out", default="out/traces", help="the study's folder")
-    p.add_argument("--fresh", action="store_true", help="delete OUT first instead of resuming")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    add_arguments(p, 'out/traces', 2)
     return p
 
 

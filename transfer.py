@@ -30,7 +30,7 @@ import shutil
 
 import report
 import significance as S
-from studies import item_nll, launch, read_rows, start, write_results
+from studies import add_arguments, item_nll, launch, read_rows, start, write_results
 
 # CPU defaults: 40 training records of each task (demo: 1,000 each), one pass over them in the joint run
 # (40 steps of 2 sequences), 20 steps for each task alone; 45 test items per task (the demo's whole test split)
@@ -46,14 +46,9 @@ def get_parser():
     p.add_argument("--ratio", type=float, default=RATIO, help="the seeded subset of each task's training data "
                    "(train.py --tasks t:ratio), the same in every run")
     p.add_argument("--limit", type=int, default=LIMIT, help="test items per task (the first N)")
-    p.add_argument("--data", default="demo", help="demo or a data folder")
-    p.add_argument("--model", default="default", help="base model (train.py --model)")
-    p.add_argument("--nproc", type=int, default=1, help="ranks per run (torchrun --nproc_per_node)")
     p.add_argument("--train-args", default="", help="more train.py arguments for every run, e.g. '--lr 1e-3'")
     p.add_argument("--eval-args", default="--greedy --no-roundtrip", help="eval.py arguments for every run")
-    p.add_argument("--out", default="out/molcap-homolumo", help="the comparison's folder")
-    p.add_argument("--fresh", action="store_true", help="delete OUT first instead of resuming")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    add_arguments(p, 'out/molcap-homolumo', 1)
     return p
 
 

@@ -108,6 +108,27 @@ def read_log():
 
 # ----------------------------------------------------------------------------- model inputs
 
+def _adapted_tiny(recipe, seed):
+    """The tiny model with the molecule tower and 3-expert adapters (no dropout), B matrices random (B = 0 at init
+    would leave the A gradients zero)."""
+    torch.manual_seed(0)
+    model, tok = M.load_model("tiny")
+    molecule.attach_molecule(model)
+    moge.attach_adapters(model, moge.MoGEConfig(recipe=recipe, r=4, dropout=0.0, n_experts=3, top_k=2))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in moge.trainable_parameters(model).items():
+            if n.endswith("_B") or n.endswith("lora_B"):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return model, tok
+
+
+@pytest.fixture(scope="session")
+def adapted_tiny():
+    """adapted_tiny(recipe, seed) -> (model, tok): the tiny model with trained-looking adapters."""
+    return _adapted_tiny
+
+
 def _tiny_batch(tok):
     smiles = ["CCO", "c1ccccc1O", None, "CC(=O)Nc1ccc(O)cc1", None, "C1CC1", "CCN(CC)CC"]
     ids, labels, graphs = [], [], []

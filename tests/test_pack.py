@@ -10,7 +10,6 @@ import torch
 
 import model as M
 import moge
-import molecule
 import packing
 import train
 from train import TrainStep
@@ -91,16 +90,8 @@ def test_packed_rows_give_each_sample_its_solo_logits():
 
 
 @pytest.mark.parametrize("recipe", ["moge", "gal"])
-def test_packed_loss_and_gradients_equal_unpacked(recipe, tiny_batch):
-    torch.manual_seed(0)
-    model, tok = M.load_model("tiny")
-    molecule.attach_molecule(model)
-    moge.attach_adapters(model, moge.MoGEConfig(recipe=recipe, r=4, dropout=0.0, n_experts=3, top_k=2))
-    g = torch.Generator().manual_seed(2)
-    with torch.no_grad():  # B = 0 at init would leave the A gradients zero
-        for n, p in moge.trainable_parameters(model).items():
-            if n.endswith("_B") or n.endswith("lora_B"):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+def test_packed_loss_and_gradients_equal_unpacked(recipe, tiny_batch, adapted_tiny):
+    model, tok = adapted_tiny(recipe, 2)
     ids, labels, graphs = tiny_batch(tok)
     lengths = [len(i) - 1 + (gr.num_nodes if gr else 0) if MOL_TOKEN in i else len(i)
                for i, gr in zip(ids, graphs)]

@@ -29,16 +29,8 @@ def reference_ce(model, ids, labels, graphs, pack_len):
 
 
 @pytest.mark.parametrize("pack_len", [0, 400])
-def test_head_at_answers_equals_full_logits(pack_len, tiny_batch):
-    torch.manual_seed(0)
-    model, tok = M.load_model("tiny")
-    molecule.attach_molecule(model)
-    moge.attach_adapters(model, moge.MoGEConfig(recipe="moge", r=4, dropout=0.0, n_experts=3, top_k=2))
-    g = torch.Generator().manual_seed(3)
-    with torch.no_grad():  # B = 0 at init would leave the A gradients zero
-        for n, p in moge.trainable_parameters(model).items():
-            if n.endswith("_B") or n.endswith("lora_B"):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+def test_head_at_answers_equals_full_logits(pack_len, tiny_batch, adapted_tiny):
+    model, tok = adapted_tiny("moge", 3)
     ids, labels, graphs = tiny_batch(tok)
     params = moge.trainable_parameters(model)
     model.train()
